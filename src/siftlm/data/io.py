@@ -1,0 +1,376 @@
+"""Reading datasets from disk (jsonl, json, parquet, csv, HF save_to_disk) and atomic writing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from siftlm.data.formats import (
+    FORMATS,
+    DataError,
+    Example,
+    RecordError,
+    Reject,
+    convert_record,
+    detect_format,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "DataError",
+    "Dataset",
+    "atomic_write",
+    "examples_table",
+    "read_dataset",
+    "read_records",
+    "summarize",
+    "write_jsonl",
+    "write_rejects",
+    "write_selected",
+]
+
+JSONL_EXTS = (".jsonl", ".ndjson")
+JSON_EXTS = (".json",)
+PARQUET_EXTS = (".parquet", ".pq")
+CSV_EXTS = (".csv", ".tsv")
+SUPPORTED = "jsonl, json, parquet, csv, or a datasets save_to_disk folder"
+JSON_LIST_KEYS = ("data", "train", "examples")
+
+# Reject reasons are grouped by these leading phrases in summarize().
+REASON_KINDS = (
+    "malformed JSON",
+    "record is not a JSON object",
+    "missing required field",
+    "wrong type",
+    "empty response",
+    "empty prompt",
+    "empty conversation",
+    "unknown role",
+    "no assistant turn",
+    "conversation must end with an assistant turn",
+    "prompt must end with a user turn",
+    "text too long",
+    "duplicate id",
+    "chosen and rejected",
+    "reply must be an assistant turn",
+    "expected a single assistant message",
+    "completion must hold assistant turns",
+    "unsupported content part type",
+)
+
+
+@dataclass
+class Dataset:
+    path: str
+    format: str
+    examples: list[Example]
+    rejects: list[Reject]
+    n_read: int  # == len(examples) + len(rejects)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _plain(obj: Any) -> Any:
+    """Numpy arrays/scalars and tuples -> plain python lists/scalars, recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    tolist = getattr(obj, "tolist", None)  # numpy.ndarray and numpy scalars
+    if callable(tolist) and type(obj).__module__ == "numpy":
+        return _plain(tolist())
+    return obj
+
+
+def _check_dict(n: int, record: Any) -> tuple[int, dict | None, str | None]:
+    if isinstance(record, dict):
+        return n, _plain(record), None
+    return n, None, "record is not a JSON object"
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"malformed JSON: invalid UTF-8 ({e.reason} at byte {e.start})"
+                continue
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield n, None, f"malformed JSON: {e.msg} (column {e.colno})"
+                continue
+            yield _check_dict(n, record)
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from e
+    except json.JSONDecodeError as e:
+        hint = " (looks like JSON Lines: rename the file to .jsonl)" if e.msg == "Extra data" else ""
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}{hint}") from e
+    if isinstance(data, dict):
+        key = next((k for k in JSON_LIST_KEYS if isinstance(data.get(k), list)), None)
+        if key is None:
+            raise DataError(
+                f"{path}: top-level JSON object has no list under {', '.join(map(repr, JSON_LIST_KEYS))} "
+                f"(keys: {', '.join(map(str, data))})"
+            )
+        data = data[key]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    for n, record in enumerate(data, start=1):
+        yield _check_dict(n, record)
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as e:
+        raise DataError(f"{path}: cannot read parquet file: {e}") from e
+    for n, record in enumerate(rows, start=1):
+        yield _check_dict(n, record)
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    import pandas as pd
+
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except Exception as e:
+        raise DataError(f"{path}: cannot read CSV file: {e}") from e
+    for n, record in enumerate(frame.to_dict(orient="records"), start=1):
+        yield _check_dict(n, record)
+
+
+def _read_hf(path: Path, split: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except Exception as e:
+        raise DataError(f"{path}: cannot load datasets folder: {e}") from e
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataError(f"{path}: split '{split}' not found; available splits: {', '.join(loaded)}")
+        loaded = loaded[split]
+    for n, record in enumerate(loaded, start=1):
+        yield _check_dict(n, record)
+
+
+def read_records(path: str | Path, *, split: str = "train") -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield (line or record number, record or None, parse error or None) for every record in path.
+
+    jsonl: 1-based line numbers (blank lines skipped, not yielded). Other types: 1-based record numbers.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if any((path / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return _read_hf(path, split)
+        raise DataError(f"{path}: folder is not a datasets save_to_disk folder; supported: {SUPPORTED}")
+    ext = path.suffix.lower()
+    if ext in JSONL_EXTS:
+        return _read_jsonl(path)
+    if ext in JSON_EXTS:
+        return _read_json(path)
+    if ext in PARQUET_EXTS:
+        return _read_parquet(path)
+    if ext in CSV_EXTS:
+        return _read_csv(path)
+    raise DataError(f"{path}: unsupported file type '{ext or '(none)'}'; supported: {SUPPORTED}")
+
+
+def _content_id(messages: list[dict], chosen: str | None, rejected: str | None) -> str:
+    payload = {"messages": messages, "chosen": chosen, "rejected": rejected}
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return "h" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:15]
+
+
+def _record_id(record: dict) -> str | None:
+    """The record's own id as a string, None if absent; RecordError if unusable."""
+    value = record.get("id")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # absent or blank (e.g. an empty CSV cell): use the content hash
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RecordError("id", f"wrong type: expected string or integer, got {type(value).__name__}")
+    return str(value)
+
+
+def _too_long(obj: Any, limit: int, path: str = "") -> tuple[str, int] | None:
+    """The first string anywhere in obj longer than limit, as (field path, length)."""
+    if isinstance(obj, str):
+        return (path, len(obj)) if len(obj) > limit else None
+    if isinstance(obj, dict):
+        items: Iterable[tuple[str, Any]] = ((f"{path}.{k}" if path else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    for sub_path, value in items:
+        found = _too_long(value, limit, sub_path)
+        if found:
+            return found
+    return None
+
+
+def read_dataset(
+    path: str | Path, *, format: str | None = None, max_chars: int = 100_000, split: str = "train"
+) -> Dataset:
+    """Read, convert and validate every record; bad records become Rejects, never exceptions.
+
+    Raises DataError only for problems with the input as a whole (missing/unsupported/broken file,
+    unknown or undetectable format).
+    """
+    source = str(path)
+    rows = list(read_records(path, split=split))
+    if format is not None and format not in FORMATS:
+        raise DataError(f"{source}: unknown format '{format}'; supported formats: {', '.join(FORMATS)}")
+    records = [r for _, r, _ in rows if r is not None]
+    if format is not None:
+        fmt = format
+    elif records:
+        try:
+            fmt = detect_format(records)
+        except DataError as e:
+            raise DataError(f"{source}: {e}") from e
+    else:
+        fmt = "unknown"
+
+    examples: list[Example] = []
+    rejects: list[Reject] = []
+    first_seen: dict[str, int] = {}
+    for n, record, error in rows:
+        if record is None:
+            rejects.append(Reject(source, n, "", error or "record is not a JSON object"))
+            continue
+        own_id = None
+        try:
+            own_id = _record_id(record)
+            messages, chosen, rejected = convert_record(record, fmt)
+        except RecordError as e:
+            rejects.append(Reject(source, n, e.field, e.reason, own_id))
+            continue
+        ex_id = own_id or _content_id(messages, chosen, rejected)
+        long = _too_long(record, max_chars)
+        if long:
+            reason = f"text too long: {long[1]} characters > max_chars {max_chars}"
+            rejects.append(Reject(source, n, long[0], reason, ex_id))
+            continue
+        if ex_id in first_seen:
+            reason = f"duplicate id {ex_id} (first seen at line {first_seen[ex_id]})"
+            rejects.append(Reject(source, n, "id", reason, ex_id))
+            continue
+        first_seen[ex_id] = n
+        examples.append(Example(ex_id, messages, chosen, rejected, source, n, record))
+    return Dataset(source, fmt, examples, rejects, len(rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path next to path; on success it replaces path, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    plain = _plain(obj)
+    if plain is obj:
+        raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+    return plain
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
+    with atomic_write(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def write_rejects(rejects: list[Reject], path: str | Path) -> None:
+    write_jsonl((asdict(r) for r in rejects), path)
+
+
+def write_selected(examples: list[Example], path: str | Path) -> None:
+    """Write each example's original record (input format) as jsonl."""
+    write_jsonl((ex.raw for ex in examples), path)
+
+
+def examples_table(examples: Iterable[Example]) -> pa.Table:
+    import pyarrow as pa
+
+    examples = list(examples)
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("kind", pa.string()),
+            ("source", pa.string()),
+            ("line", pa.int64()),
+            ("messages", pa.string()),
+            ("chosen", pa.string()),
+            ("rejected", pa.string()),
+        ]
+    )
+    columns = {
+        "id": [e.id for e in examples],
+        "kind": [e.kind for e in examples],
+        "source": [e.source for e in examples],
+        "line": [e.line for e in examples],
+        "messages": [json.dumps(e.messages, ensure_ascii=False) for e in examples],
+        "chosen": [e.chosen for e in examples],
+        "rejected": [e.rejected for e in examples],
+    }
+    return pa.table(columns, schema=schema)
+
+
+def reason_kind(reason: str) -> str:
+    """The stable leading phrase of a reject reason (for grouping counts)."""
+    return next((k for k in REASON_KINDS if reason.startswith(k)), reason)
+
+
+def summarize(ds: Dataset) -> dict:
+    return {
+        "path": ds.path,
+        "format": ds.format,
+        "n_read": ds.n_read,
+        "n_kept": len(ds.examples),
+        "n_rejected": len(ds.rejects),
+        "rejects_by_reason": dict(Counter(reason_kind(r.reason) for r in ds.rejects).most_common()),
+        "rejects_by_field": dict(Counter(r.field for r in ds.rejects).most_common()),
+        "kinds": dict(Counter(e.kind for e in ds.examples).most_common()),
+    }

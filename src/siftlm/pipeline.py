@@ -1,0 +1,245 @@
+"""The DavIR / LP pipeline as library calls: prepare -> loss passes -> train (trajectory) -> scores -> select.
+
+Each model pass goes through the signal store, so every step is cached and resumable; everything after
+the passes is cheap numpy over the signals table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from siftlm import scores as score_registry
+from siftlm.data import Dataset, Example, Reject
+from siftlm.models.template import Encoded, EncodeError, encode, encode_response_only
+from siftlm.progress import bar
+from siftlm.select.topk import rank, topk
+from siftlm.signals import store
+from siftlm.signals.losses import loss_pass
+from siftlm.signals.trajectory import TrainConfig, train, trajectory_fingerprints
+
+ENGINE_VERSION = 1
+
+
+@dataclass
+class SignalConfig:
+    store: str = "siftlm-store"     # signal store folder
+    max_length: int = 1024          # tokens; prompts are cut from the left first, else the example is rejected
+    template: str = "auto"          # auto (chat template if the tokenizer has one) | chat | alpaca
+    token_budget: int = 4096        # padded tokens per forward batch
+    shard_size: int = 512           # examples per stored shard (the unit of resume)
+    limit: int | None = None        # use only the first N valid examples
+    progress: bool = True
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    examples: list[Example]          # the examples in use, aligned with ``encoded``
+    encoded: list[Encoded]
+    rejects: list[Reject]            # read rejects + encoding rejects
+    n_unused: int                    # valid examples left out by ``limit``
+    fingerprint: str
+    tokenizer: object = None
+    cfg: SignalConfig = field(default_factory=SignalConfig)
+    _uncond: list[Encoded] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.examples]
+
+    def counts(self) -> dict:
+        c = {"read": self.dataset.n_read, "kept": len(self.examples), "rejected": len(self.rejects),
+             "unused_by_limit": self.n_unused}
+        assert c["read"] == c["kept"] + c["rejected"] + c["unused_by_limit"], c
+        return c
+
+    def uncond(self) -> list[Encoded]:
+        """Responses without prompts (IFD's P(y)), encoded on first use."""
+        if self._uncond is None:
+            self._uncond = [encode_response_only(self.tokenizer, e.id, e.messages, template=self.cfg.template)
+                            for e in self.examples]
+        return self._uncond
+
+
+def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
+    """Encode every valid example; those that cannot be encoded under the max_length policy become rejects."""
+    sft = [e for e in ds.examples if e.kind == "sft"]
+    if len(sft) != len(ds.examples):
+        raise ValueError(f"{ds.path}: preference pairs are not SFT examples; use a preference pass instead")
+    rejects = list(ds.rejects)
+    examples, encoded = [], []
+    n_unused = 0
+    for ex in sft:
+        if cfg.limit is not None and len(examples) >= cfg.limit:
+            n_unused += 1
+            continue
+        try:
+            encoded.append(encode(tokenizer, ex.id, ex.messages, max_length=cfg.max_length, template=cfg.template))
+            examples.append(ex)
+        except EncodeError as e:
+            rejects.append(Reject(ex.source, ex.line, "messages", str(e), ex.id))
+    if not examples:
+        raise ValueError(f"{ds.path}: no valid examples ({len(rejects)} rejected); see the rejects file")
+    fp = store.dataset_fingerprint([e.id for e in encoded], [e.input_ids + e.labels for e in encoded])
+    return Prepared(ds, examples, encoded, rejects, n_unused, fp, tokenizer, cfg)
+
+
+def loss_signals(model, model_fp: str, prep: Prepared, *, name: str = "loss", label: str | None = None) -> pd.DataFrame:
+    """Per-example loss statistics of ``model`` (pass ``loss``, or ``uncond`` for responses alone), cached."""
+    cfg = prep.cfg
+    encoded = prep.encoded if name == "loss" else prep.uncond()
+    dtype = str(next(model.parameters()).dtype)
+    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": dtype, "engine": ENGINE_VERSION}
+    data_fp = prep.fingerprint if name == "loss" else store.dataset_fingerprint(
+        prep.ids, [e.input_ids + e.labels for e in encoded])
+    spec = store.PassSpec(name, data_fp, model_fp, settings)
+    pad = prep.tokenizer.pad_token_id
+    with bar(label or name, len(encoded), enabled=cfg.progress) as advance:
+        def compute(start: int, stop: int) -> dict:
+            return loss_pass(model, encoded[start:stop], pad_id=pad, token_budget=cfg.token_budget, on_batch=advance)
+        return store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
+
+
+def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig):
+    """Fine-tune the base on all examples with the trajectory evaluated into the store.
+
+    Returns (trajectory frames P_0..P_n, fingerprints). A finished folder for the same data, model and
+    settings is reused as it is; one for other data is an error, never silently mixed.
+    """
+    out = Path(out)
+    ident = {"dataset": prep.fingerprint, "base": lm.fingerprint, "config": asdict(tcfg)}
+    ident_file = out / "siftlm-identity.json"
+    if ident_file.exists() and json.loads(ident_file.read_text()) != ident:
+        raise RuntimeError(f"{out}: holds a training run on other data, model or settings; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    ident_file.write_text(json.dumps(ident, indent=2))
+    try:
+        fps = trajectory_fingerprints(out, lm.fingerprint)
+    except FileNotFoundError:
+        n_steps = tcfg.epochs * len(prep.encoded)
+
+        def evaluate(model, fp, epoch):
+            loss_signals(model, fp, prep, label=f"eval P_{epoch}")
+
+        with bar("train", n_steps, enabled=prep.cfg.progress) as advance:
+            train(lm.model, lm.fingerprint, prep.encoded, out, tcfg, pad_id=prep.tokenizer.pad_token_id,
+                  evaluate=evaluate, on_step=advance, tokenizer=prep.tokenizer)
+        fps = trajectory_fingerprints(out, lm.fingerprint)
+    frames = []
+    for fp in fps:  # all cached by now
+        frames.append(store.run_pass(prep.cfg.store, _loss_spec(prep, fp, lm), prep.ids, _missing(fp)))
+    return frames, fps
+
+
+def _loss_spec(prep: Prepared, fp: str, lm) -> store.PassSpec:
+    dtype = str(next(lm.model.parameters()).dtype)
+    settings = {"template": prep.cfg.template, "max_length": prep.cfg.max_length, "dtype": dtype,
+                "engine": ENGINE_VERSION}
+    return store.PassSpec("loss", prep.fingerprint, fp, settings)
+
+
+def _missing(fp: str):
+    def compute(start, stop):
+        raise RuntimeError(f"trajectory pass for model {fp} is missing from the store; rerun training")
+    return compute
+
+
+def signals_table(prep: Prepared, base: pd.DataFrame, ref: pd.DataFrame | None = None,
+                  uncond: pd.DataFrame | None = None, trajectory: list[pd.DataFrame] | None = None) -> pd.DataFrame:
+    """One row per example with every signal; trajectory columns ppl_0..ppl_n and acc_0..acc_n."""
+    t = pd.DataFrame({"id": prep.ids,
+                      "n_prompt": [e.n_prompt for e in prep.encoded],
+                      "n_response": [e.n_response for e in prep.encoded],
+                      "truncated": [e.truncated for e in prep.encoded]})
+    for prefix, frame in (("base", base), ("ref", ref), ("uncond", uncond)):
+        if frame is not None:
+            for c in ("nll_sum", "loss", "entropy", "el2n", "acc"):
+                t[f"{prefix}_{c}"] = frame[c].to_numpy()
+    for i, frame in enumerate(trajectory or []):
+        t[f"ppl_{i}"] = np.exp(frame["loss"].to_numpy())
+        t[f"acc_{i}"] = frame["acc"].to_numpy()
+    return t
+
+
+def signal_arrays(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The signals table as the arrays score functions take (trajectories stacked into matrices)."""
+    arrays = {c: table[c].to_numpy() for c in table.columns if c != "id"}
+    for kind in ("ppl", "acc"):
+        cols = sorted((c for c in table.columns if c.startswith(f"{kind}_") and c[len(kind) + 1:].isdigit()),
+                      key=lambda c: int(c.split("_")[1]))
+        if cols:
+            arrays[f"{kind}_trajectory"] = table[cols].to_numpy()
+    return arrays
+
+
+def add_scores(table: pd.DataFrame, names: list[str] | None = None, *, lp_epoch: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Add every computable score (or ``names``) as columns; returns the table and NaN counts per score."""
+    arrays = signal_arrays(table)
+    out = table.copy()
+    guarded = {}
+    for name in names or list(score_registry.SCORES):
+        _, needs, _ = score_registry.SCORES[name]
+        if not all(n in arrays for n in needs):
+            if names:
+                score_registry.compute(name, arrays)  # raises naming what is missing
+            continue
+        opts = {"epoch": lp_epoch} if name in ("lp", "lp_app") else {}
+        if name == "lp" and arrays["ppl_trajectory"].shape[1] < 3:
+            opts = {"epoch": 1}
+        values = score_registry.compute(name, arrays, **opts)
+        out[name] = values
+        guarded[name] = int((~np.isfinite(values)).sum())
+    return out, guarded
+
+
+def length_correlations(table: pd.DataFrame) -> dict:
+    """DavIR Tables 1-2: Pearson and Spearman of loss, entropy, RHO-LM and DavIR against token counts."""
+    res = {}
+    for length_col in ("tokens_total", "n_response"):
+        n = table["n_prompt"] + table["n_response"] if length_col == "tokens_total" else table["n_response"]
+        for col in ("base_loss", "base_entropy", "rho", "davir"):
+            if col not in table:
+                continue
+            v = table[col].to_numpy()
+            ok = np.isfinite(v)
+            if ok.sum() < 3 or np.std(v[ok]) == 0:
+                continue
+            res[f"{col}~{length_col}"] = {"pearson": float(stats.pearsonr(v[ok], n[ok]).statistic),
+                                          "spearman": float(stats.spearmanr(v[ok], n[ok]).statistic)}
+    return res
+
+
+def select(table: pd.DataFrame, by: str, *, budget: float, direction: str | None = None) -> pd.DataFrame:
+    """Add ``rank`` and ``selected`` columns for the top-``budget`` examples by score ``by``."""
+    if by not in table:
+        raise KeyError(f"no score column {by!r}; have {[c for c in table.columns if c in score_registry.SCORES]}")
+    direction = direction or score_registry.SCORES.get(by, (None, None, "high"))[2]
+    out = table.copy()
+    out["rank"] = rank(out["id"].to_numpy(), out[by].to_numpy(), direction=direction)
+    picked = topk(out["id"].to_numpy(), out[by].to_numpy(), budget=budget, direction=direction)
+    out["selected"] = False
+    out.loc[out.index[picked], "selected"] = True
+    return out
+
+
+class Timer:
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _T:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *a):
+                timer.times[name] = round(time.perf_counter() - self.t, 2)
+        return _T()

@@ -1,0 +1,42 @@
+"""Top-k selection by a score: exact budget, deterministic tie-break by id, NaN never selected."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def budget_count(budget: float, n: int) -> int:
+    """A budget given as a count (>= 1, integer) or a fraction of ``n`` (0 < f < 1, rounded to nearest, at least 1)."""
+    if budget <= 0:
+        raise ValueError(f"budget must be positive, got {budget}")
+    if budget < 1:
+        return max(1, int(np.floor(budget * n + 0.5)))
+    if budget != int(budget):
+        raise ValueError(f"a budget >= 1 is a count and must be an integer, got {budget}")
+    return int(budget)
+
+
+def rank(ids, scores, *, direction: str = "high") -> np.ndarray:
+    """1-based rank of every example (1 = kept first); ties broken by id ascending; NaN scores get rank 0."""
+    if direction not in ("high", "low"):
+        raise ValueError(f"direction must be 'high' or 'low', got {direction!r}")
+    s = np.asarray(scores, dtype=np.float64)
+    ids = np.asarray(ids, dtype=str)
+    finite = np.isfinite(s)
+    key = np.where(finite, -s if direction == "high" else s, np.inf)
+    order = np.lexsort((ids, key))          # last key is primary: score, then id
+    ranks = np.zeros(len(s), dtype=np.int64)
+    ranks[order] = np.arange(1, len(s) + 1)
+    ranks[~finite] = 0
+    return ranks
+
+
+def topk(ids, scores, *, budget: float, direction: str = "high") -> np.ndarray:
+    """Positions of the selected examples, best first. Raises if fewer finite scores than the budget."""
+    k = budget_count(budget, len(ids))
+    ranks = rank(ids, scores, direction=direction)
+    n_finite = int((ranks > 0).sum())
+    if k > n_finite:
+        raise ValueError(f"budget {k} exceeds the {n_finite} examples with a finite score "
+                         f"({len(ids) - n_finite} have NaN/inf)")
+    return np.argsort(np.where(ranks > 0, ranks, np.iinfo(np.int64).max), kind="stable")[:k]

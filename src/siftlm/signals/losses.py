@@ -1,0 +1,113 @@
+"""Batched per-example response losses: one forward per token-budget batch, logits only at response positions.
+
+For every example the pass gives the response NLL sum, the number of response tokens, the mean NLL
+(the paper's L(y|x)), mean predictive entropy, EL2N and token accuracy. The decoder runs on the padded
+batch; its last hidden states are gathered at the positions that predict a response token (N_resp x H),
+and the output layer is applied to those in chunks, so B x T x V logits never exist (a 262k vocabulary
+at 4k tokens would be 4 GB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from siftlm.models.batching import Batch, collate, padding_fraction, plan_batches
+from siftlm.models.template import IGNORE, Encoded
+
+COLUMNS = ("nll_sum", "n_tokens", "loss", "entropy", "el2n", "acc")
+LOGIT_CHUNK_ELEMENTS = 1 << 23  # ~32 MB of fp32 logits per chunk (measured: 128-256 positions balance matmul size and cache)
+
+
+def _parts(model):
+    """(decoder, output layer, softcap) of a causal LM, looking through a PEFT wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder()
+    head = base.get_output_embeddings()
+    softcap = getattr(base.config, "final_logit_softcapping", None) or getattr(
+        getattr(base.config, "text_config", None), "final_logit_softcapping", None)
+    return decoder, head, softcap
+
+
+def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states that predict response tokens.
+
+    Returns h (N_resp, H), targets (N_resp,), rows (N_resp,) = batch row of each position.
+    Position t predicts token t+1, so labels are shifted left by one.
+    """
+    decoder, _, _ = _parts(model)
+    device = next(model.parameters()).device
+    out = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+    hidden = out.last_hidden_state[:, :-1]                  # (B, T-1, H)
+    shifted = batch.labels[:, 1:].to(device)                # (B, T-1)
+    sel = shifted != IGNORE
+    rows = torch.arange(sel.shape[0], device=device)[:, None].expand_as(sel)[sel]
+    return hidden[sel], shifted[sel], rows
+
+
+def _logits(head, h: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    logits = head(h).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def response_nll(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,))."""
+    _, head, softcap = _parts(model)
+    h, targets, rows = response_hidden(model, batch)
+    nll = F.cross_entropy(_logits(head, h, softcap), targets, reduction="none")
+    return nll, rows
+
+
+@torch.inference_mode()
+def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
+    """Per-example statistics for one batch (rows in batch order)."""
+    _, head, softcap = _parts(model)
+    h, targets, rows = response_hidden(model, batch)
+    n_rows = batch.input_ids.shape[0]
+    vocab = head.weight.shape[0]
+    chunk = max(128, LOGIT_CHUNK_ELEMENTS // vocab)
+    sums = torch.zeros((5, n_rows), dtype=torch.float64, device=h.device)  # nll, entropy, el2n, correct, count
+    for s in range(0, h.shape[0], chunk):
+        logits = _logits(head, h[s:s + chunk], softcap)      # (C, V)
+        t = targets[s:s + chunk]
+        logp = torch.log_softmax(logits, dim=-1)             # (C, V)
+        logp_t = logp.gather(1, t[:, None]).squeeze(1)
+        p = logp.exp()                                       # (C, V) softmax
+        entropy = -torch.linalg.vecdot(p, logp)
+        # ||p - onehot(y)||_2^2 = sum p^2 - 2 p_y + 1
+        el2n = torch.sqrt(torch.clamp(torch.linalg.vecdot(p, p) - 2 * logp_t.exp() + 1, min=0))
+        correct = (logp.argmax(-1) == t).double()
+        r = rows[s:s + chunk]
+        for k, v in enumerate((-logp_t, entropy, el2n, correct, torch.ones_like(entropy))):
+            sums[k].index_add_(0, r, v.double())
+    sums = sums.cpu().numpy()
+    n = sums[4]
+    return {"nll_sum": sums[0], "n_tokens": n.astype(np.int64), "loss": sums[0] / n,
+            "entropy": sums[1] / n, "el2n": sums[2] / n, "acc": sums[3] / n}
+
+
+def loss_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int = 4096,
+              on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Statistics for every example, in input order. ``on_batch(n_examples)`` reports progress."""
+    lengths = [len(e.input_ids) for e in encoded]
+    out = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
+    was_training = model.training
+    model.eval()
+    for index in plan_batches(lengths, token_budget):
+        stats = batch_stats(model, collate(encoded, index, pad_id))
+        for c in COLUMNS:
+            out[c][index] = stats[c]
+        if on_batch:
+            on_batch(len(index))
+    model.train(was_training)
+    return out
+
+
+def pass_padding(encoded: list[Encoded], token_budget: int) -> float:
+    lengths = [len(e.input_ids) for e in encoded]
+    return padding_fraction(lengths, plan_batches(lengths, token_budget))

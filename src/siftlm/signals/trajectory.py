@@ -1,0 +1,148 @@
+"""Fine-tune (LoRA by default, full as an option) and evaluate every training example before training and
+after each epoch: the trajectory P_0..P_n that LP, LP_app and forgetting need, and the reference model
+that DavIR needs (the base fine-tuned on the full set = the model after the last epoch).
+
+The loop is ours rather than a Trainer's so it can use the same token-budget batches and response-only
+loss as the signal engine, and resume exactly from the last finished epoch: each epoch folder holds the
+adapter (safetensors), the optimizer and scheduler state (loaded with ``weights_only=True``) and a done
+marker written only after that epoch's evaluation is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from siftlm.models.batching import collate, plan_batches
+from siftlm.models.load import folder_fingerprint
+from siftlm.models.template import Encoded
+from siftlm.signals.losses import response_nll
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2                 # >= 2 so LP(1) is informative
+    lr: float = 2e-4                # LoRA default; full fine-tuning usually wants ~1e-5
+    token_budget: int = 2048        # padded tokens per optimizer step
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: str = "all-linear"
+    full: bool = False              # full fine-tuning instead of LoRA
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+# evaluate(model, fingerprint, epoch) stores the loss pass of ``model`` for epoch ``epoch``
+Evaluate = Callable[[torch.nn.Module, str, int], None]
+
+
+def epoch_dir(out: Path, epoch: int) -> Path:
+    return out / f"epoch-{epoch}"
+
+
+def _finished_epochs(out: Path) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in out.glob("epoch-*") if (p / "siftlm-done").exists())
+
+
+def _save(model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if cfg.full and tokenizer is not None:  # a full model folder must load on its own
+        tokenizer.save_pretrained(tmp)
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "siftlm-optimizer.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def model_fingerprint(base_fp: str, folder: Path, cfg: TrainConfig) -> str:
+    """Same fingerprint ``load_model`` gives when the folder is loaded later (adapter or full model)."""
+    return folder_fingerprint(folder) if cfg.full else f"{base_fp}+{folder_fingerprint(folder)}"
+
+
+def train(model, base_fp: str, encoded: list[Encoded], out: str | Path, cfg: TrainConfig, *, pad_id: int,
+          evaluate: Evaluate, on_step: Callable[[int], None] | None = None, tokenizer=None) -> torch.nn.Module:
+    """Train ``model`` on ``encoded`` for ``cfg.epochs`` epochs, evaluating P_0..P_n through ``evaluate``.
+
+    Returns the trained model (a PeftModel for LoRA). Resumes after the last epoch with a done marker.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "siftlm-train.json").write_text(json.dumps(asdict(cfg), indent=2))
+    torch.manual_seed(cfg.seed)
+    finished = _finished_epochs(out)
+    if not finished:
+        evaluate(model, base_fp, 0)
+    if not cfg.full:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lengths = [len(e.input_ids) for e in encoded]
+    batches = plan_batches(lengths, cfg.token_budget)
+    total_steps = cfg.epochs * len(batches)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, total_steps)))
+    start = 1
+    if finished:
+        last = finished[-1]
+        folder = epoch_dir(out, last)
+        _load_weights(model, folder, cfg)
+        state = torch.load(folder / "siftlm-optimizer.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = last + 1
+    for epoch in range(start, cfg.epochs + 1):
+        model.train()
+        rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+        for b in rng.permutation(len(batches)):
+            batch = collate(encoded, batches[b], pad_id)
+            nll, _ = response_nll(model, batch)
+            loss = nll.sum() / nll.numel()          # token mean over the batch
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if on_step:
+                on_step(len(batches[b]))
+        model.eval()
+        folder = epoch_dir(out, epoch)
+        _save(model, cfg, folder, opt, sched, tokenizer)
+        evaluate(model, model_fingerprint(base_fp, folder, cfg), epoch)
+        (folder / "siftlm-done").write_text("")
+    return model
+
+
+def _load_weights(model, folder: Path, cfg: TrainConfig) -> None:
+    from safetensors.torch import load_file
+
+    if cfg.full:
+        state = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(f))
+        model.load_state_dict(state, strict=False)
+    else:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+
+
+def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
+    """Model fingerprints of P_0..P_n for a finished training folder."""
+    out = Path(out)
+    cfg = TrainConfig(**json.loads((out / "siftlm-train.json").read_text()))
+    finished = _finished_epochs(out)
+    if finished != list(range(1, cfg.epochs + 1)):
+        raise FileNotFoundError(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
+    return [base_fp] + [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]

@@ -1,0 +1,67 @@
+import pytest
+
+from siftlm.models.template import IGNORE, EncodeError, encode, encode_response_only
+from tests.conftest import byte_tokenizer
+
+MSGS = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+
+
+def _resp(tok, enc):
+    return tok.decode([t for t in enc.labels if t != IGNORE])
+
+
+def _prompt(tok, enc):
+    return tok.decode([t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab == IGNORE])
+
+
+def test_mask_covers_exactly_the_response_tokens(tokenizer):
+    enc = encode(tokenizer, "a", MSGS)
+    # by hand: <s> + "<|user|>\nhi</s>\n<|assistant|>\n" is prompt, "yo</s>\n" is response (byte tokens)
+    prompt_text = "<|user|>\nhi</s>\n<|assistant|>\n"
+    resp_text = "yo</s>\n"
+    assert enc.input_ids[0] == tokenizer.bos_token_id
+    expected_prompt = [tokenizer.bos_token_id] + tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    expected_resp = tokenizer(resp_text, add_special_tokens=False)["input_ids"]
+    assert enc.input_ids == expected_prompt + expected_resp
+    assert enc.labels == [IGNORE] * len(expected_prompt) + expected_resp
+    assert enc.n_prompt == len(expected_prompt) and enc.n_response == len(expected_resp)
+    assert _resp(tokenizer, enc) == resp_text
+
+
+def test_every_assistant_turn_is_a_response(tokenizer):
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    enc = encode(tokenizer, "m", msgs)
+    assert _resp(tokenizer, enc) == "a1</s>\na2</s>\n"
+    assert "q2" in _prompt(tokenizer, enc) and "a1" not in _prompt(tokenizer, enc)
+
+
+def test_alpaca_template_without_chat_template():
+    tok = byte_tokenizer(chat_template=None)
+    msgs = [{"role": "user", "content": "Add 2+2"}, {"role": "assistant", "content": "4"}]
+    enc = encode(tok, "x", msgs)
+    assert _resp(tok, enc) == "4</s>"
+    assert _prompt(tok, enc).endswith("### Instruction:\nAdd 2+2\n\n### Response:\n")
+    assert _prompt(tok, enc).startswith("<s>Below is an instruction")
+
+
+def test_max_length_cuts_prompt_from_left(tokenizer):
+    msgs = [{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]
+    full = encode(tokenizer, "a", msgs)
+    enc = encode(tokenizer, "a", msgs, max_length=len(full.input_ids) - 10)
+    assert enc.truncated == 10
+    assert enc.input_ids == full.input_ids[10:] and enc.labels == full.labels[10:]
+    assert enc.n_response == full.n_response
+
+
+def test_response_that_does_not_fit_is_rejected(tokenizer):
+    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "y" * 100}]
+    with pytest.raises(EncodeError, match="does not fit in max_length=50"):
+        encode(tokenizer, "a", msgs, max_length=50)
+
+
+def test_response_only_scores_the_same_tokens(tokenizer):
+    enc = encode(tokenizer, "a", MSGS)
+    unc = encode_response_only(tokenizer, "a", MSGS)
+    assert [t for t in unc.labels if t != IGNORE] == [t for t in enc.labels if t != IGNORE]
+    assert unc.input_ids[0] == tokenizer.bos_token_id and unc.n_prompt == 1

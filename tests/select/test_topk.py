@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from siftlm.select.topk import budget_count, rank, topk
+
+
+def test_topk_exact_budget_and_tie_break_by_id():
+    ids = ["d", "b", "a", "c", "e"]
+    s = [1.0, 3.0, 3.0, 2.0, np.nan]
+    assert list(topk(ids, s, budget=2)) == [2, 1]          # a then b (tie on 3.0, by id)
+    assert list(topk(ids, s, budget=3, direction="low")) == [0, 3, 2]
+    np.testing.assert_array_equal(rank(ids, s), [4, 2, 1, 3, 0])  # NaN gets no rank
+    with pytest.raises(ValueError, match="exceeds the 4 examples with a finite score"):
+        topk(ids, s, budget=5)
+
+
+def test_budget_as_fraction_or_count():
+    assert budget_count(0.1, 128) == 13 and budget_count(0.1, 125) == 13 and budget_count(0.001, 10) == 1
+    assert budget_count(7, 100) == 7
+    with pytest.raises(ValueError):
+        budget_count(2.5, 100)
+    with pytest.raises(ValueError):
+        budget_count(0, 100)
+
+
+def test_same_inputs_same_selection():
+    rng = np.random.default_rng(0)
+    ids = [f"x{i}" for i in range(1000)]
+    s = rng.integers(0, 5, size=1000).astype(float)  # many ties
+    a = topk(ids, s, budget=100)
+    b = topk(list(reversed(ids)), s[::-1], budget=100)
+    assert sorted(ids[i] for i in a) == sorted(list(reversed(ids))[i] for i in b)

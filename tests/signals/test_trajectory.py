@@ -1,0 +1,63 @@
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from siftlm.data import read_dataset
+from siftlm.models.load import load_model
+from siftlm.pipeline import SignalConfig, prepare, train_reference
+from siftlm.signals import trajectory
+from siftlm.signals.trajectory import TrainConfig
+
+CFG = TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0)
+
+
+def _setup(model_dir, data, store):
+    lm = load_model(str(model_dir), device="cpu")
+    prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=str(store), progress=False))
+    return lm, prep
+
+
+def test_trajectory_has_every_epoch_and_loss_drops(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    frames, fps = train_reference(lm, prep, tmp_path / "ref", CFG)
+    assert len(frames) == 3 and len(set(fps)) == 3 and fps[0] == lm.fingerprint
+    means = [f["loss"].mean() for f in frames]
+    assert means[2] < means[1] < means[0]
+    # the stored last epoch equals a fresh load of the saved adapter (the reference model)
+    ref = load_model(str(model_dir), adapter=str(tmp_path / "ref" / "epoch-2"), device="cpu")
+    assert ref.fingerprint == fps[2]
+
+
+def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca_file, monkeypatch):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    _, fps = train_reference(lm, prep, tmp_path / "clean", CFG)
+    clean = load_file(tmp_path / "clean" / "epoch-2" / "adapter_model.safetensors")
+
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store2")
+    real = trajectory.response_nll
+    steps = {"n": 0}
+
+    def crash_in_epoch_2(model, batch):
+        steps["n"] += 1
+        if (tmp_path / "crashy" / "epoch-1" / "siftlm-done").exists():
+            raise KeyboardInterrupt("simulated crash in epoch 2")
+        return real(model, batch)
+
+    monkeypatch.setattr(trajectory, "response_nll", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_reference(lm, prep, tmp_path / "crashy", CFG)
+    assert not (tmp_path / "crashy" / "epoch-2").exists()
+    monkeypatch.setattr(trajectory, "response_nll", real)
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store2")
+    _, fps2 = train_reference(lm, prep, tmp_path / "crashy", CFG)
+    resumed = load_file(tmp_path / "crashy" / "epoch-2" / "adapter_model.safetensors")
+    assert clean.keys() == resumed.keys()
+    for k in clean:
+        torch.testing.assert_close(clean[k], resumed[k], atol=1e-6, rtol=1e-5)
+
+
+def test_other_data_in_the_same_folder_is_an_error(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
+    with pytest.raises(RuntimeError, match="other data, model or settings"):
+        train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))

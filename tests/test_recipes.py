@@ -1,0 +1,32 @@
+import json
+
+import pandas as pd
+
+from siftlm.pipeline import SignalConfig
+from siftlm.recipes import RunConfig, run_davir
+from siftlm.signals.trajectory import TrainConfig
+
+
+def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
+    data = tmp_path / "d.jsonl"
+    rows = [{"instruction": f"q{i} " * (1 + i % 5), "output": f"answer {i} " * (1 + i % 7)} for i in range(30)]
+    rows.append({"instruction": "x", "output": ""})            # rejected: empty response
+    rows.append(dict(rows[0]))                                   # rejected: duplicate
+    rows.insert(0, {"instruction": "long", "output": "z" * 400})  # rejected at encoding: max_length
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n{bad json\n")
+    cfg = RunConfig(data=str(data), model=str(model_dir), out=str(tmp_path / "out"), budget=0.1,
+                    signals=SignalConfig(store=str(tmp_path / "store"), max_length=200, limit=25, progress=False),
+                    train=TrainConfig(epochs=2, lr=5e-3, token_budget=512))
+    s = run_davir(cfg)
+    c = s["counts"]
+    assert c == {"read": 34, "kept": 25, "rejected": 4, "unused_by_limit": 5, "selected": 3}
+    out = tmp_path / "out"
+    table = pd.read_parquet(out / "scores.parquet")
+    assert table["selected"].sum() == 3 and set(table.loc[table["selected"], "rank"]) == {1, 2, 3}
+    top = table.sort_values(["davir", "id"], ascending=[False, True]).head(3)["id"].tolist()
+    assert pd.read_parquet(out / "selection.parquet")["id"].tolist() == top
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert {r["line"] for r in rejects} == {1, 32, 33, 34}
+    assert any("does not fit in max_length=200" in r["reason"] for r in rejects)
+    assert set(s["length_correlations"]) >= {"davir~tokens_total", "rho~tokens_total", "base_loss~tokens_total"}
+    assert json.loads((out / "summary.json").read_text())["counts"] == c
