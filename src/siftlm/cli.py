@@ -18,12 +18,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Pick the post-training data worth keeping, using the model itself.")
 console = Console()
 
-DEMO_LIMIT = 120  # examples: base + uncond passes, 2 LoRA epochs with 3 evaluations fit in ~10 min on 2 CPU cores
+DEMO_LIMIT = 150  # examples: base + uncond passes, 2 LoRA epochs with 3 evaluations take ~7.5 min on 2 CPU cores
 
 
 @app.callback()
 def main(ctx: typer.Context,
          config: Optional[Path] = typer.Option(None, "--config", help="YAML file: {command: {option: value}}")):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise next to ours
     if config:
         ctx.default_map = yaml.safe_load(config.read_text()) or {}
 
@@ -155,7 +158,8 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
           out: Path = typer.Option(Path("siftlm-out")), epochs: int = typer.Option(2), lr: float = typer.Option(2e-4),
           train_budget: int = typer.Option(2048), seed: int = typer.Option(0), store: Path = StoreOpt,
           max_length: int = MaxLenOpt, template: str = TemplateOpt, token_budget: int = BudgetTokOpt,
-          limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt, ifd: bool = typer.Option(True)):
+          limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt, ifd: bool = typer.Option(True),
+          reference: Optional[Path] = typer.Option(None, help="`siftlm train` folder (default OUT/reference)")):
     """Compute every score (DavIR, RHO-LM, LP, LP_app, IFD, EL2N, ppl, forgetting, tokens) into scores.parquet.
 
     Runs or reuses the base pass, the reference fine-tune (OUT/reference) with its trajectory and the
@@ -166,6 +170,7 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
 
     cfg = _run_cfg(data, model, out, "davir", 0.1, None, epochs, lr, train_budget, seed, store, max_length,
                    template, token_budget, limit, format, ifd)
+    cfg.reference = str(reference) if reference else None
     prep, table, extra = score_dataset(cfg)
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / "scores.parquet", index=False)

@@ -1,9 +1,8 @@
-"""Progress bars (rich) that stay quiet when stderr is not a terminal unless asked."""
+"""Progress bars (rich). Nested bars (an evaluation inside training) share one live display."""
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -17,6 +16,7 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+_active: list[Progress] = []
 
 
 @contextlib.contextmanager
@@ -25,8 +25,17 @@ def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Calla
     if not enabled:
         yield lambda n: None
         return
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    with Progress(*cols, console=console, transient=False, disable=not sys.stderr.isatty() and False) as p:
+    if _active:  # inside another bar: add a row to the same display
+        p = _active[-1]
         task = p.add_task(description, total=total)
         yield lambda n: p.advance(task, n)
+        return
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*cols, console=console) as p:
+        _active.append(p)
+        try:
+            task = p.add_task(description, total=total)
+            yield lambda n: p.advance(task, n)
+        finally:
+            _active.pop()

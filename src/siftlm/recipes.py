@@ -43,6 +43,8 @@ class RunConfig:
     budget: float = 0.1               # fraction (< 1) or count (>= 1)
     direction: str | None = None      # high | low; default from the score registry
     ifd: bool = True                  # run the unconditional pass for IFD
+    reference: str | None = None      # training folder of the reference model (default OUT/reference);
+                                      # an existing siftlm training folder's own settings are used
     signals: SignalConfig = field(default_factory=SignalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -61,8 +63,12 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None) -> tuple[Prepared,
     if cfg.ifd:
         with timer("unconditional pass (IFD)"):
             uncond = loss_signals(lm.model, lm.fingerprint, prep, name="uncond", label="response-only loss")
+    ref_dir = Path(cfg.reference) if cfg.reference else Path(cfg.out) / "reference"
+    tcfg = cfg.train
+    if (ref_dir / "siftlm-identity.json").exists():
+        tcfg = TrainConfig(**json.loads((ref_dir / "siftlm-identity.json").read_text())["config"])
     with timer("reference fine-tune + trajectory"):
-        traj, fps = train_reference(lm, prep, Path(cfg.out) / "reference", cfg.train)
+        traj, fps = train_reference(lm, prep, ref_dir, tcfg)
     table = signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj)
     table, guarded = add_scores(table)
     return prep, table, {"guarded": guarded, "model_fingerprints": fps}

@@ -123,7 +123,6 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     ``spec``: a local model folder, a ``.gguf`` file, ``builtin:smollm2`` / ``builtin:gemma3-270m``, or a hub id.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     path = resolve_model_path(spec)
