@@ -91,15 +91,22 @@ def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     return Prepared(ds, examples, encoded, rejects, n_unused, fp, tokenizer, cfg)
 
 
+def pass_spec(prep: Prepared, name: str, model_fp: str, model) -> store.PassSpec:
+    """Store key of a loss pass: data (as encoded), model weights, and settings that change the numbers."""
+    cfg = prep.cfg
+    dtype = str(next(model.parameters()).dtype)
+    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": dtype, "engine": ENGINE_VERSION}
+    encoded = prep.encoded if name == "loss" else prep.uncond()
+    data_fp = prep.fingerprint if name == "loss" else store.dataset_fingerprint(
+        prep.ids, [e.input_ids + e.labels for e in encoded])
+    return store.PassSpec(name, data_fp, model_fp, settings)
+
+
 def loss_signals(model, model_fp: str, prep: Prepared, *, name: str = "loss", label: str | None = None) -> pd.DataFrame:
     """Per-example loss statistics of ``model`` (pass ``loss``, or ``uncond`` for responses alone), cached."""
     cfg = prep.cfg
     encoded = prep.encoded if name == "loss" else prep.uncond()
-    dtype = str(next(model.parameters()).dtype)
-    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": dtype, "engine": ENGINE_VERSION}
-    data_fp = prep.fingerprint if name == "loss" else store.dataset_fingerprint(
-        prep.ids, [e.input_ids + e.labels for e in encoded])
-    spec = store.PassSpec(name, data_fp, model_fp, settings)
+    spec = pass_spec(prep, name, model_fp, model)
     pad = prep.tokenizer.pad_token_id
     with bar(label or name, len(encoded), enabled=cfg.progress) as advance:
         def compute(start: int, stop: int) -> dict:
@@ -133,22 +140,26 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig):
                   evaluate=evaluate, on_step=advance, tokenizer=prep.tokenizer)
         fps = trajectory_fingerprints(out, lm.fingerprint)
     frames = []
-    for fp in fps:  # all cached by now
-        frames.append(store.run_pass(prep.cfg.store, _loss_spec(prep, fp, lm), prep.ids, _missing(fp)))
+    for epoch, fp in enumerate(fps):  # cached when training ran here; recomputed from the saved weights if not
+        if store.is_complete(prep.cfg.store, pass_spec(prep, "loss", fp, lm.model)):
+            model = lm.model
+        else:
+            model = lm.model if epoch == 0 else _load_epoch(lm, out / f"epoch-{epoch}", tcfg, fp)
+        frames.append(loss_signals(model, fp, prep, label=f"eval P_{epoch}"))
     return frames, fps
 
 
-def _loss_spec(prep: Prepared, fp: str, lm) -> store.PassSpec:
-    dtype = str(next(lm.model.parameters()).dtype)
-    settings = {"template": prep.cfg.template, "max_length": prep.cfg.max_length, "dtype": dtype,
-                "engine": ENGINE_VERSION}
-    return store.PassSpec("loss", prep.fingerprint, fp, settings)
+def _load_epoch(lm, folder: Path, tcfg: TrainConfig, fp: str):
+    """The model saved after one epoch, loaded on its own (LoRA adapter over the base, or a full model)."""
+    from siftlm.models.load import load_model
 
-
-def _missing(fp: str):
-    def compute(start, stop):
-        raise RuntimeError(f"trajectory pass for model {fp} is missing from the store; rerun training")
-    return compute
+    device = str(next(lm.model.parameters()).device)
+    dtype = next(lm.model.parameters()).dtype
+    loaded = (load_model(str(folder), device=device, dtype=dtype) if tcfg.full
+              else load_model(lm.path, adapter=str(folder), device=device, dtype=dtype))
+    if loaded.fingerprint != fp:
+        raise RuntimeError(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
+    return loaded.model
 
 
 def signals_table(prep: Prepared, base: pd.DataFrame, ref: pd.DataFrame | None = None,

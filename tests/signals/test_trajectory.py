@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -61,3 +62,13 @@ def test_other_data_in_the_same_folder_is_an_error(tmp_path, model_dir, alpaca_f
     train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
     with pytest.raises(RuntimeError, match="other data, model or settings"):
         train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))
+
+
+def test_trajectory_is_recomputed_from_saved_adapters_for_a_new_store(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    frames, fps = train_reference(lm, prep, tmp_path / "ref", CFG)
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "other-store")   # same training folder, empty store
+    frames2, fps2 = train_reference(lm, prep, tmp_path / "ref", CFG)
+    assert fps2 == fps
+    for a, b in zip(frames, frames2, strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5)

@@ -75,13 +75,17 @@ def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
     for s in range(0, h.shape[0], chunk):
         logits = _logits(head, h[s:s + chunk], softcap)      # (C, V)
         t = targets[s:s + chunk]
-        logp = torch.log_softmax(logits, dim=-1)             # (C, V)
-        logp_t = logp.gather(1, t[:, None]).squeeze(1)
-        p = logp.exp()                                       # (C, V) softmax
-        entropy = -torch.linalg.vecdot(p, logp)
+        # one max pass gives the shift and the argmax; everything else from e = exp(z - max):
+        # lse = m + log sum e, entropy = lse - <e, z> / sum e, sum p^2 = <e, e> / (sum e)^2
+        m, argmax = logits.max(dim=-1)                       # (C,)
+        e = torch.exp(logits - m[:, None])                   # (C, V), the only extra buffer
+        z_sum = e.sum(-1)
+        lse = m + torch.log(z_sum)
+        logp_t = logits.gather(1, t[:, None]).squeeze(1) - lse
+        entropy = lse - torch.linalg.vecdot(e, logits) / z_sum
         # ||p - onehot(y)||_2^2 = sum p^2 - 2 p_y + 1
-        el2n = torch.sqrt(torch.clamp(torch.linalg.vecdot(p, p) - 2 * logp_t.exp() + 1, min=0))
-        correct = (logp.argmax(-1) == t).double()
+        el2n = torch.sqrt(torch.clamp(torch.linalg.vecdot(e, e) / z_sum**2 - 2 * logp_t.exp() + 1, min=0))
+        correct = (argmax == t).double()
         r = rows[s:s + chunk]
         for k, v in enumerate((-logp_t, entropy, el2n, correct, torch.ones_like(entropy))):
             sums[k].index_add_(0, r, v.double())
