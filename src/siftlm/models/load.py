@@ -12,12 +12,16 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from siftlm import assets
+
+# peft 0.21 calls a transformers API that transformers 5 deprecates; the warning is not the user's to act on
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass
