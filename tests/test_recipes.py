@@ -24,7 +24,10 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
     table = pd.read_parquet(out / "scores.parquet")
     assert table["selected"].sum() == 3 and set(table.loc[table["selected"], "rank"]) == {1, 2, 3}
     top = table.sort_values(["davir", "id"], ascending=[False, True]).head(3)["id"].tolist()
-    assert pd.read_parquet(out / "selection.parquet")["id"].tolist() == top
+    sel = pd.read_parquet(out / "selection.parquet")
+    assert sel["id"].tolist() == top
+    first = table.set_index("id").loc[top[0]]
+    assert sel["reason"][0].startswith(f"davir={first['davir']:.4g} (base_loss={first['base_loss']:.4g}, ref_loss=")
     rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert {r["line"] for r in rejects} == {1, 32, 33, 34}
     assert any("does not fit in max_length=200" in r["reason"] for r in rejects)

@@ -14,6 +14,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from siftlm.data.io import atomic_write
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Pick the post-training data worth keeping, using the model itself.")
 console = Console()
@@ -103,7 +105,8 @@ def signals(data: Path = typer.Argument(...),
                    _signal_cfg(store, max_length, template, token_budget, limit))
     frame = loss_signals(lm.model, lm.fingerprint, prep, name=pass_)
     if out:
-        frame.to_parquet(out, index=False)
+        with atomic_write(out) as tmp:
+            frame.to_parquet(tmp, index=False)
     t = Table(title=f"pass {pass_}: {len(frame)} examples, model {lm.fingerprint}")
     for c in ("loss", "entropy", "el2n", "acc", "n_tokens"):
         t.add_column(c, justify="right")
@@ -173,7 +176,8 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
     cfg.reference = str(reference) if reference else None
     prep, table, extra = score_dataset(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out / "scores.parquet", index=False)
+    with atomic_write(out / "scores.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
     _print_correlations(length_correlations(table))
     console.print(f"{len(table)} examples scored -> {out / 'scores.parquet'}; non-finite: {extra['guarded']}")
 

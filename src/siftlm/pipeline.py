@@ -6,6 +6,7 @@ the passes is cheap numpy over the signals table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -202,8 +203,6 @@ def add_scores(table: pd.DataFrame, names: list[str] | None = None, *, lp_epoch:
                 score_registry.compute(name, arrays)  # raises naming what is missing
             continue
         opts = {"epoch": lp_epoch} if name in ("lp", "lp_app") else {}
-        if name == "lp" and arrays["ppl_trajectory"].shape[1] < 3:
-            opts = {"epoch": 1}
         values = score_registry.compute(name, arrays, **opts)
         out[name] = values
         guarded[name] = int((~np.isfinite(values)).sum())
@@ -241,16 +240,15 @@ def select(table: pd.DataFrame, by: str, *, budget: float, direction: str | None
 
 
 class Timer:
+    """Wall time per named step: ``with timer("base pass"): ...``; results in ``timer.times`` (seconds)."""
+
     def __init__(self):
         self.times: dict[str, float] = {}
 
+    @contextlib.contextmanager
     def __call__(self, name: str):
-        timer = self
-
-        class _T:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *a):
-                timer.times[name] = round(time.perf_counter() - self.t, 2)
-        return _T()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(time.perf_counter() - t, 2)

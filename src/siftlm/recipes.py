@@ -83,10 +83,11 @@ def write_selection(examples: list[Example], table: pd.DataFrame, out: str | Pat
     table = select(table, by, budget=budget, direction=direction)
     n = len(table)
     chosen = table[table["selected"]].sort_values("rank")
+    inputs = _input_columns(table, by)
     selection = pd.DataFrame({
         "id": chosen["id"], "rank": chosen["rank"], "score": chosen[by],
-        "reason": [f"{by}={v:.4g}: rank {r} of {n}, top {len(chosen)} by {direction}est {by}"
-                   for v, r in zip(chosen[by], chosen["rank"], strict=True)],
+        "reason": [f"{by}={row[by]:.4g} ({', '.join(f'{c}={row[c]:.4g}' for c in inputs)}): rank {row['rank']} of {n}, "
+                   f"top {len(chosen)} by {direction}est {by}" for _, row in chosen.iterrows()],
     })
     with atomic_write(out / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
@@ -95,6 +96,20 @@ def write_selection(examples: list[Example], table: pd.DataFrame, out: str | Pat
     by_id = {e.id: e for e in examples}
     write_selected([by_id[i] for i in selection["id"]], out / "selected.jsonl")
     return table
+
+
+def _input_columns(table: pd.DataFrame, by: str) -> list[str]:
+    """The signal columns a score is computed from, so each selected row says why it was kept."""
+    needs = score_registry.SCORES[by][1] if by in score_registry.SCORES else ()
+    cols: list[str] = []
+    for need in needs:
+        if need.endswith("_trajectory"):
+            kind = need.split("_")[0]
+            cols += sorted((c for c in table.columns if c.startswith(kind + "_") and c[len(kind) + 1:].isdigit()),
+                           key=lambda c: int(c.split("_")[1]))
+        elif need in table:
+            cols.append(need)
+    return cols
 
 
 def run_davir(cfg: RunConfig) -> dict:
