@@ -16,6 +16,7 @@ def test_inspect_reports_format_counts_and_rejects(tmp_path, alpaca_file):
     res = runner.invoke(app, ["inspect", str(bad), "--rejects", str(tmp_path / "rej.jsonl")])
     assert res.exit_code == 0, res.output
     assert "alpaca" in res.output and "malformed JSON" in res.output and "empty response" in res.output
+    assert "[output] empty response" in res.output  # the [field] is not eaten as rich markup
     rows = [json.loads(x) for x in (tmp_path / "rej.jsonl").read_text().splitlines()]
     assert [r["line"] for r in rows] == [2, 3]
 

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from siftlm.data.io import atomic_write
@@ -77,7 +78,7 @@ def inspect(data: Path = typer.Argument(..., help="dataset file or HF dataset fo
         t.add_row(f"  kind: {kind}", str(n))
     console.print(t)
     for r in ds.rejects[:show]:
-        console.print(f"  {r.source}:{r.line} [{r.field}] {r.reason}")
+        console.print(escape(f"  {r.source}:{r.line} [{r.field}] {r.reason}"))
     if rejects:
         write_rejects(ds.rejects, rejects)
         console.print(f"rejects written to {rejects}")
