@@ -25,6 +25,17 @@ def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Calla
     if not enabled:
         yield lambda n: None
         return
+    if not console.is_terminal:  # a log file gets a line per 10 % instead of a live bar
+        done, shown = [0], [0]
+
+        def advance_log(n: int) -> None:
+            done[0] += n
+            step = done[0] * 10 // max(total, 1)
+            if step > shown[0]:
+                shown[0] = step
+                console.print(f"{description}: {done[0]}/{total}", highlight=False)
+        yield advance_log
+        return
     if _active:  # inside another bar: add a row to the same display
         p = _active[-1]
         task = p.add_task(description, total=total)
