@@ -72,3 +72,15 @@ def test_trajectory_is_recomputed_from_saved_adapters_for_a_new_store(tmp_path, 
     assert fps2 == fps
     for a, b in zip(frames, frames2, strict=True):
         np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5)
+
+
+def test_full_fine_tuning_saves_a_loadable_model_with_the_same_fingerprint(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    cfg = TrainConfig(epochs=1, lr=1e-3, token_budget=512, full=True)
+    frames, fps = train_reference(lm, prep, tmp_path / "full", cfg)
+    assert frames[1]["loss"].mean() < frames[0]["loss"].mean()
+    saved = load_model(str(tmp_path / "full" / "epoch-1"), device="cpu")   # a standalone model folder
+    assert saved.fingerprint == fps[1]
+    lm2, prep2 = _setup(model_dir, alpaca_file, tmp_path / "store2")
+    frames2, _ = train_reference(lm2, prep2, tmp_path / "full", cfg)        # recomputed from the saved model
+    np.testing.assert_allclose(frames2[1]["loss"], frames[1]["loss"], atol=1e-5)
