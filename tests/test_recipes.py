@@ -33,3 +33,6 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
     assert any("does not fit in max_length=200" in r["reason"] for r in rejects)
     assert set(s["length_correlations"]) >= {"davir~tokens_total", "rho~tokens_total", "base_loss~tokens_total"}
     assert json.loads((out / "summary.json").read_text())["counts"] == c
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") == 4 and "<td>unused_by_limit</td><td>5</td>" in report
+    assert f"<td>{top[0]}</td>" in report

@@ -30,6 +30,7 @@ from siftlm.pipeline import (
     signals_table,
     train_reference,
 )
+from siftlm.report import write_report
 from siftlm.signals.trajectory import TrainConfig
 
 
@@ -133,10 +134,11 @@ def run_davir(cfg: RunConfig) -> dict:
         "timings_s": timer.times,
         "settings": {"signals": asdict(cfg.signals), "train": asdict(cfg.train)},
         "outputs": {k: str(out / k) for k in ("scores.parquet", "selection.parquet", "selected.jsonl",
-                                              "rejects.jsonl", "summary.json")},
+                                              "rejects.jsonl", "summary.json", "report.html")},
     }
     with atomic_write(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
+    write_report(table, summary, out / "report.html", by=cfg.by)
     return summary
 
 

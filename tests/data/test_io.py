@@ -236,3 +236,18 @@ def test_write_rejects_and_examples_table(tmp_path: Path):
     assert first["kind"] == "preference" and first["chosen"] == "c" and first["rejected"] == "r"
     assert json.loads(first["messages"]) == [{"role": "user", "content": "p"}]
     assert examples_table([]).num_rows == 0
+
+
+def test_atomic_write_result_has_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from siftlm.data.io import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out.txt").stat().st_mode) == 0o644
