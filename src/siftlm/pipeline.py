@@ -73,7 +73,8 @@ def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid example; those that cannot be encoded under the max_length policy become rejects."""
     sft = [e for e in ds.examples if e.kind == "sft"]
     if len(sft) != len(ds.examples):
-        raise ValueError(f"{ds.path}: preference pairs are not SFT examples; use a preference pass instead")
+        raise ValueError(f"{ds.path}: holds preference pairs; the SFT pipeline scores prompt/response examples "
+                         "(preference-pair signals are not implemented yet)")
     rejects = list(ds.rejects)
     examples, encoded = [], []
     n_unused = 0
@@ -142,10 +143,8 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig):
         fps = trajectory_fingerprints(out, lm.fingerprint)
     frames = []
     for epoch, fp in enumerate(fps):  # cached when training ran here; recomputed from the saved weights if not
-        if store.is_complete(prep.cfg.store, pass_spec(prep, "loss", fp, lm.model)):
-            model = lm.model
-        else:
-            model = lm.model if epoch == 0 else _load_epoch(lm, out / f"epoch-{epoch}", tcfg, fp)
+        cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", fp, lm.model))
+        model = lm.model if cached or epoch == 0 else _load_epoch(lm, out / f"epoch-{epoch}", tcfg, fp)
         frames.append(loss_signals(model, fp, prep, label=f"eval P_{epoch}"))
     return frames, fps
 
