@@ -72,7 +72,7 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None) -> tuple[Prepared,
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
     table = signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj)
     table, guarded = add_scores(table)
-    return prep, table, {"guarded": guarded, "model_fingerprints": fps}
+    return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg}
 
 
 def write_selection(examples: list[Example], table: pd.DataFrame, out: str | Path, *, by: str, budget: float,
@@ -132,7 +132,7 @@ def run_davir(cfg: RunConfig) -> dict:
         "non_finite_scores": extra["guarded"],
         "length_correlations": length_correlations(table),
         "timings_s": timer.times,
-        "settings": {"signals": asdict(cfg.signals), "train": asdict(cfg.train)},
+        "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
         "outputs": {k: str(out / k) for k in ("scores.parquet", "selection.parquet", "selected.jsonl",
                                               "rejects.jsonl", "summary.json", "report.html")},
     }

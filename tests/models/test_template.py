@@ -50,7 +50,9 @@ def test_max_length_cuts_prompt_from_left(tokenizer):
     full = encode(tokenizer, "a", msgs)
     enc = encode(tokenizer, "a", msgs, max_length=len(full.input_ids) - 10)
     assert enc.truncated == 10
-    assert enc.input_ids == full.input_ids[10:] and enc.labels == full.labels[10:]
+    # BOS stays; the 10 oldest prompt tokens after it go
+    assert enc.input_ids == full.input_ids[:1] + full.input_ids[11:] and enc.input_ids[0] == tokenizer.bos_token_id
+    assert enc.labels == full.labels[:1] + full.labels[11:]
     assert enc.n_response == full.n_response
 
 
@@ -65,3 +67,12 @@ def test_response_only_scores_the_same_tokens(tokenizer):
     unc = encode_response_only(tokenizer, "a", MSGS)
     assert [t for t in unc.labels if t != IGNORE] == [t for t in enc.labels if t != IGNORE]
     assert unc.input_ids[0] == tokenizer.bos_token_id and unc.n_prompt == 1
+
+
+def test_chat_template_error_is_a_reject_not_a_crash():
+    strict = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+              "{{ raise_exception('Conversation roles must alternate') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    tok = byte_tokenizer(chat_template=strict)
+    msgs = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
+    with pytest.raises(EncodeError, match="roles must alternate"):
+        encode(tok, "x", msgs)

@@ -61,6 +61,9 @@ def test_lp_and_lp_app_match_the_paper_on_a_synthetic_trajectory():
 def test_ppl_ifd_el2n_forgetting_tokens_by_hand():
     np.testing.assert_allclose(ppl([0.0, np.log(4.0)]), [1.0, 4.0])
     np.testing.assert_allclose(ifd([np.log(2.0)], [np.log(8.0)]), [0.25])  # P(y|x)=2, P(y)=8
+    # above 1 the prompt does not help: excluded (NaN) as in Cherry LLM, unless asked to keep
+    assert np.isnan(ifd([np.log(8.0)], [np.log(2.0)]))[0]
+    np.testing.assert_allclose(ifd([np.log(8.0)], [np.log(2.0)], max_value=None), [4.0])
     np.testing.assert_allclose(el2n([0.3]), [0.3])
     acc = np.array([[0.5, 0.6, 0.4, 0.7, 0.2], [0.1, 0.2, 0.3, 0.3, 0.9]])
     np.testing.assert_allclose(forgetting(acc), [2, 0])

@@ -67,3 +67,15 @@ def test_softcapping_is_applied(tokenizer, model, monkeypatch):
     y = torch.tensor(e.labels[1:])
     ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
     assert got["loss"][0] == pytest.approx(ref, abs=1e-5)
+
+
+def test_granite_style_logits_scaling_is_applied(tokenizer, model, monkeypatch):
+    enc = _encoded(tokenizer, 3)
+    monkeypatch.setattr(model.config, "logits_scaling", 4.0, raising=False)
+    got = loss_pass(model, enc, pad_id=0)
+    e = enc[1]
+    with torch.no_grad():
+        logits = model(torch.tensor([e.input_ids])).logits[0, :-1] / 4.0
+    y = torch.tensor(e.labels[1:])
+    ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
+    assert got["loss"][1] == pytest.approx(ref, abs=1e-5)

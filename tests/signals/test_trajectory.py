@@ -31,7 +31,7 @@ def test_trajectory_has_every_epoch_and_loss_drops(tmp_path, model_dir, alpaca_f
 
 def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca_file, monkeypatch):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
-    _, fps = train_reference(lm, prep, tmp_path / "clean", CFG)
+    clean_frames, fps = train_reference(lm, prep, tmp_path / "clean", CFG)
     clean = load_file(tmp_path / "clean" / "epoch-2" / "adapter_model.safetensors")
 
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store2")
@@ -49,8 +49,9 @@ def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca
         train_reference(lm, prep, tmp_path / "crashy", CFG)
     assert not (tmp_path / "crashy" / "epoch-2").exists()
     monkeypatch.setattr(trajectory, "response_nll", real)
-    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store2")
-    _, fps2 = train_reference(lm, prep, tmp_path / "crashy", CFG)
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store3")   # resumed against a store without P_0
+    frames2, fps2 = train_reference(lm, prep, tmp_path / "crashy", CFG)
+    np.testing.assert_allclose(frames2[0]["loss"], clean_frames[0]["loss"], atol=1e-6)  # P_0 is the base model
     resumed = load_file(tmp_path / "crashy" / "epoch-2" / "adapter_model.safetensors")
     assert clean.keys() == resumed.keys()
     for k in clean:

@@ -55,7 +55,10 @@ def _chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
     so it includes the template's end-of-turn marker (which the model must learn to emit).
     """
     def render(msgs, gen):
-        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+        try:
+            return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+        except Exception as e:  # e.g. jinja's raise_exception("roles must alternate"): one reject, not a crash
+            raise EncodeError(f"chat template rejected the conversation: {e}") from e
 
     segs: list[tuple[str, bool]] = []
     done = ""
@@ -87,38 +90,56 @@ def _bos(tokenizer) -> list[int]:
     return [bos] if bos is not None and probe and probe[0] == bos else []
 
 
+def _tokenize(tokenizer, segs: list[tuple[str, bool]]) -> tuple[list[int], list[int]]:
+    """Tokenise the rendered text in one call (as a trainer would) and label the tokens that overlap a
+    response span, using the fast tokenizer's character offsets. Slow tokenizers fall back to tokenising
+    piece by piece (exact masks, but merges across piece boundaries may differ from one call)."""
+    if not getattr(tokenizer, "is_fast", False):
+        ids, labels = [], []
+        for text, is_resp in segs:
+            toks = tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += toks
+            labels += toks if is_resp else [IGNORE] * len(toks)
+        return ids, labels
+    spans, pos = [], 0
+    for text, is_resp in segs:
+        if is_resp:
+            spans.append((pos, pos + len(text)))
+        pos += len(text)
+    enc = tokenizer("".join(t for t, _ in segs), add_special_tokens=False, return_offsets_mapping=True)
+    labels = []
+    for tok, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+        inside = any((max(a, s0) < min(b, s1)) if b > a else (s0 <= a < s1) for s0, s1 in spans)
+        labels.append(tok if inside else IGNORE)
+    return list(enc["input_ids"]), labels
+
+
 def encode(tokenizer, example_id: str, messages: list[dict], *, max_length: int | None = None,
            template: str = "auto") -> Encoded:
     """Token ids and response-only labels for one conversation (loss on every assistant turn)."""
-    ids: list[int] = []
-    labels: list[int] = []
     segs = segments(tokenizer, messages, template=template)
+    ids, labels = _tokenize(tokenizer, segs)
     bos = _bos(tokenizer)
-    if bos and not (segs and tokenizer.bos_token and segs[0][0].startswith(tokenizer.bos_token)):
-        ids += bos
-        labels += [IGNORE]
-    for text, is_resp in segs:
-        toks = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += toks
-        labels += toks if is_resp else [IGNORE] * len(toks)
-    return _apply_max_length(example_id, ids, labels, max_length)
+    if bos and not (ids and ids[0] == bos[0]):
+        ids, labels = bos + ids, [IGNORE] + labels
+    keep = 1 if ids and ids[0] == tokenizer.bos_token_id else 0
+    return _apply_max_length(example_id, ids, labels, max_length, keep=keep)
 
 
 def encode_response_only(tokenizer, example_id: str, messages: list[dict], *,
                          max_length: int | None = None, template: str = "auto") -> Encoded:
     """The responses without their prompts, for P(y) in IFD: BOS (or EOS when there is no BOS) then the
-    response pieces exactly as tokenised in ``encode``, so both passes score the same response tokens."""
-    segs = [s for s in segments(tokenizer, messages, template=template) if s[1]]
+    response text of every assistant turn, all of it labelled."""
+    segs = [(text, True) for text, is_resp in segments(tokenizer, messages, template=template) if is_resp]
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids, labels = [start], [IGNORE]
-    for text, _ in segs:
-        toks = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += toks
-        labels += toks
-    return _apply_max_length(example_id, ids, labels, max_length)
+    ids, labels = _tokenize(tokenizer, segs)
+    return _apply_max_length(example_id, [start] + ids, [IGNORE] + labels, max_length, keep=1)
 
 
-def _apply_max_length(example_id: str, ids: list[int], labels: list[int], max_length: int | None) -> Encoded:
+def _apply_max_length(example_id: str, ids: list[int], labels: list[int], max_length: int | None,
+                      *, keep: int = 0) -> Encoded:
+    """Cut ``len - max_length`` prompt tokens from the left, after the first ``keep`` tokens (the BOS),
+    or reject when that would cut a response token or the position that predicts the first one."""
     n_resp = sum(1 for t in labels if t != IGNORE)
     if n_resp == 0:
         raise EncodeError("no response tokens after tokenisation")
@@ -127,10 +148,10 @@ def _apply_max_length(example_id: str, ids: list[int], labels: list[int], max_le
         cut = len(ids) - max_length
         first_resp = next(i for i, t in enumerate(labels) if t != IGNORE)
         # position first_resp is predicted from position first_resp-1, which must stay in the window
-        if cut > first_resp - 1:
+        if cut > first_resp - 1 - keep:
             raise EncodeError(
                 f"response does not fit in max_length={max_length}: {len(ids)} tokens, "
                 f"{n_resp} of them response; cutting the prompt from the left is not enough"
             )
-        ids, labels = ids[cut:], labels[cut:]
+        ids, labels = ids[:keep] + ids[keep + cut:], labels[:keep] + labels[keep + cut:]
     return Encoded(example_id, ids, labels, len(ids) - n_resp, n_resp, cut)

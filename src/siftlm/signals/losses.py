@@ -23,14 +23,22 @@ LOGIT_CHUNK_ELEMENTS = 1 << 28  # caps a logits chunk at 1 GB; chunks are 64..51
 STATS_BLOCK_ELEMENTS = 1 << 20  # rows of exp(logits) formed at a time (4 MB): keeps the softmax passes in cache
 
 
+def _config_value(config, name: str):
+    return getattr(config, name, None) or getattr(getattr(config, "text_config", None), name, None)
+
+
 def _parts(model):
-    """(decoder, output layer, softcap) of a causal LM, looking through a PEFT wrapper."""
+    """(decoder, output layer, logit transform) of a causal LM, looking through a PEFT wrapper.
+
+    The transform reproduces what the model's own forward does to the output layer's result:
+    final-logit softcapping (Gemma 2), ``logits_scaling`` (Granite divides) and ``logit_scale`` (Cohere multiplies).
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder()
     head = base.get_output_embeddings()
-    softcap = getattr(base.config, "final_logit_softcapping", None) or getattr(
-        getattr(base.config, "text_config", None), "final_logit_softcapping", None)
-    return decoder, head, softcap
+    cfg = base.config
+    return decoder, head, (_config_value(cfg, "final_logit_softcapping"), _config_value(cfg, "logits_scaling"),
+                           _config_value(cfg, "logit_scale"))
 
 
 def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,7 +49,7 @@ def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
     """
     decoder, _, _ = _parts(model)
     device = next(model.parameters()).device
-    out = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+    out = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), use_cache=False)
     hidden = out.last_hidden_state[:, :-1]                  # (B, T-1, H)
     shifted = batch.labels[:, 1:].to(device)                # (B, T-1)
     sel = shifted != IGNORE
@@ -49,8 +57,13 @@ def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
     return hidden[sel], shifted[sel], rows
 
 
-def _logits(head, h: torch.Tensor, softcap: float | None) -> torch.Tensor:
+def _logits(head, h: torch.Tensor, transform: tuple) -> torch.Tensor:
+    softcap, divide_by, multiply_by = transform
     logits = head(h).float()
+    if divide_by:
+        logits = logits / divide_by
+    if multiply_by:
+        logits = logits * multiply_by
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     return logits
@@ -58,9 +71,9 @@ def _logits(head, h: torch.Tensor, softcap: float | None) -> torch.Tensor:
 
 def response_nll(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,))."""
-    _, head, softcap = _parts(model)
+    _, head, transform = _parts(model)
     h, targets, rows = response_hidden(model, batch)
-    nll = F.cross_entropy(_logits(head, h, softcap), targets, reduction="none")
+    nll = F.cross_entropy(_logits(head, h, transform), targets, reduction="none")
     return nll, rows
 
 
@@ -92,7 +105,7 @@ def _softmax_stats(logits: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor,
 @torch.inference_mode()
 def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
     """Per-example statistics for one batch (rows in batch order)."""
-    _, head, softcap = _parts(model)
+    _, head, transform = _parts(model)
     h, targets, rows = response_hidden(model, batch)
     n_rows = batch.input_ids.shape[0]
     vocab = head.weight.shape[0]
@@ -100,7 +113,7 @@ def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
     sums = torch.zeros((5, n_rows), dtype=torch.float64, device=h.device)  # nll, entropy, el2n, correct, count
     for s in range(0, h.shape[0], chunk):
         t = targets[s:s + chunk]
-        logp_t, entropy, p2, argmax = _softmax_stats(_logits(head, h[s:s + chunk], softcap), t)  # (C, V) -> (C,)
+        logp_t, entropy, p2, argmax = _softmax_stats(_logits(head, h[s:s + chunk], transform), t)  # (C, V) -> (C,)
         # ||p - onehot(y)||_2^2 = sum p^2 - 2 p_y + 1
         el2n = torch.sqrt(torch.clamp(p2 - 2 * logp_t.exp() + 1, min=0))
         correct = (argmax == t).double()

@@ -79,8 +79,7 @@ def train(model, base_fp: str, encoded: list[Encoded], out: str | Path, cfg: Tra
     (out / "siftlm-train.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.manual_seed(cfg.seed)
     finished = _finished_epochs(out)
-    if not finished:
-        evaluate(model, base_fp, 0)
+    evaluate(model, base_fp, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
     if not cfg.full:
         from peft import LoraConfig, get_peft_model
 
