@@ -56,26 +56,18 @@ def test_logit_chunking_does_not_change_results(tokenizer, model, monkeypatch):
         np.testing.assert_allclose(a[k], b[k], atol=1e-6)
 
 
-def test_softcapping_is_applied(tokenizer, model, monkeypatch):
+@pytest.mark.parametrize("attr,value,transform", [
+    ("final_logit_softcapping", 0.5, lambda z: torch.tanh(z / 0.5) * 0.5),   # Gemma 2
+    ("logits_scaling", 4.0, lambda z: z / 4.0),                              # Granite
+    ("logit_scale", 0.25, lambda z: z * 0.25),                               # Cohere
+])
+def test_model_logit_transforms_are_applied(tokenizer, model, monkeypatch, attr, value, transform):
     enc = _encoded(tokenizer, 3)
-    monkeypatch.setattr(model.config, "final_logit_softcapping", 0.5, raising=False)
-    got = loss_pass(model, enc, pad_id=0)
-    e = enc[0]
-    with torch.no_grad():
-        logits = model(torch.tensor([e.input_ids])).logits[0, :-1]
-    logits = torch.tanh(logits / 0.5) * 0.5
-    y = torch.tensor(e.labels[1:])
-    ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
-    assert got["loss"][0] == pytest.approx(ref, abs=1e-5)
-
-
-def test_granite_style_logits_scaling_is_applied(tokenizer, model, monkeypatch):
-    enc = _encoded(tokenizer, 3)
-    monkeypatch.setattr(model.config, "logits_scaling", 4.0, raising=False)
+    monkeypatch.setattr(model.config, attr, value, raising=False)
     got = loss_pass(model, enc, pad_id=0)
     e = enc[1]
     with torch.no_grad():
-        logits = model(torch.tensor([e.input_ids])).logits[0, :-1] / 4.0
+        logits = transform(model(torch.tensor([e.input_ids])).logits[0, :-1])
     y = torch.tensor(e.labels[1:])
     ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
     assert got["loss"][1] == pytest.approx(ref, abs=1e-5)
