@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,3 +64,62 @@ def test_config_file_fills_options(tmp_path, alpaca_file):
     cfg.write_text("inspect:\n  show: 0\n")
     res = runner.invoke(app, ["--config", str(cfg), "inspect", str(alpaca_file)])
     assert res.exit_code == 0, res.output
+
+
+def _scored(tmp_path, alpaca_file):
+    import numpy as np
+
+    from siftlm.data import read_dataset
+
+    ids = [e.id for e in read_dataset(alpaca_file).examples]
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"id": ids, "davir": rng.random(len(ids)), "lp": rng.random(len(ids))})
+    table.to_parquet(tmp_path / "scores.parquet", index=False)
+    centers = np.eye(8)[:3] * 5
+    x = centers[np.arange(len(ids)) % 3] + 0.01 * rng.standard_normal((len(ids), 8))   # 3 tight clusters
+    np.save(tmp_path / "x.npy", x)
+    return table, x
+
+
+def test_select_dpp_picks_one_per_cluster(tmp_path, alpaca_file):
+    table, x = _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
+                              "--features", str(tmp_path / "x.npy"), "--budget", "3", "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    sel = pd.read_parquet(tmp_path / "sel" / "selection.parquet")
+    pos = [table.index[table["id"] == i][0] for i in sel["id"]]
+    assert sorted(p % 3 for p in pos) == [0, 1, 2]
+    assert sel["reason"][0].startswith("dpp pick 1 of 3: log marginal gain")
+    # exact duplicates of 3 points: asking for more than 3 stops early and says so
+    import numpy as np
+
+    np.save(tmp_path / "dup.npy", np.eye(8)[np.arange(len(table)) % 3])
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
+                              "--features", str(tmp_path / "dup.npy"), "--budget", "20", "--out", str(tmp_path / "sel2")])
+    assert res.exit_code == 0 and "singular after 3 of 20 picks" in res.output.replace("\n", " ")
+    assert len(pd.read_parquet(tmp_path / "sel2" / "selection.parquet")) == 3
+
+
+def test_select_dpp_with_quality_prefers_high_quality_within_clusters(tmp_path, alpaca_file):
+    table, x = _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
+                              "--features", str(tmp_path / "x.npy"), "--budget", "3", "--by", "davir", "--lam", "0.9",
+                              "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    sel = pd.read_parquet(tmp_path / "sel" / "selection.parquet")
+    best = table.assign(c=table.index % 3).sort_values("davir", ascending=False).groupby("c").head(1)["id"]
+    assert set(sel["id"]) == set(best)
+
+
+def test_diversity_ranks_clustered_data_below_random(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "random.npy", rng.standard_normal((50, 16)))
+    np.save(tmp_path / "clustered.npy", np.eye(16)[rng.integers(0, 2, 50)] + 0.05 * rng.standard_normal((50, 16)))
+    res = runner.invoke(app, ["diversity", str(tmp_path / "random.npy"), str(tmp_path / "clustered.npy"),
+                              "--steps", "20", "--plot", str(tmp_path / "ldd.png"), "--json", str(tmp_path / "ldd.json")])
+    assert res.exit_code == 0, res.output
+    vals = {Path(k).name: v["ldd"] for k, v in json.loads((tmp_path / "ldd.json").read_text()).items()}
+    assert vals["clustered.npy"] > vals["random.npy"] + 0.5
+    assert (tmp_path / "ldd.png").stat().st_size > 1000

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -186,14 +187,20 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
 @app.command("select")
 def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `siftlm score`"),
                data: Path = typer.Option(..., help="the dataset the scores belong to (for selected.jsonl)"),
-               by: str = typer.Option("davir"), budget: float = typer.Option(0.1, help="fraction (<1) or count"),
+               method: str = typer.Option("topk", help="topk | dpp (greedy MAP over --features)"),
+               by: str = typer.Option("davir", help="score for topk; the quality for dpp when --lam > 0"),
+               budget: float = typer.Option(0.1, help="fraction (<1) or count"),
                direction: Optional[str] = typer.Option(None, help="high | low (default: the score's)"),
+               features: Optional[Path] = typer.Option(None, help="dpp: .npy rows in scores order, or .parquet id+vector"),
+               gamma: float = typer.Option(1.0, help="dpp: RBF kernel exp(-gamma ||x-y||^2)"),
+               lam: float = typer.Option(0.0, help="dpp: quality weight lambda in [0,1); 0 = diversity only"),
+               normalize: bool = typer.Option(True, help="dpp: L2-normalise features first"),
                out: Path = typer.Option(Path("siftlm-selection")), format: Optional[str] = FormatOpt):
-    """Keep the top examples by a score: selected.jsonl in the input format + selection.parquet."""
+    """Keep the top examples by a score, or a diverse set by DPP: selected.jsonl (input format) + selection.parquet."""
     import pandas as pd
 
     from siftlm.data import read_dataset
-    from siftlm.recipes import write_selection
+    from siftlm.recipes import load_features, write_dpp_selection, write_selection
 
     table = pd.read_parquet(scores)
     ds = read_dataset(data, format=format)
@@ -201,9 +208,58 @@ def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `sif
     missing = [i for i in table["id"] if i not in by_id]
     if missing:
         _fail(f"{len(missing)} scored ids are not in {data} (first: {missing[0]}); wrong dataset?")
-    table = write_selection(ds.examples, table.drop(columns=["rank", "selected"], errors="ignore"), out, by=by,
-                            budget=budget, direction=direction)
-    console.print(f"selected {int(table['selected'].sum())} of {len(table)} by {by} -> {out / 'selected.jsonl'}")
+    table = table.drop(columns=["rank", "selected"], errors="ignore")
+    if method == "topk":
+        table = write_selection(ds.examples, table, out, by=by, budget=budget, direction=direction)
+    elif method == "dpp":
+        if features is None:
+            _fail("--method dpp needs --features")
+        x = load_features(features, table["id"].tolist())
+        table, res = write_dpp_selection(ds.examples, table, x, out, budget=budget, gamma=gamma,
+                                         quality_by=by if lam > 0 else None, lam=lam, normalize=normalize,
+                                         checkpoint=out / "dpp-checkpoint")
+        if res.stopped:
+            console.print(f"[yellow]warning:[/yellow] {escape(res.stopped)}")
+    else:
+        _fail(f"unknown method {method!r}; known: topk, dpp")
+    console.print(f"selected {int(table['selected'].sum())} of {len(table)} ({method}) -> {out / 'selected.jsonl'}")
+
+
+@app.command()
+def diversity(features: list[Path] = typer.Argument(..., help="one or more .npy feature files (N x D)"),
+              gamma: float = typer.Option(1.0), steps: Optional[int] = typer.Option(None, help="greedy steps (default N)"),
+              seed: int = typer.Option(0, help="seed of the random unit-vector reference"),
+              normalize: bool = typer.Option(True), plot: Path = typer.Option(Path("ldd.png")),
+              json_out: Path = typer.Option(Path("ldd.json"), "--json", help="values and curves as JSON")):
+    """Log-determinant distance of each dataset to random unit vectors (lower = more diverse), with the curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from siftlm.select.dpp import log_det_distance
+
+    t = Table(title=f"log-determinant distance (gamma={gamma})")
+    for c in ("features", "N", "D", "LDD"):
+        t.add_column(c)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    results = {}
+    for f in features:
+        x = np.load(f, allow_pickle=False).astype(np.float64)
+        if normalize:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        value, curve = log_det_distance(x, gamma=gamma, steps=steps, seed=seed)
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=f.name)
+        t.add_row(str(f), str(len(x)), str(x.shape[1]), f"{value:.4f}")
+        results[str(f)] = {"ldd": value, "n": len(x), "d": int(x.shape[1]), "curve": curve.tolist()}
+    ax.set(xlabel="greedy step n", ylabel="(1/n) log det R_n / det L_n", title="log-determinant distance")
+    ax.legend()
+    fig.savefig(plot, dpi=90, bbox_inches="tight")
+    with atomic_write(json_out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    console.print(t)
+    console.print(f"curves -> {plot}")
 
 
 @app.command()

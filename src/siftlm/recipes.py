@@ -90,13 +90,76 @@ def write_selection(examples: list[Example], table: pd.DataFrame, out: str | Pat
         "reason": [f"{by}={row[by]:.4g} ({', '.join(f'{c}={row[c]:.4g}' for c in inputs)}): rank {row['rank']} of {n}, "
                    f"top {len(chosen)} by {direction}est {by}" for _, row in chosen.iterrows()],
     })
+    _write_selection_files(examples, table, selection, out)
+    return table
+
+
+def _write_selection_files(examples: list[Example], table: pd.DataFrame, selection: pd.DataFrame, out: Path) -> None:
     with atomic_write(out / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_write(out / "selection.parquet") as tmp:
         selection.to_parquet(tmp, index=False)
     by_id = {e.id: e for e in examples}
     write_selected([by_id[i] for i in selection["id"]], out / "selected.jsonl")
-    return table
+
+
+def load_features(path: str | Path, ids: list[str]) -> np.ndarray:
+    """Feature vectors aligned with ``ids``: a .npy with one row per id in that order, or a Parquet file
+    with an ``id`` column and one list-valued column (``vector``/``embedding``/``features``)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        x = np.load(path, allow_pickle=False)
+        if x.ndim != 2 or len(x) != len(ids):
+            raise ValueError(f"{path}: shape {x.shape}, expected ({len(ids)}, D) rows in the scores table's order")
+        return x
+    frame = pd.read_parquet(path)
+    col = next((c for c in ("vector", "embedding", "features") if c in frame), None)
+    if "id" not in frame or col is None:
+        raise ValueError(f"{path}: needs an 'id' column and one of vector/embedding/features")
+    vecs = dict(zip(frame["id"], frame[col], strict=True))
+    missing = [i for i in ids if i not in vecs]
+    if missing:
+        raise ValueError(f"{path}: no vector for {len(missing)} ids (first: {missing[0]})")
+    return np.stack([np.asarray(vecs[i], dtype=np.float32) for i in ids])
+
+
+def write_dpp_selection(examples: list[Example], table: pd.DataFrame, features: np.ndarray, out: str | Path, *,
+                        budget: float, gamma: float = 1.0, quality_by: str | None = None, lam: float = 0.0,
+                        normalize: bool = True, checkpoint: str | Path | None = None):
+    """Greedy MAP DPP selection (diversity, or quality x diversity with ``quality_by`` and ``lam`` > 0).
+
+    A score whose direction is "low" (e.g. lp) is negated to serve as quality. Rank = pick order; the reason
+    names the marginal gain. Returns (table, DPPResult); ``result.stopped`` says why a selection is short.
+    """
+    from siftlm.select.dpp import greedy_map
+    from siftlm.select.topk import budget_count
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    x = np.asarray(features, dtype=np.float32)
+    if normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    quality = None
+    if quality_by:
+        sign = -1.0 if score_registry.SCORES.get(quality_by, (None, None, "high"))[2] == "low" else 1.0
+        quality = sign * table[quality_by].to_numpy(dtype=np.float64)
+    k = budget_count(budget, len(table))
+    res = greedy_map(x, k, gamma=gamma, quality=quality, lam=lam, checkpoint=checkpoint)
+    table = table.copy()
+    table["rank"] = 0
+    table.loc[table.index[res.order], "rank"] = np.arange(1, len(res.order) + 1)
+    table["selected"] = table["rank"] > 0
+    table["dpp_gain"] = np.nan
+    table.loc[table.index[res.order], "dpp_gain"] = res.gains
+    chosen = table.iloc[res.order]
+    q_text = [f", {quality_by}={v:.4g}" for v in chosen[quality_by]] if quality_by else [""] * len(chosen)
+    selection = pd.DataFrame({
+        "id": chosen["id"].to_numpy(), "rank": chosen["rank"].to_numpy(), "score": res.gains,
+        "reason": [f"dpp pick {r} of {len(res.order)}: log marginal gain {g:.4g}{qt} (gamma={gamma}, lambda={lam})"
+                   for r, g, qt in zip(chosen["rank"], res.gains, q_text, strict=True)],
+    })
+    _write_selection_files(examples, table, selection, out)
+    return table, res
 
 
 def _input_columns(table: pd.DataFrame, by: str) -> list[str]:

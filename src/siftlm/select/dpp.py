@@ -55,6 +55,7 @@ def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float
     """Pick up to ``m`` items maximising log det L_S greedily. ``scale`` multiplies the kernel (for tests of
     scale invariance). ``checkpoint``: a folder for resumable state (Cholesky rows appended as they are made)."""
     x = torch.as_tensor(np.asarray(features), dtype=dtype, device=device)
+    eps = max(eps, 10 * torch.finfo(dtype).eps)      # below float32's resolution a residual is rounding noise
     n = x.shape[0]
     m = min(m, n)
     w = quality_weights(quality, lam)
