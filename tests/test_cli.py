@@ -123,3 +123,35 @@ def test_diversity_ranks_clustered_data_below_random(tmp_path):
     vals = {Path(k).name: v["ldd"] for k, v in json.loads((tmp_path / "ldd.json").read_text()).items()}
     assert vals["clustered.npy"] > vals["random.npy"] + 0.5
     assert (tmp_path / "ldd.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("method", ["cluster", "cluster-random", "random"])
+def test_select_cluster_and_random_methods_keep_exact_budgets(tmp_path, alpaca_file, method):
+    table, x = _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", method,
+                              "--features", str(tmp_path / "x.npy"), "--clusters", "3", "--by", "lp", "--budget", "7",
+                              "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    out = pd.read_parquet(tmp_path / "sel" / "scores.parquet")
+    assert out["selected"].sum() == 7 and len((tmp_path / "sel" / "selected.jsonl").read_text().splitlines()) == 7
+    if method != "random":
+        assert sorted(out.loc[out["selected"]].groupby("cluster").size().tolist()) == [2, 2, 3]
+    if method == "cluster":  # inside each cluster, the lowest LP
+        for _, g in out.groupby("cluster"):
+            kept = g[g["selected"]]
+            assert kept["lp"].max() <= g.loc[~g["selected"], "lp"].min()
+
+
+def test_select_dedup_records_what_each_dropped_example_duplicates(tmp_path, alpaca_file):
+    import numpy as np
+
+    table, _ = _scored(tmp_path, alpaca_file)
+    x = np.random.default_rng(1).standard_normal((len(table), 16))
+    x[5] = x[2] * 3.0                                    # same direction as example 2
+    np.save(tmp_path / "e.npy", x)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dedup",
+                              "--features", str(tmp_path / "e.npy"), "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    out = pd.read_parquet(tmp_path / "sel" / "scores.parquet")
+    assert out["selected"].sum() == len(table) - 1 and not out["selected"][5]
+    assert out["duplicate_of"][5] == table["id"][2] and out["duplicate_of"].notna().sum() == 1

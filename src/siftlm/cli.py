@@ -187,7 +187,7 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
 @app.command("select")
 def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `siftlm score`"),
                data: Path = typer.Option(..., help="the dataset the scores belong to (for selected.jsonl)"),
-               method: str = typer.Option("topk", help="topk | dpp (greedy MAP over --features)"),
+               method: str = typer.Option("topk", help="topk | dpp | cluster | cluster-random | random | dedup"),
                by: str = typer.Option("davir", help="score for topk; the quality for dpp when --lam > 0"),
                budget: float = typer.Option(0.1, help="fraction (<1) or count"),
                direction: Optional[str] = typer.Option(None, help="high | low (default: the score's)"),
@@ -195,12 +195,15 @@ def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `sif
                gamma: float = typer.Option(1.0, help="dpp: RBF kernel exp(-gamma ||x-y||^2)"),
                lam: float = typer.Option(0.0, help="dpp: quality weight lambda in [0,1); 0 = diversity only"),
                normalize: bool = typer.Option(True, help="dpp: L2-normalise features first"),
+               clusters: Optional[int] = typer.Option(None, help="cluster: k-means k (default N/50)"),
+               threshold: float = typer.Option(0.95, help="dedup: cosine similarity that counts as a duplicate"),
+               seed: int = typer.Option(0),
                out: Path = typer.Option(Path("siftlm-selection")), format: Optional[str] = FormatOpt):
     """Keep the top examples by a score, or a diverse set by DPP: selected.jsonl (input format) + selection.parquet."""
     import pandas as pd
 
     from siftlm.data import read_dataset
-    from siftlm.recipes import load_features, write_dpp_selection, write_selection
+    from siftlm.recipes import load_features, write_dpp_selection, write_selection, write_subset_selection
 
     table = pd.read_parquet(scores)
     ds = read_dataset(data, format=format)
@@ -220,8 +223,16 @@ def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `sif
                                          checkpoint=out / "dpp-checkpoint")
         if res.stopped:
             console.print(f"[yellow]warning:[/yellow] {escape(res.stopped)}")
+    elif method in ("cluster", "cluster-random", "random", "dedup"):
+        x = load_features(features, table["id"].tolist()) if features else None
+        try:
+            table = write_subset_selection(ds.examples, table, x, out, method=method, budget=budget,
+                                           by=by if method == "cluster" else None, direction=direction, seed=seed,
+                                           n_clusters=clusters, threshold=threshold)
+        except ValueError as e:
+            _fail(str(e))
     else:
-        _fail(f"unknown method {method!r}; known: topk, dpp")
+        _fail(f"unknown method {method!r}; known: topk, dpp, cluster, cluster-random, random, dedup")
     console.print(f"selected {int(table['selected'].sum())} of {len(table)} ({method}) -> {out / 'selected.jsonl'}")
 
 

@@ -176,6 +176,61 @@ def _input_columns(table: pd.DataFrame, by: str) -> list[str]:
     return cols
 
 
+def write_subset_selection(examples: list[Example], table: pd.DataFrame, features: np.ndarray | None,
+                           out: str | Path, *, method: str, budget: float, by: str | None = None,
+                           direction: str | None = None, seed: int = 0, n_clusters: int | None = None,
+                           threshold: float = 0.95) -> pd.DataFrame:
+    """random | cluster (each k-means cluster's share by ``by``) | cluster-random | dedup (cosine >= threshold).
+
+    Writes the same three files as ``write_selection``; rows carry ``cluster`` and, for dedup, ``duplicate_of``.
+    """
+    from siftlm.select.cluster import apportion, kmeans, per_cluster, random_subset
+    from siftlm.select.dedup import dedup
+    from siftlm.select.topk import budget_count
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = table.copy()
+    ids = table["id"].tolist()
+    n = len(table)
+    reasons: list[str]
+    if method == "random":
+        k = budget_count(budget, n)
+        pos = random_subset(n, k, seed=seed)
+        reasons = [f"uniform random, seed {seed}: {k} of {n}"] * k
+    elif method in ("cluster", "cluster-random"):
+        if features is None:
+            raise ValueError(f"--method {method} needs --features (sentence embeddings)")
+        k = budget_count(budget, n)
+        labels = kmeans(features, n_clusters, seed=seed)
+        table["cluster"] = labels
+        direction = direction or score_registry.SCORES.get(by or "", (None, None, "high"))[2]
+        scores = table[by].to_numpy() if method == "cluster" else None
+        pos = per_cluster(ids, labels, k, scores=scores, direction=direction, seed=seed)
+        sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+        quota = dict(zip(sorted(sizes), apportion([sizes[c] for c in sorted(sizes)], k), strict=True))
+        how = f"{direction}est {by}" if method == "cluster" else f"random (seed {seed})"
+        reasons = [f"cluster {labels[p]} (size {sizes[labels[p]]}, quota {quota[labels[p]]}): {how}"
+                   + (f" {by}={table[by].iloc[p]:.4g}" if method == "cluster" else "") for p in pos]
+    elif method == "dedup":
+        if features is None:
+            raise ValueError("--method dedup needs --features (embeddings)")
+        labels = kmeans(features, n_clusters, seed=seed) if n > 20_000 else None
+        pos, dropped = dedup(features, ids, threshold=threshold, labels=labels)
+        table["duplicate_of"] = [dropped.get(i) for i in ids]
+        reasons = [f"no kept example with cosine >= {threshold}"] * len(pos)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    table["rank"] = 0
+    table.loc[table.index[pos], "rank"] = np.arange(1, len(pos) + 1)
+    table["selected"] = table["rank"] > 0
+    chosen = table.iloc[pos]
+    selection = pd.DataFrame({"id": chosen["id"].to_numpy(), "rank": chosen["rank"].to_numpy(),
+                              "score": chosen[by].to_numpy() if by in chosen else np.nan, "reason": reasons})
+    _write_selection_files(examples, table, selection, out)
+    return table
+
+
 def run_davir(cfg: RunConfig) -> dict:
     """The whole DavIR pipeline; returns the summary that is also written to ``summary.json``."""
     timer = Timer()

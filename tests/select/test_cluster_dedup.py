@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from siftlm.select.cluster import apportion, kmeans, per_cluster, random_subset
+from siftlm.select.dedup import dedup
+
+
+@given(st.lists(st.integers(1, 200), min_size=1, max_size=40), st.data())
+def test_apportion_adds_up_exactly_and_is_proportional(sizes, data):
+    k = data.draw(st.integers(0, sum(sizes)))
+    q = apportion(sizes, k)
+    assert q.sum() == k and np.all(q <= np.asarray(sizes)) and np.all(q >= 0)
+    exact = k * np.asarray(sizes) / sum(sizes)
+    assert np.all(np.abs(q - exact) < 1)                       # floor or ceil of the exact quota
+
+
+def test_apportion_by_hand():
+    # quotas 10 * [5, 3, 2] / 10 = [5, 3, 2]; 4 of them: [2, 1.2, 0.8] -> floors [2, 1, 0], 1 left -> largest remainder 0.8
+    assert apportion([5, 3, 2], 4).tolist() == [2, 1, 1]
+    with pytest.raises(ValueError):
+        apportion([2, 2], 5)
+
+
+def test_per_cluster_top_share_and_exact_budget():
+    ids = [f"i{j:02d}" for j in range(10)]
+    labels = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    scores = np.array([5, 4, 3, 2, 1, 9, 8, 7, 0.5, 0.1])
+    got = per_cluster(ids, labels, 4, scores=scores, direction="low")  # quotas [2, 1, 1]
+    assert sorted(got.tolist()) == [3, 4, 7, 9]
+    cr = per_cluster(ids, labels, 4, seed=1)                           # cluster-random
+    assert len(cr) == 4 and np.bincount(labels[cr], minlength=3).tolist() == [2, 1, 1]
+    assert per_cluster(ids, labels, 4, seed=1).tolist() == cr.tolist()  # seeded
+
+
+def test_kmeans_finds_planted_clusters_and_random_is_seeded():
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.eye(4) * 10, 25, axis=0) + rng.standard_normal((100, 4)) * 0.1
+    labels = kmeans(x, per_cluster=25)
+    assert len(set(labels)) == 4 and all(len(set(labels[i * 25:(i + 1) * 25])) == 1 for i in range(4))
+    assert random_subset(100, 10, seed=3).tolist() == random_subset(100, 10, seed=3).tolist()
+
+
+def test_dedup_drops_planted_duplicates_and_nothing_else():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((30, 32))
+    dups = base[[3, 7, 7]] + 1e-4 * rng.standard_normal((3, 32))   # near copies of 3 and 7 (twice)
+    x = np.vstack([base, dups])
+    ids = [f"e{i}" for i in range(33)]
+    kept, dropped = dedup(x, ids, threshold=0.99)
+    assert dropped == {"e30": "e3", "e31": "e7", "e32": "e7"}
+    assert kept.tolist() == list(range(30))
+    labels = kmeans(x, n_clusters=3)
+    kept2, dropped2 = dedup(x, ids, threshold=0.99, labels=labels)
+    assert dropped2 == dropped and kept2.tolist() == kept.tolist()
