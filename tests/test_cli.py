@@ -155,3 +155,21 @@ def test_select_dedup_records_what_each_dropped_example_duplicates(tmp_path, alp
     out = pd.read_parquet(tmp_path / "sel" / "scores.parquet")
     assert out["selected"].sum() == len(table) - 1 and not out["selected"][5]
     assert out["duplicate_of"][5] == table["id"][2] and out["duplicate_of"].notna().sum() == 1
+
+
+def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir):
+    import numpy as np
+
+    args = ["signals", str(alpaca_file), "--model", str(model_dir), "--pass", "lm-embed", "--store", str(tmp_path / "st"),
+            "--out", str(tmp_path / "emb.npy")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    x = np.load(tmp_path / "emb.npy")
+    assert x.shape == (24, 32) and np.isfinite(x).all()
+    res = runner.invoke(app, args)                        # cached: same vectors from the store
+    assert res.exit_code == 0 and np.array_equal(np.load(tmp_path / "emb.npy"), x)
+    _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
+                              "--features", str(tmp_path / "emb.npy"), "--budget", "5", "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(tmp_path / "sel" / "selection.parquet")) == 5

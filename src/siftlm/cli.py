@@ -91,20 +91,33 @@ def inspect(data: Path = typer.Argument(..., help="dataset file or HF dataset fo
 def signals(data: Path = typer.Argument(...),
             model: str = typer.Option("builtin:smollm2", help="model folder, .gguf, builtin:<name> or hub id"),
             adapter: Optional[Path] = typer.Option(None, help="PEFT adapter folder on top of the model"),
-            pass_: str = typer.Option("loss", "--pass", help="loss | uncond (response without prompt, for IFD)"),
+            pass_: str = typer.Option("loss", "--pass",
+                                      help="loss | uncond (response without prompt, for IFD) | lm-embed (mean hidden state)"),
             store: Path = StoreOpt, max_length: int = MaxLenOpt, template: str = TemplateOpt,
             token_budget: int = BudgetTokOpt, limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt,
-            out: Optional[Path] = typer.Option(None, help="also write the pass as Parquet here")):
+            out: Optional[Path] = typer.Option(None, help="also write the pass here (Parquet; .npy for lm-embed)")):
     """Run one batched model pass over a dataset into the signal store (skips finished shards)."""
     from siftlm.data import read_dataset
     from siftlm.models.load import load_model
     from siftlm.pipeline import loss_signals, prepare
 
-    if pass_ not in ("loss", "uncond"):
-        _fail(f"unknown pass {pass_!r}; known: loss, uncond")
+    if pass_ not in ("loss", "uncond", "lm-embed"):
+        _fail(f"unknown pass {pass_!r}; known: loss, uncond, lm-embed")
     lm = load_model(model, adapter=str(adapter) if adapter else None)
     prep = prepare(read_dataset(data, format=format), lm.tokenizer,
                    _signal_cfg(store, max_length, template, token_budget, limit))
+    if pass_ == "lm-embed":
+        import numpy as np
+
+        from siftlm.pipeline import embed_signals
+
+        x = embed_signals(lm.model, lm.fingerprint, prep)
+        if out:
+            with atomic_write(out) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, x)
+        console.print(f"lm-embed: {x.shape[0]} x {x.shape[1]} vectors" + (f" -> {out}" if out else ""))
+        return
     frame = loss_signals(lm.model, lm.fingerprint, prep, name=pass_)
     if out:
         with atomic_write(out) as tmp:

@@ -98,9 +98,10 @@ def pass_spec(prep: Prepared, name: str, model_fp: str, model) -> store.PassSpec
     cfg = prep.cfg
     dtype = str(next(model.parameters()).dtype)
     settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": dtype, "engine": ENGINE_VERSION}
-    encoded = prep.encoded if name == "loss" else prep.uncond()
-    data_fp = prep.fingerprint if name == "loss" else store.dataset_fingerprint(
-        prep.ids, [e.input_ids + e.labels for e in encoded])
+    if name == "uncond":
+        data_fp = store.dataset_fingerprint(prep.ids, [e.input_ids + e.labels for e in prep.uncond()])
+    else:
+        data_fp = prep.fingerprint
     return store.PassSpec(name, data_fp, model_fp, settings)
 
 
@@ -114,6 +115,20 @@ def loss_signals(model, model_fp: str, prep: Prepared, *, name: str = "loss", la
         def compute(start: int, stop: int) -> dict:
             return loss_pass(model, encoded[start:stop], pad_id=pad, token_budget=cfg.token_budget, on_batch=advance)
         return store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
+
+
+def embed_signals(model, model_fp: str, prep: Prepared) -> np.ndarray:
+    """Mean last hidden state over response tokens for every example (pass ``lm-embed``), cached; (N, H)."""
+    from siftlm.signals.embed import lm_embed_pass
+
+    cfg = prep.cfg
+    spec = pass_spec(prep, "lm-embed", model_fp, model)
+    with bar("lm embeddings", len(prep.encoded), enabled=cfg.progress) as advance:
+        def compute(start: int, stop: int) -> dict:
+            return lm_embed_pass(model, prep.encoded[start:stop], pad_id=prep.tokenizer.pad_token_id,
+                                 token_budget=cfg.token_budget, on_batch=advance)
+        frame = store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
+    return np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
 
 
 def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig):

@@ -71,3 +71,15 @@ def test_model_logit_transforms_are_applied(tokenizer, model, monkeypatch, attr,
     y = torch.tensor(e.labels[1:])
     ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
     assert got["loss"][1] == pytest.approx(ref, abs=1e-5)
+
+
+def test_lm_embeddings_batched_equal_per_example_mean_hidden_state(tokenizer, model):
+    from siftlm.signals.embed import lm_embed_pass
+
+    enc = _encoded(tokenizer, 10)
+    got = lm_embed_pass(model, enc, pad_id=0, token_budget=300)["vector"]
+    for i, e in enumerate(enc):
+        with torch.no_grad():
+            h = model.model(torch.tensor([e.input_ids])).last_hidden_state[0]
+        resp = torch.tensor(e.labels) != IGNORE
+        np.testing.assert_allclose(got[i], h[resp].mean(0).numpy(), atol=1e-5)
