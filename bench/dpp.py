@@ -11,14 +11,14 @@ so its peak memory (ru_maxrss above the process's RSS before the algorithm) is m
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing as mp
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
+
+from _common import save_result
 
 
 def _rss_bytes() -> int:
@@ -118,10 +118,7 @@ def main() -> None:
         print(f"same picks: {summary['same_picks']} (identical first {summary['same_prefix']}, "
               f"set overlap {summary['set_overlap']})   time ratio (numpy/siftlm): "
               f"{summary['time_ratio_numpy_over_siftlm']}x   memory ratio: {summary['memory_ratio_numpy_over_siftlm']}x")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"dpp-n{n}-m{m}{'-f64' if args.float64 else ''}.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    save_result(args.out, f"dpp-n{n}-m{m}{'-f64' if args.float64 else ''}", summary)
 
 
 if __name__ == "__main__":

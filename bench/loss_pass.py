@@ -14,15 +14,14 @@ and the ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _common import save_result, slug
 from siftlm.assets import demo_data
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
@@ -89,11 +88,7 @@ def main() -> None:
     print(f"{'real tokens / s':22s}{res['loop_tok_s']:18.1f}{res['engine_tok_s']:16.1f}")
     print(f"{'padding':22s}{0.0:18.3f}{res['padding']:16.3f}")
     print(f"ratio (engine / loop throughput): {res['ratio']:.2f}x   max |loss diff|: {res['max_abs_loss_diff']:.2e}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = args.model.replace("builtin:", "").replace("/", "_")
-    (out / f"loss_pass-{name}-{res['device']}.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res))
+    save_result(args.out, f"loss_pass-{slug(args.model)}-{res['device']}", res)
 
 
 if __name__ == "__main__":

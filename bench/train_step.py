@@ -11,13 +11,12 @@ Both start from the same LoRA initialisation on the same real alpaca_en_demo exa
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from _common import save_result, slug
 from siftlm.assets import demo_data
 from siftlm.data import read_dataset
 from siftlm.models.batching import plan_batches
@@ -76,10 +75,7 @@ def main() -> None:
     print(f"{'seconds (1 epoch)':22s}{t_naive:18.1f}{t_ours:14.1f}")
     print(f"{'real tokens / s':22s}{res['naive_tok_s']:18.1f}{res['siftlm_tok_s']:14.1f}")
     print(f"ratio: {res['ratio']:.2f}x  ({n_steps} optimizer steps of ~{per_step} examples)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"train_step-{args.model.replace('builtin:', '').replace('/', '_')}.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res))
+    save_result(args.out, f"train_step-{slug(args.model)}", res)
 
 
 if __name__ == "__main__":
