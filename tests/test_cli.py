@@ -173,3 +173,28 @@ def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir):
                               "--features", str(tmp_path / "emb.npy"), "--budget", "5", "--out", str(tmp_path / "sel")])
     assert res.exit_code == 0, res.output
     assert len(pd.read_parquet(tmp_path / "sel" / "selection.parquet")) == 5
+
+
+def test_grads_pass_feeds_dpp_and_grad_norm_selection(tmp_path, alpaca_file, model_dir):
+    import numpy as np
+
+    args = ["signals", str(alpaca_file), "--model", str(model_dir), "--pass", "grads", "--store", str(tmp_path / "st"),
+            "--dim", "64", "--rank", "4", "--out", str(tmp_path / "grads.parquet")]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    g = pd.read_parquet(tmp_path / "grads.parquet")
+    x = np.stack(g["vector"].to_list())
+    assert x.shape == (24, 64) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    assert (g["grad_norm"] > 0).all()
+    res = runner.invoke(app, args)                        # cached: same vectors from the store
+    assert res.exit_code == 0 and np.array_equal(np.stack(pd.read_parquet(tmp_path / "grads.parquet")["vector"]), x)
+    _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
+                              "--features", str(tmp_path / "grads.parquet"), "--budget", "6", "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_parquet(tmp_path / "sel" / "selection.parquet")) == 6
+    res = runner.invoke(app, ["select", str(tmp_path / "grads.parquet"), "--data", str(alpaca_file), "--by", "grad_norm",
+                              "--budget", "4", "--out", str(tmp_path / "gn")])
+    assert res.exit_code == 0, res.output
+    sel = pd.read_parquet(tmp_path / "gn" / "selection.parquet")
+    assert set(sel["id"]) == set(g.nlargest(4, "grad_norm")["id"])

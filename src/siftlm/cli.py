@@ -87,45 +87,96 @@ def inspect(data: Path = typer.Argument(..., help="dataset file or HF dataset fo
         _fail(f"{data}: nothing valid ({ds.n_read} records read, all rejected)")
 
 
+PASSES = {
+    "loss": "per-example response loss, entropy, EL2N, accuracy",
+    "uncond": "the same for the response without its prompt (IFD's denominator)",
+    "lm-embed": "mean last hidden state of the causal LM over response tokens",
+    "embed": "sentence embedding (sentence-transformers; default all-MiniLM-L6-v2)",
+    "grads": "LoRA-gradient features (sparse JL projected) and the gradient norm",
+    "pairs": "preference pairs: log-probs of chosen and rejected under the reference (the model) and, with "
+             "--adapter, the policy, plus the dpo_margin and davir_margin scores",
+}
+
+
+def _write_frame(frame, out: Path) -> None:
+    """A pass's rows to ``out``: .parquet (id, scalars, vector) or .npy (the vectors, in row order)."""
+    import numpy as np
+
+    with atomic_write(out) as tmp:
+        if out.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]]))
+        else:
+            frame.to_parquet(tmp, index=False)
+
+
+def _lm_pass(lm, ds, cfg, pass_: str, gcfg):
+    from siftlm.pipeline import embed_signals, grad_signals, loss_signals, prepare
+
+    if pass_ == "pairs":
+        from siftlm.preference import policy_reference_table, prepare_pairs
+
+        return policy_reference_table(lm, prepare_pairs(ds, lm.tokenizer, cfg))
+    prep = prepare(ds, lm.tokenizer, cfg)
+    if pass_ == "lm-embed":
+        return embed_signals(lm.model, lm.fingerprint, prep)
+    if pass_ == "grads":
+        return grad_signals(lm.model, lm.fingerprint, prep, gcfg)
+    return loss_signals(lm.model, lm.fingerprint, prep, name=pass_)
+
+
 @app.command()
 def signals(data: Path = typer.Argument(...),
-            model: str = typer.Option("builtin:smollm2", help="model folder, .gguf, builtin:<name> or hub id"),
+            model: Optional[str] = typer.Option(None, help="causal LM (folder, .gguf, builtin:<name>, hub id; default "
+                                                "builtin:smollm2) or, for --pass embed, a sentence-transformers "
+                                                "model (default builtin:all-minilm-l6-v2)"),
             adapter: Optional[Path] = typer.Option(None, help="PEFT adapter folder on top of the model"),
-            pass_: str = typer.Option("loss", "--pass",
-                                      help="loss | uncond (response without prompt, for IFD) | lm-embed (mean hidden state)"),
+            pass_: str = typer.Option("loss", "--pass", help="; ".join(f"{k}: {v}" for k, v in PASSES.items())),
             store: Path = StoreOpt, max_length: int = MaxLenOpt, template: str = TemplateOpt,
             token_budget: int = BudgetTokOpt, limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt,
-            out: Optional[Path] = typer.Option(None, help="also write the pass here (Parquet; .npy for lm-embed)")):
+            text: str = typer.Option("full", help="embed: text to embed: full | prompt | response"),
+            rank: int = typer.Option(8, help="grads: LoRA rank r (A ~ N(0, 1/r))"),
+            dim: Optional[int] = typer.Option(None, help="grads: sparse JL dimension D (default 8192 on GPU, 1024 on CPU)"),
+            density: int = typer.Option(4, help="grads: nonzeros per column of the sparse JL"),
+            target_modules: str = typer.Option("all-linear", help="grads: all-linear or names, e.g. q_proj,v_proj"),
+            seed: int = typer.Option(0, help="grads: seed of A and of the JL projection"),
+            normalize: bool = typer.Option(True, help="grads: L2-normalise the projected gradients"),
+            out: Optional[Path] = typer.Option(None, help="also write the pass here: .parquet (id, columns, vector) "
+                                               "or .npy (vectors only)")):
     """Run one batched model pass over a dataset into the signal store (skips finished shards)."""
     from siftlm.data import read_dataset
-    from siftlm.models.load import load_model
-    from siftlm.pipeline import loss_signals, prepare
 
-    if pass_ not in ("loss", "uncond", "lm-embed"):
-        _fail(f"unknown pass {pass_!r}; known: loss, uncond, lm-embed")
-    lm = load_model(model, adapter=str(adapter) if adapter else None)
-    prep = prepare(read_dataset(data, format=format), lm.tokenizer,
-                   _signal_cfg(store, max_length, template, token_budget, limit))
-    if pass_ == "lm-embed":
-        import numpy as np
+    if pass_ not in PASSES:
+        _fail(f"unknown pass {pass_!r}; known: {', '.join(PASSES)}")
+    cfg = _signal_cfg(store, max_length, template, token_budget, limit)
+    ds = read_dataset(data, format=format)
+    if pass_ == "embed":
+        from siftlm.pipeline import sentence_signals
 
-        from siftlm.pipeline import embed_signals
+        frame = sentence_signals(ds, model or "builtin:all-minilm-l6-v2", cfg, part=text)
+    else:
+        from siftlm.models.load import load_model
+        from siftlm.signals.grads import GradConfig
 
-        x = embed_signals(lm.model, lm.fingerprint, prep)
-        if out:
-            with atomic_write(out) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, x)
-        console.print(f"lm-embed: {x.shape[0]} x {x.shape[1]} vectors" + (f" -> {out}" if out else ""))
-        return
-    frame = loss_signals(lm.model, lm.fingerprint, prep, name=pass_)
+        lm = load_model(model or "builtin:smollm2", adapter=str(adapter) if adapter else None)
+        try:
+            frame = _lm_pass(lm, ds, cfg, pass_, GradConfig(rank=rank, dim=dim, density=density,
+                                                             target_modules=target_modules, seed=seed,
+                                                             normalize=normalize))
+        except ValueError as e:
+            _fail(str(e))
     if out:
-        with atomic_write(out) as tmp:
-            frame.to_parquet(tmp, index=False)
-    t = Table(title=f"pass {pass_}: {len(frame)} examples, model {lm.fingerprint}")
-    for c in ("loss", "entropy", "el2n", "acc", "n_tokens"):
-        t.add_column(c, justify="right")
-    t.add_row(*(f"{frame[c].mean():.4f}" for c in ("loss", "entropy", "el2n", "acc", "n_tokens")))
+        if out.suffix == ".npy" and "vector" not in frame:
+            _fail(f"pass {pass_} has no vectors; write it as .parquet")
+        _write_frame(frame, out)
+    scalars = [c for c in frame.columns if c not in ("id", "vector")]
+    t = Table(title=f"pass {pass_}: {len(frame)} examples" + (f" -> {out}" if out else ""))
+    if "vector" in frame:
+        t.add_column("vector dim", justify="right")
+    for c in scalars:
+        t.add_column(f"mean {c}", justify="right")
+    t.add_row(*([str(len(frame["vector"].iloc[0]))] if "vector" in frame else []),
+              *(f"{frame[c].mean():.4g}" for c in scalars))
     console.print(t)
 
 
@@ -158,6 +209,93 @@ def train(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
     for i, f in enumerate(traj):
         t.add_row(str(i), f"{f['loss'].mean():.4f}", f"{f['acc'].mean():.4f}")
     console.print(t)
+
+
+@app.command()
+def dpo(data: Path = typer.Argument(..., help="preference pairs (TRL prompt/chosen/rejected, LLaMA-Factory dpo, ...)"),
+        model: str = typer.Option("builtin:smollm2", help="the policy's starting point, also the reference"),
+        loss: str = typer.Option("davir", help="davir (DavIR-DPO, eq. 4) | sigmoid | ipo | hinge | sigmoid_norm | "
+                                 "sppo_hard | nca_pair | bco_pair | apo_zero | apo_down"),
+        beta: float = typer.Option(0.1), lr: float = typer.Option(5e-5), epochs: float = typer.Option(1.0),
+        max_steps: int = typer.Option(-1, help="> 0 overrides --epochs"),
+        batch_size: int = typer.Option(4, help="pairs per step"), grad_accum: int = typer.Option(1),
+        full: bool = typer.Option(False, help="full fine-tuning instead of LoRA"),
+        lora_r: int = typer.Option(8), lora_alpha: int = typer.Option(16),
+        target_modules: str = typer.Option("all-linear"),
+        save_steps: int = typer.Option(50, help="checkpoint interval; a rerun resumes from the newest checkpoint"),
+        seed: int = typer.Option(0), out: Path = typer.Option(Path("siftlm-dpo")), store: Path = StoreOpt,
+        max_length: int = MaxLenOpt, template: str = TemplateOpt, token_budget: int = BudgetTokOpt,
+        limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt):
+    """DPO through TRL's trainer (LoRA by default), reference log-probs from siftlm's cached pair pass."""
+    from siftlm.data import read_dataset, write_rejects
+    from siftlm.dpo.trainer import DPOTrainConfig, train_dpo
+    from siftlm.models.load import load_model
+    from siftlm.preference import pair_signals, prepare_pairs
+
+    lm = load_model(model)
+    try:
+        prep = prepare_pairs(read_dataset(data, format=format), lm.tokenizer,
+                             _signal_cfg(store, max_length, template, token_budget, limit))
+        dcfg = DPOTrainConfig(loss=loss, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                              grad_accum=grad_accum, full=full, lora_r=lora_r, lora_alpha=lora_alpha,
+                              target_modules=target_modules, save_steps=save_steps, seed=seed)
+        out.mkdir(parents=True, exist_ok=True)
+        write_rejects(prep.rejects, out / "rejects.jsonl")
+        ref = pair_signals(lm.model, lm.fingerprint, prep, label="reference log-probs")
+        summary = train_dpo(lm, prep, ref, out, dcfg)
+    except ValueError as e:
+        _fail(str(e))
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    t = Table(title=f"dpo --loss {loss}: {len(prep.pairs)} pairs -> {summary['final']}")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    for k, v in prep.counts().items():
+        t.add_row(f"pairs {k}", str(v))
+    t.add_row("steps logged", str(len(losses)))
+    if losses:
+        t.add_row("first / last loss", f"{losses[0]:.4f} / {losses[-1]:.4f}")
+    t.add_row("train runtime", f"{summary['metrics'].get('train_runtime', float('nan')):.1f} s")
+    console.print(t)
+
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyses of trained models on data.")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("dpo-length")
+def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
+               adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
+               model: str = typer.Option("builtin:smollm2", help="the reference model the adapter was trained on"),
+               beta: float = typer.Option(0.1), out: Path = typer.Option(Path("siftlm-dpo-length")),
+               store: Path = StoreOpt, max_length: int = MaxLenOpt, template: str = TemplateOpt,
+               token_budget: int = BudgetTokOpt, limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt):
+    """Correlation of each DPO loss type's per-pair objective with the response-length difference (DavIR Table 3)."""
+    from siftlm.data import read_dataset
+    from siftlm.dpo.analyze import length_table, scatter
+    from siftlm.models.load import load_model
+    from siftlm.preference import policy_reference_table, prepare_pairs
+
+    lm = load_model(model, adapter=str(adapter))
+    try:
+        prep = prepare_pairs(read_dataset(data, format=format), lm.tokenizer,
+                             _signal_cfg(store, max_length, template, token_budget, limit))
+    except ValueError as e:
+        _fail(str(e))
+    pairs = policy_reference_table(lm, prep)
+    table = length_table(pairs, beta)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "pairs.parquet") as tmp:
+        pairs.to_parquet(tmp, index=False)
+    with atomic_write(out / "dpo_length.json") as tmp:
+        tmp.write_text(table.to_json(orient="records", indent=2))
+    scatter(pairs, table, out / "dpo_length.png", beta)
+    t = Table(title=f"DPO objective vs response-length difference: {len(pairs)} pairs (DavIR Table 3)")
+    for c in ("loss", "pearson", "spearman", "mean objective"):
+        t.add_column(c, justify="left" if c == "loss" else "right")
+    for _, r in table.iterrows():
+        t.add_row(r["loss"], f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}", f"{r['mean_objective']:.4g}")
+    console.print(t)
+    console.print(f"-> {out / 'dpo_length.json'}, {out / 'dpo_length.png'}, {out / 'pairs.parquet'}")
 
 
 def _run_cfg(data, model, out, by, budget, direction, epochs, lr, train_budget, seed, store, max_length,
@@ -198,55 +336,63 @@ def score(data: Path = typer.Argument(...), model: str = typer.Option("builtin:s
 
 
 @app.command("select")
-def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `siftlm score`"),
+def select_cmd(scores: Path = typer.Argument(..., help="scores.parquet from `siftlm score` (or any parquet with id)"),
                data: Path = typer.Option(..., help="the dataset the scores belong to (for selected.jsonl)"),
-               method: str = typer.Option("topk", help="topk | dpp | cluster | cluster-random | random | dedup"),
-               by: str = typer.Option("davir", help="score for topk; the quality for dpp when --lam > 0"),
+               method: str = typer.Option("topk", help="topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | "
+                                          "cluster-random | random | dedup"),
+               by: str = typer.Option("davir", help="score for topk and cluster; the quality for dpp when --lam > 0"),
                budget: float = typer.Option(0.1, help="fraction (<1) or count"),
                direction: Optional[str] = typer.Option(None, help="high | low (default: the score's)"),
-               features: Optional[Path] = typer.Option(None, help="dpp: .npy rows in scores order, or .parquet id+vector"),
+               features: Optional[Path] = typer.Option(None, help="dpp/cluster/dedup: .npy rows in scores order, "
+                                                       "or .parquet id+vector (from `siftlm signals --out`)"),
                gamma: float = typer.Option(1.0, help="dpp: RBF kernel exp(-gamma ||x-y||^2)"),
-               lam: float = typer.Option(0.0, help="dpp: quality weight lambda in [0,1); 0 = diversity only"),
+               lam: Optional[float] = typer.Option(None, help="dpp: quality weight lambda in [0,1) (default 0 for dpp: "
+                                                   "diversity only; 0.5 for <score>+dpp)"),
                normalize: bool = typer.Option(True, help="dpp: L2-normalise features first"),
                clusters: Optional[int] = typer.Option(None, help="cluster: k-means k (default N/50)"),
+               kmeans: str = typer.Option("sklearn", help="cluster: k-means backend sklearn | faiss"),
                threshold: float = typer.Option(0.95, help="dedup: cosine similarity that counts as a duplicate"),
                seed: int = typer.Option(0),
                out: Path = typer.Option(Path("siftlm-selection")), format: Optional[str] = FormatOpt):
-    """Keep the top examples by a score, or a diverse set by DPP: selected.jsonl (input format) + selection.parquet."""
-    import pandas as pd
+    """Keep the top examples by a score, a diverse set (DPP), or per-cluster shares: selected.jsonl + selection.parquet."""
+    from siftlm.data import DataError
+    from siftlm.selection import SelectConfig, run_selection
 
-    from siftlm.data import read_dataset
-    from siftlm.recipes import load_features, write_dpp_selection, write_selection, write_subset_selection
+    cfg = SelectConfig(scores=str(scores), data=str(data), method=method, by=by, budget=budget, direction=direction,
+                       features=str(features) if features else None, gamma=gamma, lam=lam, normalize=normalize,
+                       clusters=clusters, kmeans=kmeans, threshold=threshold, seed=seed, format=format)
+    try:
+        res = run_selection(cfg, out)
+    except (ValueError, KeyError, DataError) as e:
+        _fail(str(e))
+    if res.note:
+        console.print(f"[yellow]warning:[/yellow] {escape(res.note)}")
+    console.print(f"selected {len(res.selection)} of {len(res.table)} ({method}) -> {out / 'selected.jsonl'}")
 
-    table = pd.read_parquet(scores)
-    ds = read_dataset(data, format=format)
-    by_id = {e.id: e for e in ds.examples}
-    missing = [i for i in table["id"] if i not in by_id]
-    if missing:
-        _fail(f"{len(missing)} scored ids are not in {data} (first: {missing[0]}); wrong dataset?")
-    table = table.drop(columns=["rank", "selected"], errors="ignore")
-    if method == "topk":
-        table = write_selection(ds.examples, table, out, by=by, budget=budget, direction=direction)
-    elif method == "dpp":
-        if features is None:
-            _fail("--method dpp needs --features")
-        x = load_features(features, table["id"].tolist())
-        table, res = write_dpp_selection(ds.examples, table, x, out, budget=budget, gamma=gamma,
-                                         quality_by=by if lam > 0 else None, lam=lam, normalize=normalize,
-                                         checkpoint=out / "dpp-checkpoint")
-        if res.stopped:
-            console.print(f"[yellow]warning:[/yellow] {escape(res.stopped)}")
-    elif method in ("cluster", "cluster-random", "random", "dedup"):
-        x = load_features(features, table["id"].tolist()) if features else None
-        try:
-            table = write_subset_selection(ds.examples, table, x, out, method=method, budget=budget,
-                                           by=by if method == "cluster" else None, direction=direction, seed=seed,
-                                           n_clusters=clusters, threshold=threshold)
-        except ValueError as e:
-            _fail(str(e))
-    else:
-        _fail(f"unknown method {method!r}; known: topk, dpp, cluster, cluster-random, random, dedup")
-    console.print(f"selected {int(table['selected'].sum())} of {len(table)} ({method}) -> {out / 'selected.jsonl'}")
+
+@app.command("mix")
+def mix_cmd(config: Path = typer.Argument(..., help="YAML: sources: [{name, scores, data, method, budget, ...}]"),
+            out: Optional[Path] = typer.Option(None, help="output folder (default: the file's `out`, else siftlm-mix)")):
+    """Select from several sources, each with its own method and budget, into one selection with a source column."""
+    from siftlm.data import DataError
+    from siftlm.selection import load_mix, mix
+
+    try:
+        sources, extra = load_mix(config)
+        out = out or Path(extra.get("out", "siftlm-mix"))
+        summary = mix(sources, out)
+    except (ValueError, KeyError, DataError) as e:
+        _fail(str(e))
+    t = Table(title=f"mix: {summary['selected']} selected -> {out / 'selected.jsonl'}")
+    for c in ("source", "method", "budget", "scored", "selected", "in mix"):
+        t.add_column(c, justify="left" if c in ("source", "method") else "right")
+    for name, s in summary["sources"].items():
+        t.add_row(name, s["method"], f"{s['budget']:g}", str(s["scored"]), str(s["selected"]), str(s["kept_in_mix"]))
+        if "note" in s:
+            console.print(f"[yellow]warning:[/yellow] {escape(name)}: {escape(s['note'])}")
+    console.print(t)
+    if summary["duplicates_across_sources"]:
+        console.print(f"{summary['duplicates_across_sources']} examples selected by more than one source kept once")
 
 
 @app.command()

@@ -73,8 +73,8 @@ def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid example; those that cannot be encoded under the max_length policy become rejects."""
     sft = [e for e in ds.examples if e.kind == "sft"]
     if len(sft) != len(ds.examples):
-        raise ValueError(f"{ds.path}: holds preference pairs; the SFT pipeline scores prompt/response examples "
-                         "(preference-pair signals are not implemented yet)")
+        raise ValueError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
+                         "(use `siftlm signals --pass pairs`, `siftlm dpo`, `siftlm analyze dpo-length`)")
     rejects = list(ds.rejects)
     examples, encoded = [], []
     n_unused = 0
@@ -117,8 +117,8 @@ def loss_signals(model, model_fp: str, prep: Prepared, *, name: str = "loss", la
         return store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
 
 
-def embed_signals(model, model_fp: str, prep: Prepared) -> np.ndarray:
-    """Mean last hidden state over response tokens for every example (pass ``lm-embed``), cached; (N, H)."""
+def embed_signals(model, model_fp: str, prep: Prepared) -> pd.DataFrame:
+    """Mean last hidden state over response tokens for every example (pass ``lm-embed``: ``id``, ``vector``), cached."""
     from siftlm.signals.embed import lm_embed_pass
 
     cfg = prep.cfg
@@ -127,8 +127,57 @@ def embed_signals(model, model_fp: str, prep: Prepared) -> np.ndarray:
         def compute(start: int, stop: int) -> dict:
             return lm_embed_pass(model, prep.encoded[start:stop], pad_id=prep.tokenizer.pad_token_id,
                                  token_budget=cfg.token_budget, on_batch=advance)
-        frame = store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
-    return np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
+        return store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
+
+
+def grad_signals(model, model_fp: str, prep: Prepared, gcfg=None) -> pd.DataFrame:
+    """Projected per-example LoRA gradients (``vector``), their norm before projection (``grad_norm``) and the
+    mean response loss, cached as pass ``grads``; see ``siftlm.signals.grads``."""
+    from siftlm.signals.grads import GradConfig, LoraGradProbe, grad_pass
+
+    cfg = prep.cfg
+    gcfg = gcfg or GradConfig()
+    spec = pass_spec(prep, "grads", model_fp, model)
+    device = next(model.parameters()).device
+    spec.settings = {**spec.settings, **asdict(gcfg), "dim": gcfg.resolved_dim(device)}
+    probe = None
+    with bar("lora gradients", len(prep.encoded), enabled=cfg.progress) as advance:
+        def compute(start: int, stop: int) -> dict:
+            nonlocal probe
+            probe = probe or LoraGradProbe(model, gcfg)
+            return grad_pass(model, prep.encoded[start:stop], pad_id=prep.tokenizer.pad_token_id, cfg=gcfg,
+                             token_budget=cfg.token_budget, probe=probe, on_batch=advance)
+        return store.run_pass(cfg.store, spec, prep.ids, compute, shard_size=cfg.shard_size, on_skip=advance)
+
+
+def sentence_signals(ds: Dataset, embedder: str = "builtin:all-minilm-l6-v2", cfg: SignalConfig | None = None, *,
+                     part: str = "full", batch_size: int = 64, device: str | None = None) -> pd.DataFrame:
+    """Sentence embeddings of every valid example (``id``, ``vector``), cached as pass ``embed``.
+
+    Needs no causal LM; ``cfg.limit`` keeps the first N valid examples as for the other passes.
+    """
+    from siftlm.assets import embedder_path
+    from siftlm.models.load import folder_fingerprint
+    from siftlm.signals.sentence import example_text, load_embedder, sentence_embed
+
+    cfg = cfg or SignalConfig()
+    examples = ds.examples[:cfg.limit] if cfg.limit is not None else ds.examples
+    if not examples:
+        raise ValueError(f"{ds.path}: no valid examples; see the rejects")
+    ids = [e.id for e in examples]
+    texts = [example_text(e, part) for e in examples]
+    path = embedder_path(embedder)
+    model_fp = folder_fingerprint(path) if Path(path).is_dir() else store.fingerprint(path)
+    spec = store.PassSpec("embed", store.fingerprint([ids, texts]), model_fp,
+                          {"part": part, "normalize": True, "engine": ENGINE_VERSION})
+    model = None
+    with bar("sentence embeddings", len(ids), enabled=cfg.progress) as advance:
+        def compute(start: int, stop: int) -> dict:
+            nonlocal model
+            model = model or load_embedder(path, device)
+            x = sentence_embed(model, texts[start:stop], batch_size=batch_size, on_batch=advance)
+            return {"vector": list(x)}
+        return store.run_pass(cfg.store, spec, ids, compute, shard_size=cfg.shard_size, on_skip=advance)
 
 
 def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig):

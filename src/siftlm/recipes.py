@@ -179,7 +179,7 @@ def _input_columns(table: pd.DataFrame, by: str) -> list[str]:
 def write_subset_selection(examples: list[Example], table: pd.DataFrame, features: np.ndarray | None,
                            out: str | Path, *, method: str, budget: float, by: str | None = None,
                            direction: str | None = None, seed: int = 0, n_clusters: int | None = None,
-                           threshold: float = 0.95) -> pd.DataFrame:
+                           threshold: float = 0.95, kmeans_backend: str = "sklearn") -> pd.DataFrame:
     """random | cluster (each k-means cluster's share by ``by``) | cluster-random | dedup (cosine >= threshold).
 
     Writes the same three files as ``write_selection``; rows carry ``cluster`` and, for dedup, ``duplicate_of``.
@@ -202,7 +202,7 @@ def write_subset_selection(examples: list[Example], table: pd.DataFrame, feature
         if features is None:
             raise ValueError(f"--method {method} needs --features (sentence embeddings)")
         k = budget_count(budget, n)
-        labels = kmeans(features, n_clusters, seed=seed)
+        labels = kmeans(features, n_clusters, seed=seed, backend=kmeans_backend)
         table["cluster"] = labels
         direction = direction or score_registry.SCORES.get(by or "", (None, None, "high"))[2]
         scores = table[by].to_numpy() if method == "cluster" else None
@@ -215,7 +215,7 @@ def write_subset_selection(examples: list[Example], table: pd.DataFrame, feature
     elif method == "dedup":
         if features is None:
             raise ValueError("--method dedup needs --features (embeddings)")
-        labels = kmeans(features, n_clusters, seed=seed) if n > 20_000 else None
+        labels = kmeans(features, n_clusters, seed=seed, backend=kmeans_backend) if n > 20_000 else None
         pos, dropped = dedup(features, ids, threshold=threshold, labels=labels)
         table["duplicate_of"] = [dropped.get(i) for i in ids]
         reasons = [f"no kept example with cosine >= {threshold}"] * len(pos)

@@ -54,3 +54,12 @@ def test_dedup_drops_planted_duplicates_and_nothing_else():
     labels = kmeans(x, n_clusters=3)
     kept2, dropped2 = dedup(x, ids, threshold=0.99, labels=labels)
     assert dropped2 == dropped and kept2.tolist() == kept.tolist()
+
+
+def test_faiss_kmeans_finds_planted_clusters():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.eye(5) * 10, 40, axis=0) + rng.standard_normal((200, 5)) * 0.1
+    labels = kmeans(x, n_clusters=5, backend="faiss", seed=0)
+    assert len(set(labels)) == 5 and all(len(set(labels[i * 40:(i + 1) * 40])) == 1 for i in range(5))
+    assert kmeans(x, n_clusters=5, backend="faiss", seed=0).tolist() == labels.tolist()

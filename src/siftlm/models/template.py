@@ -155,3 +155,56 @@ def _apply_max_length(example_id: str, ids: list[int], labels: list[int], max_le
             )
         ids, labels = ids[:keep] + ids[keep + cut:], labels[:keep] + labels[keep + cut:]
     return Encoded(example_id, ids, labels, len(ids) - n_resp, n_resp, cut)
+
+
+@dataclass
+class EncodedPair:
+    id: str
+    prompt_ids: list[int]
+    chosen_ids: list[int]      # the chosen response's tokens (with the template's end-of-turn marker)
+    rejected_ids: list[int]
+    truncated: int = 0         # prompt tokens cut from the left by the max_length policy
+
+    def sequences(self) -> tuple[Encoded, Encoded]:
+        """(prompt + chosen, prompt + rejected) for the loss engine, labels on the response only."""
+        p = len(self.prompt_ids)
+        return tuple(Encoded(self.id, self.prompt_ids + r, [IGNORE] * p + r, p, len(r), self.truncated)
+                     for r in (self.chosen_ids, self.rejected_ids))
+
+
+def _last_response(enc: Encoded) -> tuple[int, int]:
+    """[start, stop) of the last run of labelled tokens: the final assistant turn."""
+    stop = max(i for i, t in enumerate(enc.labels) if t != IGNORE) + 1
+    start = stop
+    while start > 0 and enc.labels[start - 1] != IGNORE:
+        start -= 1
+    return start, stop
+
+
+def encode_pair(tokenizer, example_id: str, messages: list[dict], chosen: str, rejected: str, *,
+                max_length: int | None = None, template: str = "auto") -> EncodedPair:
+    """One prompt and two responses as token ids, shared prompt, as DPO trains on them.
+
+    Each of prompt + chosen and prompt + rejected is rendered and tokenised as ``encode`` does; the final
+    assistant turn is the response, anything after it (e.g. a trailing newline) is dropped. The prompt
+    must tokenise identically in both, else the pair is rejected. Over ``max_length``, the prompt is cut
+    from the left (after the BOS) by what the longer response needs, so both keep the same prompt.
+    """
+    encs = [encode(tokenizer, example_id, messages + [{"role": "assistant", "content": r}], template=template)
+            for r in (chosen, rejected)]
+    spans = [_last_response(e) for e in encs]
+    prompts = [e.input_ids[:s] for e, (s, _) in zip(encs, spans, strict=True)]
+    if prompts[0] != prompts[1]:
+        raise EncodeError("the prompt tokenises differently before the chosen and the rejected response")
+    prompt = prompts[0]
+    responses = [e.input_ids[s:t] for e, (s, t) in zip(encs, spans, strict=True)]
+    longest = len(prompt) + max(len(r) for r in responses)
+    cut = 0
+    if max_length is not None and longest > max_length:
+        keep = 1 if prompt and prompt[0] == tokenizer.bos_token_id else 0
+        cut = longest - max_length
+        if cut > len(prompt) - 1 - keep:
+            raise EncodeError(f"response does not fit in max_length={max_length}: prompt {len(prompt)} tokens, "
+                              f"longer response {max(len(r) for r in responses)}; cutting the prompt is not enough")
+        prompt = prompt[:keep] + prompt[keep + cut:]
+    return EncodedPair(example_id, prompt, responses[0], responses[1], cut)

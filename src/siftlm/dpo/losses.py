@@ -1,0 +1,93 @@
+"""Per-pair DPO objectives as plain torch functions of sequence log-probabilities (DavIR section 3.2).
+
+Arguments: policy and reference log pi(y|x) of the chosen (w) and rejected (l) responses, summed over
+response tokens, and their token counts. Training runs through TRL's ``DPOTrainer`` (``siftlm.dpo.trainer``);
+these functions give the same objectives per pair for the length analysis (DavIR Table 3) and the tests.
+The TRL-native ones follow TRL 1.16's definitions (ipo and sigmoid_norm average over completion tokens).
+
+DavIR-DPO (eq. 4):  -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x)) / |log pi_ref(y_w|x)|
+                                          - (log pi(y_l|x) - log pi_ref(y_l|x)) / |log pi_ref(y_l|x)| ] )
+Each log-ratio is divided by the magnitude of its own reference log-likelihood, the DPO analogue of the
+DavIR score (L_base - L_ref) / L_base. Consequence: scaling one response's policy AND reference log-probs
+by the same c > 0 (e.g. a response repeated c times with the same per-token log-probs) leaves the loss
+unchanged, while vanilla DPO's margin grows c-fold. At policy == reference it is ln 2 like vanilla DPO.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def davir_ratios(pc, pr, rc, rr):
+    """The normalised log-ratios of eq. 4: (log pi - log pi_ref) / |log pi_ref| for chosen and rejected."""
+    return (pc - rc) / rc.abs(), (pr - rr) / rr.abs()
+
+
+def davir(pc, pr, rc, rr, nc, nr, beta):
+    w, l_ = davir_ratios(pc, pr, rc, rr)
+    return -F.logsigmoid(beta * (w - l_))
+
+
+def sigmoid(pc, pr, rc, rr, nc, nr, beta):
+    return -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
+
+
+def ipo(pc, pr, rc, rr, nc, nr, beta):
+    delta = (pc - rc) / nc.clamp(min=1) - (pr - rr) / nr.clamp(min=1)
+    return (delta - 1 / (2 * beta)) ** 2
+
+
+def hinge(pc, pr, rc, rr, nc, nr, beta):
+    return torch.relu(1 - beta * ((pc - rc) - (pr - rr)))
+
+
+def sigmoid_norm(pc, pr, rc, rr, nc, nr, beta):
+    return -F.logsigmoid(beta * ((pc - rc) / nc.clamp(min=1) - (pr - rr) / nr.clamp(min=1)))
+
+
+def sppo_hard(pc, pr, rc, rr, nc, nr, beta):
+    return (pc - rc - 0.5 / beta) ** 2 + (pr - rr + 0.5 / beta) ** 2
+
+
+def nca_pair(pc, pr, rc, rr, nc, nr, beta):
+    cw, cl = beta * (pc - rc), beta * (pr - rr)
+    return -F.logsigmoid(cw) - 0.5 * F.logsigmoid(-cw) - 0.5 * F.logsigmoid(-cl)
+
+
+def bco_pair(pc, pr, rc, rr, nc, nr, beta):
+    return -F.logsigmoid(beta * (pc - rc)) - F.logsigmoid(-beta * (pr - rr))
+
+
+def apo_zero(pc, pr, rc, rr, nc, nr, beta):
+    return 1 - torch.sigmoid(beta * (pc - rc)) + torch.sigmoid(beta * (pr - rr))
+
+
+def apo_down(pc, pr, rc, rr, nc, nr, beta):
+    return torch.sigmoid(beta * (pc - rc)) + 1 - torch.sigmoid(beta * ((pc - rc) - (pr - rr)))
+
+
+# name -> (per-pair loss, trained through TRL as loss_type=...)
+LOSSES = {
+    "sigmoid": (sigmoid, "sigmoid"),
+    "ipo": (ipo, "ipo"),
+    "davir": (davir, "sigmoid"),          # TRL's sigmoid on eq. 4's normalised log-ratios (see trainer.py)
+    "hinge": (hinge, "hinge"),
+    "sigmoid_norm": (sigmoid_norm, "sigmoid_norm"),
+    "sppo_hard": (sppo_hard, "sppo_hard"),
+    "nca_pair": (nca_pair, "nca_pair"),
+    "bco_pair": (bco_pair, "bco_pair"),
+    "apo_zero": (apo_zero, "apo_zero"),
+    "apo_down": (apo_down, "apo_down"),
+}
+
+
+def per_pair(name: str, table, beta: float = 0.1) -> torch.Tensor:
+    """Loss ``name`` for every row of a pair table (``siftlm.preference.pair_table`` with a policy), float64."""
+    if name not in LOSSES:
+        raise KeyError(f"unknown DPO loss {name!r}; known: {', '.join(LOSSES)}")
+    col = {k: torch.tensor(table[k].to_numpy(dtype="float64")) for k in
+           ("policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "ref_rejected_logp",
+            "chosen_tokens", "rejected_tokens")}
+    return LOSSES[name][0](col["policy_chosen_logp"], col["policy_rejected_logp"], col["ref_chosen_logp"],
+                           col["ref_rejected_logp"], col["chosen_tokens"], col["rejected_tokens"], beta)

@@ -1,0 +1,230 @@
+"""Per-example LoRA-gradient features (DPP paper, section 3.3), all examples of a batch in one backward pass.
+
+LoRA at initialisation on every chosen linear layer W (m x n): h = Wz + BAz with B = 0 (m x r), so the model's
+outputs are unchanged, and A (r x n) ~ N(0, 1/r), i.e. standard deviation 1/sqrt(r): a distance-preserving
+random projection of each row of the weight gradient (eq. 4: grad_B = grad_h z^T A^T = grad_W A^T).
+peft's ``init_lora_weights="gaussian"`` draws A with standard deviation 1/r (variance 1/r^2), which shrinks
+every feature by 1/sqrt(r) and is not the paper's projection; and peft multiplies BA by alpha/r. We
+therefore use no peft module and no scaling: since B = 0 the forward pass is the base model's, and
+
+    grad_B(example i) = sum over that example's positions t of  g_t (A z_t)^T,
+
+where z_t is the layer's input and g_t = dL/dh_t its output gradient. One forward records A z_t (B x T x r,
+small) at every chosen layer; one backward of sum_i L_i (L_i = mean response NLL of example i; examples in a
+batch do not interact, so dL/dh restricted to example i is dL_i/dh) delivers g at each layer through a tensor
+hook, which immediately reduces it to the per-example (B, m*r) gradient and projects it. No weight gradient
+is ever computed (parameters keep requires_grad=False) and no batch-size-1 loop is run.
+
+The concatenated vec(grad_B) has sum(m)*r entries (1.2M for SmolLM2-135M at r=8), so a second, sparse
+Johnson-Lindenstrauss projection to D dims follows (Kane & Nelson's block construction): each input
+coordinate gets one nonzero +-1/sqrt(s) in each of s blocks of D/s rows, drawn from a generator seeded by
+(seed, layer name), so the projection never exists as a matrix and is the same in every run and process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from siftlm.models.batching import collate, plan_batches
+from siftlm.models.template import Encoded
+from siftlm.signals.losses import _parts, response_nll
+
+
+@dataclass
+class GradConfig:
+    rank: int = 8                       # LoRA rank r of the first (implicit) JL transform
+    dim: int | None = None              # D of the sparse JL; None: 8192 on a GPU, 1024 on CPU
+    density: int = 4                    # s: nonzeros per input coordinate of the sparse JL
+    target_modules: str = "all-linear"  # "all-linear" (every nn.Linear of the decoder) or comma-separated names
+    seed: int = 0
+    normalize: bool = True              # L2-normalise the projected features (the paper's "normalized gradients")
+
+    def resolved_dim(self, device: torch.device) -> int:
+        return self.dim or (8192 if device.type == "cuda" else 1024)
+
+
+def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, torch.nn.Linear]]:
+    """(name, module) of the decoder's linear layers to probe; the output layer is never included."""
+    decoder, _, _ = _parts(model)
+    names = None if target_modules == "all-linear" else {t.strip() for t in target_modules.split(",") if t.strip()}
+    layers = [(n, m) for n, m in decoder.named_modules()
+              if isinstance(m, torch.nn.Linear) and (names is None or n.rsplit(".", 1)[-1] in names)]
+    if not layers:
+        raise ValueError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
+    return layers
+
+
+def _generator(seed: int, name: str, salt: str, device: torch.device) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{salt}:{name}".encode()).digest()
+    g = torch.Generator(device=device)
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
+
+
+def lora_a(name: str, layer: torch.nn.Linear, rank: int, seed: int, device: torch.device) -> torch.Tensor:
+    """A (r x n) ~ N(0, 1/r) for one layer, seeded by (seed, layer name)."""
+    g = _generator(seed, name, "lora-A", device)
+    return torch.randn(rank, layer.in_features, generator=g, device=device) / rank ** 0.5
+
+
+class SparseJL:
+    """Seeded sparse JL map R^P -> R^D (block construction, s nonzeros per column), applied block by block.
+
+    ``add(name, x, out_t)`` adds the projection of x (B, P_name) to out_t (D, B): transposed, so that each
+    scattered row is B contiguous values. The map of the concatenation of
+    all blocks is the sum of the blocks' maps, so layers are projected as their gradients arrive.
+    """
+
+    def __init__(self, dim: int, density: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
+        if dim % density:
+            raise ValueError(f"JL dim {dim} must be a multiple of density {density}")
+        self.dim, self.density, self.seed, self.device = dim, density, seed, torch.device(device)
+        self._maps: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _map(self, name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (name, size)
+        if key not in self._maps:
+            g = _generator(self.seed, name, f"sjlt-{self.dim}-{self.density}", self.device)
+            block = self.dim // self.density
+            rows = torch.randint(0, block, (self.density, size), generator=g, device=self.device)
+            rows += torch.arange(self.density, device=self.device)[:, None] * block
+            signs = torch.randint(0, 2, (self.density, size), generator=g, device=self.device).float() * 2 - 1
+            self._maps[key] = (rows, signs / self.density ** 0.5)                  # (s, P) each
+        return self._maps[key]
+
+    def add(self, name: str, x: torch.Tensor, out_t: torch.Tensor) -> None:
+        rows, signs = self._map(name, x.shape[1])
+        xt = x.t()                                  # (P, B)
+        for k in range(self.density):
+            out_t.index_add_(0, rows[k], xt * signs[k][:, None])
+
+    def project(self, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = next(iter(blocks.values())).shape[0]
+        out_t = torch.zeros(self.dim, b, device=self.device)
+        for name, x in blocks.items():
+            self.add(name, x, out_t)
+        return out_t.t()
+
+
+class LoraGradProbe:
+    """Hooks that turn one forward + backward of a batch into per-example vec(grad_B), projected."""
+
+    def __init__(self, model, cfg: GradConfig):
+        self.model, self.cfg = model, cfg
+        self.device = next(model.parameters()).device
+        self.layers = target_layers(model, cfg.target_modules)
+        self.a = {n: lora_a(n, m, cfg.rank, cfg.seed, self.device) for n, m in self.layers}
+        self.jl = SparseJL(cfg.resolved_dim(self.device), cfg.density, cfg.seed, self.device)
+        self.n_params = sum(m.out_features for _, m in self.layers) * cfg.rank   # length of concatenated vec(grad_B)
+
+    def per_example(self, batch, *, sink: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
+        """Run the batch; call ``sink(layer, grad_B (B, m*r))`` for each layer; return per-example losses (B,)."""
+        handles, za = [], {}
+
+        def forward_hook(name):
+            def hook(module, inputs, output):
+                za[name] = (inputs[0].detach().float() @ self.a[name].t())          # (B, T, r)
+
+                def grad_hook(g):
+                    grad_b = torch.einsum("bto,btr->bor", g.float(), za.pop(name))   # (B, m, r)
+                    sink(name, grad_b.reshape(grad_b.shape[0], -1))
+                output.register_hook(grad_hook)
+            return hook
+
+        def leaf_hook(module, inputs, output):   # the graph starts at the embeddings; weights need no grad
+            return output.detach().requires_grad_(True)
+
+        handles.append(self.model.get_input_embeddings().register_forward_hook(leaf_hook))
+        handles += [m.register_forward_hook(forward_hook(n)) for n, m in self.layers]
+        frozen = [p for p in self.model.parameters() if p.requires_grad]    # no weight gradient is wanted
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                nll, rows = response_nll(self.model, batch)
+                n_rows = batch.input_ids.shape[0]
+                counts = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))
+                losses = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll.float()) / counts
+                losses.sum().backward()
+        finally:
+            for h in handles:
+                h.remove()
+            for p in frozen:
+                p.requires_grad_(True)
+            za.clear()
+        return losses.detach()
+
+
+def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | None = None, token_budget: int = 4096,
+              probe: LoraGradProbe | None = None, on_batch: Callable[[int], None] | None = None) -> dict[str, list]:
+    """Per-example projected LoRA gradients of the mean response loss.
+
+    Returns {"vector": float32 (D,) per example, "grad_norm": ||vec(grad_B)|| before projection,
+    "loss": the mean response NLL} in input order; vectors are L2-normalised when ``cfg.normalize``.
+    """
+    cfg = cfg or GradConfig()
+    probe = probe or LoraGradProbe(model, cfg)
+    was_training = model.training
+    model.eval()
+    vectors: list = [None] * len(encoded)
+    norms = np.zeros(len(encoded))
+    losses = np.zeros(len(encoded))
+    try:
+        for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
+            batch = collate(encoded, index, pad_id)
+            y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)
+            sq = torch.zeros(len(index), device=probe.device, dtype=torch.float64)
+
+            def sink(name, g, y_t=y_t, sq=sq):
+                probe.jl.add(name, g, y_t)
+                sq.add_(g.double().pow(2).sum(1))
+
+            loss = probe.per_example(batch, sink=sink)
+            y = y_t.t()
+            if cfg.normalize:
+                y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-30)
+            y = y.cpu().numpy()
+            for row, i in enumerate(index):
+                vectors[i] = y[row].astype(np.float32)
+                norms[i] = float(sq[row].sqrt())
+                losses[i] = float(loss[row])
+            if on_batch:
+                on_batch(len(index))
+    finally:
+        model.train(was_training)
+    return {"vector": vectors, "grad_norm": norms, "loss": losses}
+
+
+def reference_lora_grads(model, encoded: Encoded, *, pad_id: int, cfg: GradConfig | None = None) -> dict[str, torch.Tensor]:
+    """Slow reference: one example, explicit zero B parameters added to each layer's output, autograd.
+
+    Returns {layer: vec(grad_B) (m*r,)} computed by ``torch.autograd.grad``; used by the tests and the
+    benchmark's batch-size-1 baselines, never by the pass itself.
+    """
+    cfg = cfg or GradConfig()
+    device = next(model.parameters()).device
+    layers = target_layers(model, cfg.target_modules)
+    b_params = {n: torch.zeros(m.out_features, cfg.rank, device=device, requires_grad=True) for n, m in layers}
+    a = {n: lora_a(n, m, cfg.rank, cfg.seed, device) for n, m in layers}
+
+    def hook(name):
+        return lambda module, inputs, output: output + (inputs[0].float() @ a[name].t()) @ b_params[name].t()
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            batch = collate([encoded], [0], pad_id)
+            nll, _ = response_nll(model, batch)
+            grads = torch.autograd.grad(nll.float().mean(), list(b_params.values()))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: g.reshape(-1) for n, g in zip(b_params, grads, strict=True)}

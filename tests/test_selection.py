@@ -1,0 +1,100 @@
+"""Selection recipes: named score+dpp methods and mixing several sources under their own budgets."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from siftlm.cli import app
+from siftlm.selection import SelectConfig, load_mix, mix, parse_method, run_selection
+from tests.conftest import alpaca_rows
+
+runner = CliRunner()
+
+
+def test_parse_method():
+    assert parse_method("davir+dpp", "davir", None) == ("dpp", "davir", 0.5)
+    assert parse_method("tokens_out+dpp", "davir", 0.9) == ("dpp", "tokens_out", 0.9)
+    assert parse_method("dpp", "davir", None) == ("dpp", None, 0.0)
+    assert parse_method("dpp", "lp", 0.3) == ("dpp", "lp", 0.3)
+    assert parse_method("cluster", "lp", None) == ("cluster", None, 0.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_method("best", "davir", None)
+
+
+def _source(tmp_path, name, n, seed):
+    from siftlm.data import read_dataset
+
+    path = tmp_path / f"{name}.jsonl"
+    rows = alpaca_rows(n, seed=seed)
+    for r in rows:
+        r["instruction"] = f"[{name}] " + r["instruction"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = [e.id for e in read_dataset(path).examples]
+    rng = np.random.default_rng(seed)
+    pd.DataFrame({"id": ids, "davir": rng.random(n), "lp": rng.random(n)}).to_parquet(tmp_path / f"{name}.parquet")
+    x = rng.standard_normal((n, 6))
+    np.save(tmp_path / f"{name}.npy", x)
+    return path, x
+
+
+def test_score_plus_dpp_is_dpp_with_that_quality(tmp_path):
+    path, _ = _source(tmp_path, "a", 40, 0)
+    common = dict(scores=str(tmp_path / "a.parquet"), data=str(path), features=str(tmp_path / "a.npy"), budget=8)
+    named = run_selection(SelectConfig(method="davir+dpp", **common), tmp_path / "named")
+    explicit = run_selection(SelectConfig(method="dpp", by="davir", lam=0.5, **common), tmp_path / "explicit")
+    plain = run_selection(SelectConfig(method="dpp", **common), tmp_path / "plain")
+    assert named.selection["id"].tolist() == explicit.selection["id"].tolist()
+    assert named.selection["id"].tolist() != plain.selection["id"].tolist()     # the quality changes the picks
+    assert "davir=" in named.selection["reason"][0] and "lambda=0.5" in named.selection["reason"][0]
+    # quality pulls the picks towards high davir
+    table = pd.read_parquet(tmp_path / "a.parquet").set_index("id")
+    assert table.loc[named.selection["id"], "davir"].mean() > table.loc[plain.selection["id"], "davir"].mean()
+
+
+def test_mix_two_sources_with_their_own_methods_and_budgets(tmp_path):
+    a, _ = _source(tmp_path, "alpaca", 40, 0)
+    g, _ = _source(tmp_path, "gsm", 30, 1)
+    (tmp_path / "mix.yaml").write_text(f"""
+out: {tmp_path / 'mixed'}
+sources:
+  - {{name: alpaca, scores: alpaca.parquet, data: {a.name}, method: topk, by: davir, budget: 0.25}}
+  - {{name: gsm, scores: gsm.parquet, data: {g.name}, method: davir+dpp, features: gsm.npy, budget: 7}}
+""")
+    res = runner.invoke(app, ["mix", str(tmp_path / "mix.yaml")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "mixed"
+    sel = pd.read_parquet(out / "selection.parquet")
+    assert sel["source"].value_counts().to_dict() == {"alpaca": 10, "gsm": 7}
+    assert sel["mix_rank"].tolist() == list(range(1, 18))
+    alpaca_scores = pd.read_parquet(tmp_path / "alpaca.parquet")
+    assert set(sel[sel["source"] == "alpaca"]["id"]) == set(alpaca_scores.nlargest(10, "davir")["id"])
+    single = run_selection(SelectConfig(scores=str(tmp_path / "gsm.parquet"), data=str(g), method="davir+dpp",
+                                        features=str(tmp_path / "gsm.npy"), budget=7), tmp_path / "gsm-alone")
+    assert sel[sel["source"] == "gsm"]["id"].tolist() == single.selection["id"].tolist()
+    lines = [json.loads(x) for x in (out / "selected.jsonl").read_text().splitlines()]
+    assert len(lines) == 17 and sum(r["instruction"].startswith("[gsm]") for r in lines) == 7
+    summary = json.loads((out / "mix.json").read_text())
+    assert summary["selected"] == 17 and summary["sources"]["gsm"]["method"] == "davir+dpp"
+    for s in summary["sources"].values():
+        assert s["read"] == s["scored"] + s["rejected"] + s["not_scored"]
+
+
+def test_mix_keeps_an_example_selected_by_two_sources_once(tmp_path):
+    a, _ = _source(tmp_path, "a", 20, 0)
+    cfg = dict(scores=str(tmp_path / "a.parquet"), data=str(a), method="topk", by="davir", budget=5)
+    summary = mix([SelectConfig(name="one", **cfg), SelectConfig(name="two", **{**cfg, "budget": 8})], tmp_path / "m")
+    sel = pd.read_parquet(tmp_path / "m" / "selection.parquet")
+    assert summary["duplicates_across_sources"] == 5 and len(sel) == 8 and sel["id"].is_unique
+    assert sel["source"].tolist() == ["one"] * 5 + ["two"] * 3
+
+
+def test_mix_file_errors_name_the_problem(tmp_path):
+    (tmp_path / "m.yaml").write_text("sources:\n  - {scores: s.parquet, data: d.jsonl, budgett: 3}\n")
+    with pytest.raises(ValueError, match=r"sources\[0\] has unknown keys \['budgett'\]"):
+        load_mix(tmp_path / "m.yaml")
+    (tmp_path / "m.yaml").write_text("sources: []\n")
+    with pytest.raises(ValueError, match="non-empty 'sources'"):
+        load_mix(tmp_path / "m.yaml")
