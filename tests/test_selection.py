@@ -98,3 +98,20 @@ def test_mix_file_errors_name_the_problem(tmp_path):
     (tmp_path / "m.yaml").write_text("sources: []\n")
     with pytest.raises(ValueError, match="non-empty 'sources'"):
         load_mix(tmp_path / "m.yaml")
+
+
+def test_mix_dedups_by_content_not_by_the_records_own_ids(tmp_path):
+    """Two files whose records carry ids 0, 1, 2 ...: equal ids are not duplicates, equal content is."""
+    from siftlm.data import read_dataset
+
+    rows_a = [{"id": i, "instruction": f"a{i}", "output": f"x{i}"} for i in range(6)]
+    rows_b = [{"id": i, "instruction": f"b{i}", "output": f"y{i}"} for i in range(5)] + [
+        {"id": 99, "instruction": "a0", "output": "x0"}]                  # same content as rows_a[0]
+    for name, rows in (("a", rows_a), ("b", rows_b)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        ids = [e.id for e in read_dataset(tmp_path / f"{name}.jsonl").examples]
+        pd.DataFrame({"id": ids, "davir": np.arange(len(ids), 0, -1.0)}).to_parquet(tmp_path / f"{name}.parquet")
+    srcs = [SelectConfig(name=n, scores=str(tmp_path / f"{n}.parquet"), data=str(tmp_path / f"{n}.jsonl"), budget=6)
+            for n in ("a", "b")]
+    summary = mix(srcs, tmp_path / "m")
+    assert summary["duplicates_across_sources"] == 1 and summary["selected"] == 11

@@ -216,13 +216,16 @@ def dpo(data: Path = typer.Argument(..., help="preference pairs (TRL prompt/chos
         model: str = typer.Option("builtin:smollm2", help="the policy's starting point, also the reference"),
         loss: str = typer.Option("davir", help="davir (DavIR-DPO, eq. 4) | sigmoid | ipo | hinge | sigmoid_norm | "
                                  "sppo_hard | nca_pair | bco_pair | apo_zero | apo_down"),
-        beta: float = typer.Option(0.1), lr: float = typer.Option(5e-5), epochs: float = typer.Option(1.0),
+        beta: Optional[float] = typer.Option(None, help="default 0.1; for davir 0.1 x median |log pi_ref(y|x)| of the "
+                                             "data (eq. 4's ratios are ~1/|log pi_ref| the size of vanilla's)"),
+        lr: float = typer.Option(5e-5), epochs: float = typer.Option(1.0),
         max_steps: int = typer.Option(-1, help="> 0 overrides --epochs"),
         batch_size: int = typer.Option(4, help="pairs per step"), grad_accum: int = typer.Option(1),
         full: bool = typer.Option(False, help="full fine-tuning instead of LoRA"),
         lora_r: int = typer.Option(8), lora_alpha: int = typer.Option(16),
         target_modules: str = typer.Option("all-linear"),
         save_steps: int = typer.Option(50, help="checkpoint interval; a rerun resumes from the newest checkpoint"),
+        checkpointing: bool = typer.Option(False, help="activation checkpointing (less memory, ~30% slower)"),
         seed: int = typer.Option(0), out: Path = typer.Option(Path("siftlm-dpo")), store: Path = StoreOpt,
         max_length: int = MaxLenOpt, template: str = TemplateOpt, token_budget: int = BudgetTokOpt,
         limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt):
@@ -238,7 +241,8 @@ def dpo(data: Path = typer.Argument(..., help="preference pairs (TRL prompt/chos
                              _signal_cfg(store, max_length, template, token_budget, limit))
         dcfg = DPOTrainConfig(loss=loss, beta=beta, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                               grad_accum=grad_accum, full=full, lora_r=lora_r, lora_alpha=lora_alpha,
-                              target_modules=target_modules, save_steps=save_steps, seed=seed)
+                              target_modules=target_modules, save_steps=save_steps, seed=seed,
+                              activation_checkpointing=checkpointing)
         out.mkdir(parents=True, exist_ok=True)
         write_rejects(prep.rejects, out / "rejects.jsonl")
         ref = pair_signals(lm.model, lm.fingerprint, prep, label="reference log-probs")
@@ -251,6 +255,7 @@ def dpo(data: Path = typer.Argument(..., help="preference pairs (TRL prompt/chos
     t.add_column("value", justify="right")
     for k, v in prep.counts().items():
         t.add_row(f"pairs {k}", str(v))
+    t.add_row("beta", f"{summary['beta']:.4g}")
     t.add_row("steps logged", str(len(losses)))
     if losses:
         t.add_row("first / last loss", f"{losses[0]:.4f} / {losses[-1]:.4f}")
@@ -266,7 +271,10 @@ app.add_typer(analyze_app, name="analyze")
 def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
                adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
                model: str = typer.Option("builtin:smollm2", help="the reference model the adapter was trained on"),
-               beta: float = typer.Option(0.1), out: Path = typer.Option(Path("siftlm-dpo-length")),
+               beta: float = typer.Option(0.1, help="beta of TRL's loss types"),
+               davir_beta: Optional[float] = typer.Option(None, help="beta of davir (default as in training: 0.1 x "
+                                                          "median |log pi_ref(y|x)|)"),
+               out: Path = typer.Option(Path("siftlm-dpo-length")),
                store: Path = StoreOpt, max_length: int = MaxLenOpt, template: str = TemplateOpt,
                token_budget: int = BudgetTokOpt, limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt):
     """Correlation of each DPO loss type's per-pair objective with the response-length difference (DavIR Table 3)."""
@@ -282,18 +290,19 @@ def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
     except ValueError as e:
         _fail(str(e))
     pairs = policy_reference_table(lm, prep)
-    table = length_table(pairs, beta)
+    table = length_table(pairs, beta, davir_beta=davir_beta)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "pairs.parquet") as tmp:
         pairs.to_parquet(tmp, index=False)
     with atomic_write(out / "dpo_length.json") as tmp:
         tmp.write_text(table.to_json(orient="records", indent=2))
-    scatter(pairs, table, out / "dpo_length.png", beta)
+    scatter(pairs, table, out / "dpo_length.png")
     t = Table(title=f"DPO objective vs response-length difference: {len(pairs)} pairs (DavIR Table 3)")
-    for c in ("loss", "pearson", "spearman", "mean objective"):
+    for c in ("loss", "pearson", "spearman", "mean objective", "beta"):
         t.add_column(c, justify="left" if c == "loss" else "right")
     for _, r in table.iterrows():
-        t.add_row(r["loss"], f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}", f"{r['mean_objective']:.4g}")
+        t.add_row(r["loss"], f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}", f"{r['mean_objective']:.4g}",
+                  f"{r['beta']:.4g}")
     console.print(t)
     console.print(f"-> {out / 'dpo_length.json'}, {out / 'dpo_length.png'}, {out / 'pairs.parquet'}")
 

@@ -154,7 +154,8 @@ def sentence_signals(ds: Dataset, embedder: str = "builtin:all-minilm-l6-v2", cf
                      part: str = "full", batch_size: int = 64, device: str | None = None) -> pd.DataFrame:
     """Sentence embeddings of every valid example (``id``, ``vector``), cached as pass ``embed``.
 
-    Needs no causal LM; ``cfg.limit`` keeps the first N valid examples as for the other passes.
+    Needs no causal LM. ``cfg.limit`` keeps the first N valid records; the LM passes keep the first N that
+    also fit ``max_length``, so with a limit join on ``id`` (Parquet output) rather than row order (.npy).
     """
     from siftlm.assets import embedder_path
     from siftlm.models.load import folder_fingerprint

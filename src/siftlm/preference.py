@@ -1,6 +1,6 @@
 """Preference pairs through the signal engine: encode (shared prompt, two responses), then per-pair sequence
-log-probabilities of chosen and rejected under a model, both responses in the same token-budget batches,
-cached in the signal store (pass ``pairs``).
+log-probabilities of chosen and rejected under a model, all 2N responses in one batched pass, cached in the
+signal store (pass ``pairs``).
 
 The pair table joins a policy pass and a reference pass:
 ``ref_chosen_logp``, ``ref_rejected_logp`` (log pi_ref(y|x), summed over response tokens), ``policy_*`` the
@@ -72,7 +72,8 @@ def prepare_pairs(ds: Dataset, tokenizer, cfg: SignalConfig) -> PreparedPairs:
 def pair_logps(model, pairs: list[EncodedPair], *, pad_id: int, token_budget: int = 4096, on_batch=None) -> dict:
     """Sequence log-probabilities and token counts of chosen and rejected for every pair, in input order.
 
-    All 2N sequences go through one loss pass, so chosen and rejected share token-budget batches.
+    All 2N sequences go through one length-bucketed loss pass (a pair's two responses land in the same batch
+    when their lengths are close, as most are), never two passes.
     """
     seqs = [s for p in pairs for s in p.sequences()]                # chosen_0, rejected_0, chosen_1, ...
     res = loss_pass(model, seqs, pad_id=pad_id, token_budget=token_budget, on_batch=on_batch)

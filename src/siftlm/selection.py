@@ -100,6 +100,12 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     return Selected(table, selection, [by_id[i] for i in selection["id"]], ds.format, note, counts)
 
 
+def content_key(e) -> str:
+    import hashlib
+
+    return hashlib.sha1(json.dumps([e.messages, e.chosen, e.rejected], sort_keys=True).encode()).hexdigest()
+
+
 def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
     """A mix file (YAML): ``{sources: [{name, scores, data, method, budget, ...}, ...], out: folder}``."""
     import yaml
@@ -129,7 +135,8 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
 def mix(sources: list[SelectConfig], out: str | Path) -> dict:
     """Run every source's selection and write the combined selection; returns the summary (also mix.json).
 
-    An example selected by two sources (same content id) is kept once, under the first source, and counted.
+    An example selected by two sources (same messages and responses, whatever its ids) is kept once, under the
+    first source, and counted.
     ``selected.jsonl`` holds the original records when every source has the same format, else each example
     in the messages format (``{"messages": [...]}``, plus chosen/rejected for pairs).
     """
@@ -138,9 +145,10 @@ def mix(sources: list[SelectConfig], out: str | Path) -> dict:
     for cfg in sources:
         res = run_selection(cfg, out / "sources" / cfg.name)
         sel = res.selection.assign(source=cfg.name, method=cfg.method)
-        keep = ~sel["id"].isin(seen)
+        content = [content_key(e) for e in res.examples]     # a record's own "id" field may repeat across files
+        keep = pd.Series([c not in seen for c in content], index=sel.index)
         summary["duplicates_across_sources"] += int((~keep).sum())
-        seen.update(sel["id"])
+        seen.update(content)
         parts.append(sel[keep])
         rows += [e for e, k in zip(res.examples, keep, strict=True) if k]
         summary["sources"][cfg.name] = {**res.counts, "method": cfg.method, "budget": cfg.budget,

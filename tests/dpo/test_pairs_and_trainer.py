@@ -139,6 +139,9 @@ def test_dpo_cli_trains_resumes_and_analyzes(tmp_path, model_dir, pair_file):
     assert [h["step"] for h in history if "loss" in h] == list(range(1, 9))
     assert [h["loss"] for h in history if "loss" in h][:6] == losses    # the first 6 steps come from the checkpoint
 
+    other = runner.invoke(app, [*args[:5], "sigmoid", *args[6:]])            # another loss into the same folder
+    assert other.exit_code == 1 and "with other data, model or settings" in other.output.replace("\n", " ")
+
     res = runner.invoke(app, ["analyze", "dpo-length", str(pair_file), "--model", str(model_dir), "--adapter",
                               str(tmp_path / "dpo" / "final"), "--out", str(tmp_path / "an"), "--store", str(tmp_path / "st")])
     assert res.exit_code == 0, res.output
@@ -147,7 +150,9 @@ def test_dpo_cli_trains_resumes_and_analyzes(tmp_path, model_dir, pair_file):
     pairs = pd.read_parquet(tmp_path / "an" / "pairs.parquet")
     from scipy import stats
 
-    r = stats.pearsonr(pairs["length_diff"], per_pair("davir", pairs, 0.1).numpy())[0]
+    davir_beta = table.set_index("loss").loc["davir", "beta"]
+    assert davir_beta == pytest.approx(summary["beta"], rel=1e-5)      # the beta the policy was trained with
+    r = stats.pearsonr(pairs["length_diff"], per_pair("davir", pairs, davir_beta).numpy())[0]
     assert table.set_index("loss").loc["davir", "pearson"] == pytest.approx(r, rel=1e-9)
     assert (tmp_path / "an" / "dpo_length.png").stat().st_size > 5000
     assert np.isfinite(pairs["davir_margin"]).all()

@@ -78,6 +78,10 @@ def test_checkpoint_resume_gives_the_same_result(tmp_path, monkeypatch):
     np.testing.assert_allclose(resumed.gains, clean.gains, atol=1e-5)
     with pytest.raises(RuntimeError, match="other settings"):
         greedy_map(x, 30, gamma=0.5, checkpoint=tmp_path / "ck")
+    with pytest.raises(RuntimeError, match="other settings"):               # other features, same shape
+        greedy_map(x[::-1].copy(), 30, gamma=0.2, checkpoint=tmp_path / "ck")
+    with pytest.raises(RuntimeError, match="other settings"):               # same features, a quality score
+        greedy_map(x, 30, gamma=0.2, quality=rng.standard_normal(200), lam=0.5, checkpoint=tmp_path / "ck")
 
 
 def test_log_det_distance_properties():

@@ -150,3 +150,34 @@ def test_sparse_jl_is_unbiased_over_seeds():
     est = [float(p[0] @ p[1]) for p in (SparseJL(64, 2, seed=s).project({"a": x}) for s in range(400))]
     sd = np.std(est) / np.sqrt(len(est))
     assert abs(np.mean(est) - true) < 4 * sd
+
+
+def test_a_layer_called_twice_contributes_the_sum_of_its_calls(tokenizer):
+    """A shared block (one B parameter, two calls per forward): batched == autograd on the shared B."""
+    from tests.conftest import tiny_llama
+
+    m = tiny_llama(len(tokenizer), seed=1)
+    m.model.layers[1].mlp = m.model.layers[0].mlp                     # weight sharing across layers
+    enc = _encoded(tokenizer, 6)
+    cfg = GradConfig(rank=3, target_modules="down_proj,o_proj", seed=2)
+    got, _ = _batched_raw(m, enc, cfg, budget=300)
+    for e, g in zip(enc, got, strict=True):
+        ref = reference_lora_grads(m, e, pad_id=0, cfg=cfg)
+        assert set(ref) == set(g) == {"layers.0.mlp.down_proj", "layers.0.self_attn.o_proj", "layers.1.self_attn.o_proj"}
+        for n in ref:
+            assert torch.allclose(g[n], ref[n], rtol=1e-3, atol=1e-6 * float(ref[n].abs().max()))
+
+
+def test_peft_model_probes_base_layers_under_their_own_names(tokenizer, model):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    plain = [n for n, _ in target_layers(model, "q_proj,v_proj")]
+    assert [n for n, _ in target_layers(peft, "q_proj,v_proj")] == plain
+    assert len(target_layers(peft)) == len(target_layers(model))     # adapters' own lora_A/B are not probed
+    enc = _encoded(tokenizer, 3)
+    a = grad_pass(peft, enc, pad_id=0, cfg=GradConfig(rank=2, dim=32, target_modules="q_proj,v_proj"))
+    b = grad_pass(model, enc, pad_id=0, cfg=GradConfig(rank=2, dim=32, target_modules="q_proj,v_proj"))
+    np.testing.assert_allclose(np.stack(a["vector"]), np.stack(b["vector"]), atol=1e-5)   # LoRA B = 0: same model

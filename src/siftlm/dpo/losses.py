@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 def davir_ratios(pc, pr, rc, rr):
     """The normalised log-ratios of eq. 4: (log pi - log pi_ref) / |log pi_ref| for chosen and rejected."""
-    return (pc - rc) / rc.abs(), (pr - rr) / rr.abs()
+    return (pc - rc) / rc.abs().clamp_min(1e-3), (pr - rr) / rr.abs().clamp_min(1e-3)   # as the trainer's floor
 
 
 def davir(pc, pr, rc, rr, nc, nr, beta):
@@ -80,6 +80,13 @@ LOSSES = {
     "apo_zero": (apo_zero, "apo_zero"),
     "apo_down": (apo_down, "apo_down"),
 }
+
+
+def davir_default_beta(ref_chosen, ref_rejected, base: float = 0.1) -> float:
+    """``base`` x the median |log pi_ref(y|x)| over all responses (see ``siftlm.dpo.trainer.default_beta``)."""
+    import numpy as np
+
+    return float(base * np.median(np.abs(np.concatenate([np.asarray(ref_chosen), np.asarray(ref_rejected)]))))
 
 
 def per_pair(name: str, table, beta: float = 0.1) -> torch.Tensor:

@@ -8,22 +8,21 @@ DavIR-DPO without a fork of the trainer: TRL's sigmoid loss is -log sigmoid(beta
 with p the policy's summed per-token log-probs. For ``loss="davir"`` a forward hook scales each sequence's
 per-token log-probs by 1 / |r| of that sequence, and the batch's reference log-probs are replaced by
 r / |r| (= -1), so TRL computes (p - r) / |r| for every response: exactly eq. 4, logged by TRL as its rewards.
+TRL's ``logps/chosen`` and ``logps/rejected`` metrics are then p / |r| (about -1 at the start), not log-probs.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from siftlm.dpo.losses import LOSSES
+from siftlm.dpo.losses import LOSSES, davir_default_beta
 
-# TRL 1.16's DPOConfig sets a field transformers 5 renamed; the warning is about TRL's code, not the user's
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*is deprecated.*", category=FutureWarning)
+MIN_REF_NATS = 1e-3   # |log pi_ref(y|x)| floor: a near-certain response must not divide by ~0
 
 
 class SiftDPOTrainer(DPOTrainer):
@@ -32,9 +31,20 @@ class SiftDPOTrainer(DPOTrainer):
 
     def __init__(self, *args, davir: bool = False, **kwargs):
         self.davir = davir
+        a = kwargs.get("args")
+        data = kwargs.get("train_dataset")
+        if data is not None and "ref_chosen_logps" in getattr(data, "column_names", ()):
+            # the supplied reference log-probs cover whole, unweighted responses: TRL must score the same tokens
+            if a is None or a.max_length is not None or a.ld_alpha is not None:
+                raise ValueError("precomputed reference log-probs need args.max_length=None (siftlm already applied "
+                                 "its max_length) and ld_alpha=None")
+        if davir:
+            loss_types = a.loss_type if a is not None and isinstance(a.loss_type, list) else [getattr(a, "loss_type", None)]
+            if (a is None or not a.precompute_ref_log_probs or loss_types != ["sigmoid"] or a.use_weighting
+                    or a.f_divergence_type not in ("reverse_kl", None) or a.ld_alpha is not None):
+                raise ValueError("the DavIR loss needs precompute_ref_log_probs=True, loss_type='sigmoid', "
+                                 "f_divergence_type='reverse_kl', use_weighting=False and ld_alpha=None")
         super().__init__(*args, **kwargs)
-        if davir and (not self.precompute_ref_logps or self.loss_types != ["sigmoid"]):
-            raise ValueError("the DavIR loss needs precompute_ref_log_probs=True and loss_type='sigmoid'")
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "prompt_ids" in dataset.column_names:   # tokenised by siftlm: the ids its reference pass scored
@@ -50,9 +60,10 @@ class SiftDPOTrainer(DPOTrainer):
         if not self.davir:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])   # batch is [chosen; rejected]
-        scale = 1.0 / ref.abs()
+        size = ref.abs().clamp_min(MIN_REF_NATS)
+        scale = 1.0 / size
         n = inputs["ref_chosen_logps"].shape[0]
-        inputs = {**inputs, "ref_chosen_logps": (ref / ref.abs())[:n], "ref_rejected_logps": (ref / ref.abs())[n:]}
+        inputs = {**inputs, "ref_chosen_logps": (ref / size)[:n], "ref_rejected_logps": (ref / size)[n:]}
 
         def hook(module, args, kwargs, output):
             if kwargs.get("fused_lm_head") and getattr(output, "log_probs", None) is not None:
@@ -69,7 +80,7 @@ class SiftDPOTrainer(DPOTrainer):
 @dataclass
 class DPOTrainConfig:
     loss: str = "davir"              # davir | sigmoid | ipo | hinge | ... (siftlm.dpo.losses.LOSSES)
-    beta: float = 0.1
+    beta: float | None = None        # None: 0.1 (TRL's default); for davir 0.1 x median |log pi_ref(y|x)| (see default_beta)
     lr: float = 5e-5
     epochs: float = 1.0
     max_steps: int = -1              # > 0 overrides epochs
@@ -80,6 +91,7 @@ class DPOTrainConfig:
     lora_alpha: int = 16
     target_modules: str = "all-linear"
     save_steps: int = 50             # checkpoint interval (the unit of resume)
+    activation_checkpointing: bool = False   # TRL turns it on by default; off is ~1.3x faster when memory allows
     logging_steps: int = 1
     seed: int = 0
 
@@ -97,7 +109,27 @@ def hf_dataset(prep, ref_frame):
     })
 
 
-def last_checkpoint(out: Path) -> str | None:
+def default_beta(loss: str, ref_frame) -> float:
+    """TRL's 0.1; for DavIR-DPO, 0.1 x the median |log pi_ref(y|x)| of the training responses.
+
+    Eq. 4 divides each log-ratio by |log pi_ref(y|x)| (hundreds of nats for a typical response), so with
+    beta = 0.1 its logits and gradients would be ~100x smaller than vanilla DPO's and training barely moves.
+    Scaling by the median makes the DavIR logit equal the vanilla one for a median-length response; the
+    normalisation then only redistributes weight between short and long responses, which is its purpose.
+    """
+    if loss != "davir":
+        return 0.1
+    return davir_default_beta(ref_frame["chosen_logp"].to_numpy(), ref_frame["rejected_logp"].to_numpy())
+
+
+def last_checkpoint(out: Path, identity: dict) -> str | None:
+    """The newest checkpoint of a run with the same identity (data, model, settings); an error for another run."""
+    path = out / "siftlm-dpo-identity.json"
+    if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(identity, default=str)):
+        raise ValueError(f"{out} holds a DPO run with other data, model or settings ({path}); use another --out "
+                         "or remove the folder")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2, default=str))
     ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     return str(ckpts[-1]) if ckpts else None
 
@@ -113,21 +145,25 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
         raise ValueError(f"unknown DPO loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
     out = Path(out)
     device = next(lm.model.parameters()).device
+    beta = cfg.beta if cfg.beta is not None else default_beta(cfg.loss, ref_frame)
     args = DPOConfig(
-        output_dir=str(out), loss_type=LOSSES[cfg.loss][1], beta=cfg.beta, learning_rate=cfg.lr,
+        output_dir=str(out), loss_type=LOSSES[cfg.loss][1], beta=beta, learning_rate=cfg.lr,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, report_to=[], precompute_ref_log_probs=True, max_length=None, seed=cfg.seed,
-        use_cpu=device.type == "cpu", bf16=False, fp16=False, dataloader_num_workers=0)
+        use_cpu=device.type == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
+        activation_checkpointing=cfg.activation_checkpointing)
     peft_config = None if cfg.full else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",
                                                    target_modules=cfg.target_modules)
     trainer = SiftDPOTrainer(model=lm.model, args=args, train_dataset=hf_dataset(prep, ref_frame),
                              processing_class=lm.tokenizer, peft_config=peft_config, davir=cfg.loss == "davir",
                              callbacks=callbacks)
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out))
+    identity = {"data": prep.fingerprint, "model": lm.fingerprint, "beta": beta,
+                **{k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs", "save_steps", "logging_steps")}}
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(out, identity))
     final = out / "final"
     trainer.save_model(str(final))
-    summary = {"config": asdict(cfg), "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
+    summary = {"config": asdict(cfg), "beta": beta, "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
                "n_pairs": len(prep.pairs), "metrics": result.metrics, "log_history": trainer.state.log_history}
     (out / "siftlm-dpo.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -186,7 +186,8 @@ def encode_pair(tokenizer, example_id: str, messages: list[dict], chosen: str, r
     """One prompt and two responses as token ids, shared prompt, as DPO trains on them.
 
     Each of prompt + chosen and prompt + rejected is rendered and tokenised as ``encode`` does; the final
-    assistant turn is the response, anything after it (e.g. a trailing newline) is dropped. The prompt
+    assistant turn's labelled tokens are the response (with the template's end-of-turn text, e.g. ChatML's
+    "<|im_end|>\n", exactly as SFT trains on it); unlabelled tokens after it are dropped. The prompt
     must tokenise identically in both, else the pair is rejected. Over ``max_length``, the prompt is cut
     from the left (after the BOS) by what the longer response needs, so both keep the same prompt.
     """

@@ -49,6 +49,15 @@ def quality_weights(quality, lam: float) -> np.ndarray | None:
     return np.exp(beta * q)
 
 
+def _digest(*tensors: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float = 0.0, eps: float = 1e-10,
                scale: float = 1.0, device: str | None = None, dtype=torch.float32,
                checkpoint: str | Path | None = None, checkpoint_every: int = 256) -> DPPResult:
@@ -65,7 +74,8 @@ def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float
     rows = torch.empty((m, n), dtype=dtype, device=x.device)
     order: list[int] = []
     gains: list[float] = []
-    settings = {"gamma": gamma, "lambda": lam, "eps": eps, "scale": scale, "n": n, "m": m, "dtype": str(dtype)}
+    settings = {"gamma": gamma, "lambda": lam, "eps": eps, "scale": scale, "n": n, "m": m, "dtype": str(dtype),
+                "inputs": _digest(x, w)}   # another feature set or quality must never resume this state
     start = _resume(checkpoint, settings, rows, order, gains) if checkpoint else 0
     d2 = diag - (rows[:start] ** 2).sum(0)
     if order:

@@ -18,7 +18,8 @@ is ever computed (parameters keep requires_grad=False) and no batch-size-1 loop 
 The concatenated vec(grad_B) has sum(m)*r entries (1.2M for SmolLM2-135M at r=8), so a second, sparse
 Johnson-Lindenstrauss projection to D dims follows (Kane & Nelson's block construction): each input
 coordinate gets one nonzero +-1/sqrt(s) in each of s blocks of D/s rows, drawn from a generator seeded by
-(seed, layer name), so the projection never exists as a matrix and is the same in every run and process.
+(seed, layer name) on the CPU, so the projection never exists as a matrix and is the same in every run,
+process and device.
 """
 
 from __future__ import annotations
@@ -49,27 +50,38 @@ class GradConfig:
 
 
 def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, torch.nn.Linear]]:
-    """(name, module) of the decoder's linear layers to probe; the output layer is never included."""
+    """(name, module) of the decoder's linear layers to probe; the output layer is never included.
+
+    On a PEFT model the adapters' own lora_A / lora_B layers are skipped and a wrapped layer's ``base_layer``
+    is probed under the wrapper's name (its output gradient is the wrapper's: h = base(z) + lora(z)).
+    """
     decoder, _, _ = _parts(model)
     names = None if target_modules == "all-linear" else {t.strip() for t in target_modules.split(",") if t.strip()}
-    layers = [(n, m) for n, m in decoder.named_modules()
-              if isinstance(m, torch.nn.Linear) and (names is None or n.rsplit(".", 1)[-1] in names)]
+    layers = []
+    for path, module in decoder.named_modules():
+        parts = path.split(".")
+        if not isinstance(module, torch.nn.Linear) or any(p.startswith("lora_") for p in parts):
+            continue
+        logical = ".".join(parts[:-1]) if parts[-1] == "base_layer" else path
+        if names is None or logical.rsplit(".", 1)[-1] in names:
+            layers.append((logical, module))
     if not layers:
         raise ValueError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
     return layers
 
 
-def _generator(seed: int, name: str, salt: str, device: torch.device) -> torch.Generator:
+def _generator(seed: int, name: str, salt: str) -> torch.Generator:
+    """A CPU generator seeded by (seed, salt, name): draws are the same on every device, then moved."""
     digest = hashlib.sha256(f"{seed}:{salt}:{name}".encode()).digest()
-    g = torch.Generator(device=device)
+    g = torch.Generator()
     g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return g
 
 
 def lora_a(name: str, layer: torch.nn.Linear, rank: int, seed: int, device: torch.device) -> torch.Tensor:
     """A (r x n) ~ N(0, 1/r) for one layer, seeded by (seed, layer name)."""
-    g = _generator(seed, name, "lora-A", device)
-    return torch.randn(rank, layer.in_features, generator=g, device=device) / rank ** 0.5
+    g = _generator(seed, name, "lora-A")
+    return (torch.randn(rank, layer.in_features, generator=g) / rank ** 0.5).to(device)
 
 
 class SparseJL:
@@ -89,12 +101,12 @@ class SparseJL:
     def _map(self, name: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         key = (name, size)
         if key not in self._maps:
-            g = _generator(self.seed, name, f"sjlt-{self.dim}-{self.density}", self.device)
+            g = _generator(self.seed, name, f"sjlt-{self.dim}-{self.density}")
             block = self.dim // self.density
-            rows = torch.randint(0, block, (self.density, size), generator=g, device=self.device)
-            rows += torch.arange(self.density, device=self.device)[:, None] * block
-            signs = torch.randint(0, 2, (self.density, size), generator=g, device=self.device).float() * 2 - 1
-            self._maps[key] = (rows, signs / self.density ** 0.5)                  # (s, P) each
+            rows = torch.randint(0, block, (self.density, size), generator=g)
+            rows += torch.arange(self.density)[:, None] * block
+            signs = torch.randint(0, 2, (self.density, size), generator=g).float() * 2 - 1
+            self._maps[key] = (rows.to(self.device), (signs / self.density ** 0.5).to(self.device))   # (s, P) each
         return self._maps[key]
 
     def add(self, name: str, x: torch.Tensor, out_t: torch.Tensor) -> None:
@@ -123,40 +135,53 @@ class LoraGradProbe:
         self.n_params = sum(m.out_features for _, m in self.layers) * cfg.rank   # length of concatenated vec(grad_B)
 
     def per_example(self, batch, *, sink: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
-        """Run the batch; call ``sink(layer, grad_B (B, m*r))`` for each layer; return per-example losses (B,)."""
-        handles, za = [], {}
+        """Run the batch; call ``sink(layer, grad_B (B, m*r))`` for each layer; return per-example losses (B,).
+
+        A layer called more than once per forward contributes the sum over its calls (its B is one parameter).
+        """
+        handles, acc = [], {}
+        shape = tuple(batch.input_ids.shape)
+        mask = batch.attention_mask.to(self.device)[..., None].float()      # padded positions contribute nothing
 
         def forward_hook(name):
             def hook(module, inputs, output):
-                za[name] = (inputs[0].detach().float() @ self.a[name].t())          # (B, T, r)
+                z = inputs[0]
+                if tuple(z.shape[:2]) != shape or z.dim() != 3:
+                    raise ValueError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
+                                     f"{shape}: per-example gradients need token-aligned layers; exclude it with "
+                                     "--target-modules")
+                za = (z.detach().float() @ self.a[name].t()) * mask                 # (B, T, r), this call's
 
-                def grad_hook(g):
-                    grad_b = torch.einsum("bto,btr->bor", g.float(), za.pop(name))   # (B, m, r)
-                    sink(name, grad_b.reshape(grad_b.shape[0], -1))
+                def grad_hook(g, za=za):
+                    grad_b = torch.einsum("bto,btr->bor", g.float(), za).reshape(za.shape[0], -1)   # (B, m*r)
+                    acc[name] = acc[name] + grad_b if name in acc else grad_b
                 output.register_hook(grad_hook)
             return hook
 
         def leaf_hook(module, inputs, output):   # the graph starts at the embeddings; weights need no grad
             return output.detach().requires_grad_(True)
 
-        handles.append(self.model.get_input_embeddings().register_forward_hook(leaf_hook))
-        handles += [m.register_forward_hook(forward_hook(n)) for n, m in self.layers]
         frozen = [p for p in self.model.parameters() if p.requires_grad]    # no weight gradient is wanted
-        for p in frozen:
-            p.requires_grad_(False)
         try:
+            handles.append(self.model.get_input_embeddings().register_forward_hook(leaf_hook))
+            handles += [m.register_forward_hook(forward_hook(n)) for n, m in self.layers]
+            for p in frozen:
+                p.requires_grad_(False)
             with torch.enable_grad():
                 nll, rows = response_nll(self.model, batch)
                 n_rows = batch.input_ids.shape[0]
                 counts = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))
                 losses = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll.float()) / counts
                 losses.sum().backward()
+            for name, _ in self.layers:
+                if name in acc:
+                    sink(name, acc.pop(name))
         finally:
             for h in handles:
                 h.remove()
             for p in frozen:
                 p.requires_grad_(True)
-            za.clear()
+            acc.clear()
         return losses.detach()
 
 
@@ -178,11 +203,11 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
             y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)
-            sq = torch.zeros(len(index), device=probe.device, dtype=torch.float64)
+            sq = torch.zeros(len(index), device=probe.device)
 
             def sink(name, g, y_t=y_t, sq=sq):
                 probe.jl.add(name, g, y_t)
-                sq.add_(g.double().pow(2).sum(1))
+                sq.add_(g.pow(2).sum(1))
 
             loss = probe.per_example(batch, sink=sink)
             y = y_t.t()
