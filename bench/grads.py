@@ -89,17 +89,27 @@ def main() -> None:
     names = [n for n, _ in probe.layers]
     raw_all: list[torch.Tensor] = []
     c, pending = [], []
+    t_proj = 0.0
+
+    def project(batch, proj=proj):
+        nonlocal t_proj
+        sync()
+        t0 = time.perf_counter()
+        c.append(torch.stack(batch) @ proj)
+        sync()
+        t_proj += time.perf_counter() - t0
+
     sync()
     t = time.perf_counter()
     for e in enc:
         g = reference_lora_grads(model, e, pad_id=pad, cfg=cfg)
         pending.append(torch.cat([g[n] for n in names]))
         if len(pending) == args.interval:
-            c.append(torch.stack(pending) @ proj)
+            project(pending)
             raw_all += pending
             pending = []
     if pending:
-        c.append(torch.stack(pending) @ proj)
+        project(pending)
         raw_all += pending
     sync()
     t_c = time.perf_counter() - t
@@ -121,6 +131,7 @@ def main() -> None:
         "n_examples": len(enc), "real_tokens": tokens, "lora_params": probe.n_params, "n_layers": len(names),
         "rank": args.rank, "dim": args.dim, "density": args.density, "token_budget": args.token_budget,
         "a_s": round(t_a, 2), "b_s": round(t_b, 2), "c_s": round(t_c, 2), "c_matrix_build_s": round(t_matrix, 2),
+        "c_projection_s": round(t_proj, 2), "c_gradients_s": round(t_c - t_proj, 2),
         "a_ex_s": round(len(enc) / t_a, 2), "b_ex_s": round(len(enc) / t_b, 2), "c_ex_s": round(len(enc) / t_c, 2),
         "ratio_a_b": round(t_b / t_a, 2), "ratio_a_c": round(t_c / t_a, 2),
         "min_cos_a_b": float(cos_ab.min()),
@@ -134,6 +145,7 @@ def main() -> None:
     print(f"{'examples / s':28s}{res['a_ex_s']:20.2f}{res['b_ex_s']:16.2f}{res['c_ex_s']:16.2f}")
     print(f"{'|pairwise cos - exact| mean':28s}{res['pairwise_cos_err_sparse_mean']:20.4f}{'':16s}"
           f"{res['pairwise_cos_err_dense_mean']:16.4f}")
+    print(f"(c) split: per-example autograd {t_c - t_proj:.1f} s, dense projection {t_proj:.1f} s")
     print(f"ratios: a/b {res['ratio_a_b']:.2f}x, a/c {res['ratio_a_c']:.2f}x; min cos(a, b) {res['min_cos_a_b']:.6f}; "
           f"dense matrix build {t_matrix:.1f} s (not charged to c); {probe.n_params:,} LoRA-B gradient entries")
     save_result(args.out, f"grads-{slug(args.model)}-{res['device']}", res)

@@ -151,7 +151,7 @@ def grad_signals(model, model_fp: str, prep: Prepared, gcfg=None) -> pd.DataFram
 
 
 def sentence_signals(ds: Dataset, embedder: str = "builtin:all-minilm-l6-v2", cfg: SignalConfig | None = None, *,
-                     part: str = "full", batch_size: int = 64, device: str | None = None) -> pd.DataFrame:
+                     part: str = "full", batch_size: int | None = None, device: str | None = None) -> pd.DataFrame:
     """Sentence embeddings of every valid example (``id``, ``vector``), cached as pass ``embed``.
 
     Needs no causal LM. ``cfg.limit`` keeps the first N valid records; the LM passes keep the first N that
