@@ -115,3 +115,13 @@ def test_mix_dedups_by_content_not_by_the_records_own_ids(tmp_path):
             for n in ("a", "b")]
     summary = mix(srcs, tmp_path / "m")
     assert summary["duplicates_across_sources"] == 1 and summary["selected"] == 11
+
+
+def test_direction_low_turns_the_dpp_quality_around(tmp_path):
+    path, _ = _source(tmp_path, "a", 40, 0)
+    common = dict(scores=str(tmp_path / "a.parquet"), data=str(path), features=str(tmp_path / "a.npy"), budget=8,
+                  method="davir+dpp", lam=0.9)
+    high = run_selection(SelectConfig(**common), tmp_path / "high")
+    low = run_selection(SelectConfig(direction="low", **common), tmp_path / "low")
+    table = pd.read_parquet(tmp_path / "a.parquet").set_index("id")
+    assert table.loc[low.selection["id"], "davir"].mean() < table.loc[high.selection["id"], "davir"].mean()

@@ -125,10 +125,11 @@ def load_features(path: str | Path, ids: list[str]) -> np.ndarray:
 
 def write_dpp_selection(examples: list[Example], table: pd.DataFrame, features: np.ndarray, out: str | Path, *,
                         budget: float, gamma: float = 1.0, quality_by: str | None = None, lam: float = 0.0,
-                        normalize: bool = True, checkpoint: str | Path | None = None):
+                        normalize: bool = True, checkpoint: str | Path | None = None, direction: str | None = None):
     """Greedy MAP DPP selection (diversity, or quality x diversity with ``quality_by`` and ``lam`` > 0).
 
-    A score whose direction is "low" (e.g. lp) is negated to serve as quality. Rank = pick order; the reason
+    A score whose direction (``direction``, else the registry's) is "low" (e.g. lp) is negated to serve as
+    quality. Rank = pick order; the reason
     names the marginal gain. Returns (table, DPPResult); ``result.stopped`` says why a selection is short.
     """
     from siftlm.select.dpp import greedy_map
@@ -141,7 +142,7 @@ def write_dpp_selection(examples: list[Example], table: pd.DataFrame, features: 
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     quality = None
     if quality_by:
-        sign = -1.0 if score_registry.SCORES.get(quality_by, (None, None, "high"))[2] == "low" else 1.0
+        sign = -1.0 if (direction or score_registry.SCORES.get(quality_by, (None, None, "high"))[2]) == "low" else 1.0
         quality = sign * table[quality_by].to_numpy(dtype=np.float64)
     k = budget_count(budget, len(table))
     res = greedy_map(x, k, gamma=gamma, quality=quality, lam=lam, checkpoint=checkpoint)

@@ -87,7 +87,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
             raise ValueError(f"--method {cfg.method} needs --features")
         table, res = write_dpp_selection(ds.examples, table, x, out, budget=cfg.budget, gamma=cfg.gamma,
                                          quality_by=quality, lam=lam, normalize=cfg.normalize,
-                                         checkpoint=out / "dpp-checkpoint")
+                                         checkpoint=out / "dpp-checkpoint", direction=cfg.direction)
         note = res.stopped or ""
     else:
         table = write_subset_selection(ds.examples, table, x, out, method=method, budget=cfg.budget,
