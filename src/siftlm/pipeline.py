@@ -39,6 +39,14 @@ class SignalConfig:
     progress: bool = True
 
 
+def usage_counts(prep) -> dict:
+    """read = kept + rejected + unused_by_limit for a prepared dataset (examples or pairs); checked."""
+    c = {"read": prep.dataset.n_read, "kept": len(prep.examples), "rejected": len(prep.rejects),
+         "unused_by_limit": prep.n_unused}
+    assert c["read"] == c["kept"] + c["rejected"] + c["unused_by_limit"], c
+    return c
+
+
 @dataclass
 class Prepared:
     dataset: Dataset
@@ -56,10 +64,7 @@ class Prepared:
         return [e.id for e in self.examples]
 
     def counts(self) -> dict:
-        c = {"read": self.dataset.n_read, "kept": len(self.examples), "rejected": len(self.rejects),
-             "unused_by_limit": self.n_unused}
-        assert c["read"] == c["kept"] + c["rejected"] + c["unused_by_limit"], c
-        return c
+        return usage_counts(self)
 
     def uncond(self) -> list[Encoded]:
         """Responses without prompts (IFD's P(y)), encoded on first use."""

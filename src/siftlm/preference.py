@@ -17,7 +17,7 @@ import pandas as pd
 
 from siftlm.data import Dataset, Example, Reject
 from siftlm.models.template import EncodedPair, EncodeError, encode_pair
-from siftlm.pipeline import ENGINE_VERSION, SignalConfig
+from siftlm.pipeline import ENGINE_VERSION, SignalConfig, usage_counts
 from siftlm.progress import bar
 from siftlm.signals import store
 from siftlm.signals.losses import loss_pass
@@ -39,10 +39,7 @@ class PreparedPairs:
         return [e.id for e in self.examples]
 
     def counts(self) -> dict:
-        c = {"read": self.dataset.n_read, "kept": len(self.examples), "rejected": len(self.rejects),
-             "unused_by_limit": self.n_unused}
-        assert c["read"] == c["kept"] + c["rejected"] + c["unused_by_limit"], c
-        return c
+        return usage_counts(self)
 
 
 def prepare_pairs(ds: Dataset, tokenizer, cfg: SignalConfig) -> PreparedPairs:

@@ -129,7 +129,8 @@ def write_dpp_selection(examples: list[Example], table: pd.DataFrame, features: 
     """Greedy MAP DPP selection (diversity, or quality x diversity with ``quality_by`` and ``lam`` > 0).
 
     A score whose direction (``direction``, else the registry's) is "low" (e.g. lp) is negated to serve as
-    quality. Rank = pick order; the reason names the marginal gain. Returns (table, DPPResult); ``result.stopped`` says why a selection is short.
+    quality. Rank = pick order; the reason names the marginal gain. Returns (table, DPPResult);
+    ``result.stopped`` says why a selection is short.
     """
     from siftlm.select.dpp import greedy_map
     from siftlm.select.topk import budget_count
