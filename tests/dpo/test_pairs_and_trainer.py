@@ -161,3 +161,12 @@ def test_dpo_cli_trains_resumes_and_analyzes(tmp_path, model_dir, pair_file):
     assert res.exit_code == 0, res.output
     sel = pd.read_parquet(tmp_path / "sel" / "selection.parquet")
     assert set(sel["id"]) == set(pairs.nlargest(4, "davir_margin")["id"])
+
+
+def test_dpo_cli_full_fine_tuning_runs_without_a_reference_copy(tmp_path, model_dir, pair_file):
+    res = runner.invoke(app, ["dpo", str(pair_file), "--model", str(model_dir), "--loss", "ipo", "--full", "--max-steps",
+                              "2", "--batch-size", "4", "--out", str(tmp_path / "dpo"), "--store", str(tmp_path / "st")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "dpo" / "siftlm-dpo.json").read_text())
+    assert summary["beta"] == 0.1 and len([h for h in summary["log_history"] if "loss" in h]) == 2
+    assert (tmp_path / "dpo" / "final" / "model.safetensors").exists()
