@@ -279,7 +279,7 @@ def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
                token_budget: int = BudgetTokOpt, limit: Optional[int] = LimitOpt, format: Optional[str] = FormatOpt):
     """Correlation of each DPO loss type's per-pair objective with the response-length difference (DavIR Table 3)."""
     from siftlm.data import read_dataset
-    from siftlm.dpo.analyze import length_table, scatter
+    from siftlm.dpo.analyze import length_table, scatter, write_html
     from siftlm.models.load import load_model
     from siftlm.preference import policy_reference_table, prepare_pairs
 
@@ -297,6 +297,8 @@ def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
     with atomic_write(out / "dpo_length.json") as tmp:
         tmp.write_text(table.to_json(orient="records", indent=2))
     scatter(pairs, table, out / "dpo_length.png")
+    write_html(table, out / "dpo_length.png", out / "report.html",
+               title=f"DPO objectives vs length: {adapter} on {data.name} ({len(pairs)} pairs)")
     t = Table(title=f"DPO objective vs response-length difference: {len(pairs)} pairs (DavIR Table 3)")
     for c in ("loss", "pearson", "spearman", "mean objective", "beta"):
         t.add_column(c, justify="left" if c == "loss" else "right")
@@ -304,7 +306,8 @@ def dpo_length(data: Path = typer.Argument(..., help="preference pairs"),
         t.add_row(r["loss"], f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}", f"{r['mean_objective']:.4g}",
                   f"{r['beta']:.4g}")
     console.print(t)
-    console.print(f"-> {out / 'dpo_length.json'}, {out / 'dpo_length.png'}, {out / 'pairs.parquet'}")
+    console.print(f"-> {out / 'report.html'}, {out / 'dpo_length.json'}, {out / 'dpo_length.png'}, "
+                  f"{out / 'pairs.parquet'}")
 
 
 def _run_cfg(data, model, out, by, budget, direction, epochs, lr, train_budget, seed, store, max_length,

@@ -155,6 +155,8 @@ def test_dpo_cli_trains_resumes_and_analyzes(tmp_path, model_dir, pair_file):
     r = stats.pearsonr(pairs["length_diff"], per_pair("davir", pairs, davir_beta).numpy())[0]
     assert table.set_index("loss").loc["davir", "pearson"] == pytest.approx(r, rel=1e-9)
     assert (tmp_path / "an" / "dpo_length.png").stat().st_size > 5000
+    page = (tmp_path / "an" / "report.html").read_text()
+    assert "data:image/png;base64," in page and f"{table.set_index('loss').loc['davir', 'pearson']:+.3f}" in page
     assert np.isfinite(pairs["davir_margin"]).all()
     res = runner.invoke(app, ["select", str(tmp_path / "an" / "pairs.parquet"), "--data", str(pair_file), "--by",
                               "davir_margin", "--budget", "4", "--out", str(tmp_path / "sel")])

@@ -60,3 +60,28 @@ def scatter(pairs: pd.DataFrame, table: pd.DataFrame, path: str | Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def write_html(table: pd.DataFrame, png: str | Path, path: str | Path, *, title: str) -> Path:
+    """One self-contained page: the correlation table (DavIR Table 3 layout) and the scatter grid."""
+    import base64
+    import html
+
+    from siftlm.data.io import atomic_write
+
+    rows = "".join(
+        f"<tr><td>{html.escape(r['loss'])}</td><td>{r['pearson']:+.3f}</td><td>{r['spearman']:+.3f}</td>"
+        f"<td>{r['mean_objective']:.4g}</td><td>{r['beta']:.4g}</td><td>{r['n_pairs']}</td></tr>"
+        for _, r in table.iterrows())
+    img = base64.b64encode(Path(png).read_bytes()).decode()
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}td,th{{padding:2px 10px;text-align:right}}
+td:first-child,th:first-child{{text-align:left}}table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+<p>Correlation of each DPO loss type's per-pair objective with the response-length difference (chosen minus
+rejected tokens), as in DavIR Table 3. Closer to 0 means the objective depends less on length.</p>
+<table><tr><th>loss</th><th>Pearson</th><th>Spearman</th><th>mean objective</th><th>beta</th><th>pairs</th></tr>
+{rows}</table><p><img src="data:image/png;base64,{img}" style="max-width:100%"></p></body></html>"""
+    with atomic_write(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return Path(path)
