@@ -17,7 +17,7 @@ import pandas as pd
 
 from siftlm.data import Dataset, Example, Reject
 from siftlm.models.template import EncodedPair, EncodeError, encode_pair
-from siftlm.pipeline import ENGINE_VERSION, SignalConfig, usage_counts
+from siftlm.pipeline import ENGINE_VERSION, SignalConfig, add_scores, usage_counts
 from siftlm.progress import bar
 from siftlm.signals import store
 from siftlm.signals.losses import loss_pass
@@ -111,8 +111,6 @@ def policy_reference_table(lm, prep: PreparedPairs) -> pd.DataFrame:
     """Pair table for a loaded model: with a PEFT adapter, the policy is model + adapter and the reference the
     model with the adapter disabled (both passes cached); without one, only the reference columns.
     The pair scores ``dpo_margin`` and ``davir_margin`` are added when there is a policy."""
-    from siftlm import scores as score_registry
-
     base_fp = lm.fingerprint.split("+")[0]
     if hasattr(lm.model, "disable_adapter"):
         with lm.model.disable_adapter():
@@ -122,7 +120,5 @@ def policy_reference_table(lm, prep: PreparedPairs) -> pd.DataFrame:
         ref, policy = pair_signals(lm.model, base_fp, prep, label="reference log-probs"), None
     table = pair_table(ref, policy)
     if policy is not None:
-        arrays = {c: table[c].to_numpy() for c in table.columns}
-        for name in ("dpo_margin", "davir_margin"):
-            table[name] = score_registry.compute(name, arrays)
+        table, _ = add_scores(table, ["dpo_margin", "davir_margin"])
     return table

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from siftlm.data import read_dataset, write_jsonl
-from siftlm.data.io import atomic_write
+from siftlm.data.io import atomic_write, content_id
 
 METHODS = ("topk", "dpp", "<score>+dpp", "cluster", "cluster-random", "random", "dedup")
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
@@ -100,12 +100,6 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     return Selected(table, selection, [by_id[i] for i in selection["id"]], ds.format, note, counts)
 
 
-def content_key(e) -> str:
-    import hashlib
-
-    return hashlib.sha1(json.dumps([e.messages, e.chosen, e.rejected], sort_keys=True).encode()).hexdigest()
-
-
 def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
     """A mix file (YAML): ``{sources: [{name, scores, data, method, budget, ...}, ...], out: folder}``."""
     import yaml
@@ -145,7 +139,7 @@ def mix(sources: list[SelectConfig], out: str | Path) -> dict:
     for cfg in sources:
         res = run_selection(cfg, out / "sources" / cfg.name)
         sel = res.selection.assign(source=cfg.name, method=cfg.method)
-        content = [content_key(e) for e in res.examples]     # a record's own "id" field may repeat across files
+        content = [content_id(e.messages, e.chosen, e.rejected) for e in res.examples]   # own ids may repeat
         keep = pd.Series([c not in seen for c in content], index=sel.index)
         summary["duplicates_across_sources"] += int((~keep).sum())
         seen.update(content)

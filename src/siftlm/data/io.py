@@ -204,7 +204,8 @@ def read_records(path: str | Path, *, split: str = "train") -> Iterator[tuple[in
     raise DataError(f"{path}: unsupported file type '{ext or '(none)'}'; supported: {SUPPORTED}")
 
 
-def _content_id(messages: list[dict], chosen: str | None, rejected: str | None) -> str:
+def content_id(messages: list[dict], chosen: str | None, rejected: str | None) -> str:
+    """The id of an example without its own: a hash of its messages and responses (also the dedup key)."""
     payload = {"messages": messages, "chosen": chosen, "rejected": rejected}
     canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return "h" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:15]
@@ -274,7 +275,7 @@ def read_dataset(
         except RecordError as e:
             rejects.append(Reject(source, n, e.field, e.reason, own_id))
             continue
-        ex_id = own_id or _content_id(messages, chosen, rejected)
+        ex_id = own_id or content_id(messages, chosen, rejected)
         long = _too_long(record, max_chars)
         if long:
             reason = f"text too long: {long[1]} characters > max_chars {max_chars}"
