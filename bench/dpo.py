@@ -25,12 +25,15 @@ from transformers import TrainerCallback
 
 from _common import save_result
 from siftlm.assets import demo_data
+from siftlm.config import DPOTrainConfig, SignalConfig
 from siftlm.data import read_dataset
-from siftlm.dpo.analyze import length_table
-from siftlm.dpo.trainer import DPOTrainConfig, default_beta, train_dpo
 from siftlm.models.load import load_model
-from siftlm.pipeline import SignalConfig
-from siftlm.preference import pair_signals, pair_table, prepare_pairs
+from siftlm.recipes.dpo_length import length_table
+from siftlm.signals.passes import run_pass
+from siftlm.signals.prepare import prepare_pairs
+from siftlm.signals.table import pair_table
+from siftlm.train.dpo import train_dpo
+from siftlm.train.dpo_losses import default_beta
 
 
 class StepTimer(TrainerCallback):
@@ -61,7 +64,7 @@ def main() -> None:
     cfg = SignalConfig(store=str(work / "store"), limit=args.n, max_length=args.max_length, progress=False)
     lm = load_model(args.model)
     prep = prepare_pairs(read_dataset(demo_data("dpo_en_demo")), lm.tokenizer, cfg)
-    ref = pair_signals(lm.model, lm.fingerprint, prep)
+    ref = run_pass(prep, "pairs", lm.model, lm.fingerprint)
     runs: dict[str, list[dict]] = {"sigmoid": [], "davir": []}
     adapters: dict[str, Path] = {}
     for rep in range(args.reps):
@@ -77,9 +80,10 @@ def main() -> None:
                                "beta": s["beta"]})
             adapters[loss] = Path(s["final"])
     res = {"model": args.model, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "n_pairs": len(prep.pairs), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+           "n_pairs": len(prep.encoded), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
            "beta_sigmoid": runs["sigmoid"][0]["beta"], "beta_davir": runs["davir"][0]["beta"],
-           "beta_davir_rule": f"{default_beta('davir', ref):.4g} = 0.1 x median |log pi_ref|"}
+           "beta_davir_rule": f"{default_beta('davir', ref['chosen_logp'], ref['rejected_logp']):.4g} "
+                              "= 0.1 x median |log pi_ref|"}
     for loss, rs in runs.items():
         step = min(r["step_s"] for r in rs)
         res[f"{loss}_step_s"] = round(step, 4)
@@ -93,8 +97,8 @@ def main() -> None:
     tables = {}
     for loss, adapter in adapters.items():
         policy = PeftModel.from_pretrained(load_model(args.model).model, str(adapter)).eval()
-        pol = pair_signals(policy, f"bench-{loss}-policy", prep)
-        t = length_table(pair_table(ref, pol), beta=0.1)
+        pol = run_pass(prep, "pairs", policy, f"bench-{loss}-policy")
+        t = length_table(pair_table(ref, pol), beta=0.1)[0]
         tables[loss] = t
         res[f"table3_after_{loss}"] = {r["loss"]: round(float(r["pearson"]), 3) for _, r in t.iterrows()}
     print(f"{'':24s}{'sigmoid':>12s}{'davir':>12s}")

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from _common import save_result
-from siftlm.assets import demo_data, embedder_path
+from siftlm.assets import demo_data
+from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
-from siftlm.models.load import load_model
+from siftlm.models.load import load_model, load_sentence_model
 from siftlm.models.template import IGNORE
-from siftlm.pipeline import SignalConfig, prepare
 from siftlm.signals.embed import lm_embed_pass
-from siftlm.signals.sentence import example_text, load_embedder, sentence_embed
+from siftlm.signals.prepare import prepare
+from siftlm.signals.sentence import example_text, sentence_embed
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     ds = read_dataset(demo_data("alpaca_en_demo"))
     res = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
 
-    st = load_embedder(embedder_path("builtin:all-minilm-l6-v2"), "cpu")
+    st = load_sentence_model("builtin:all-minilm-l6-v2", device="cpu").model
     texts = [example_text(e) for e in ds.examples[:args.n]]
     sentence_embed(st, texts[:8])
     t = time.perf_counter()

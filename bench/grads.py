@@ -25,10 +25,11 @@ import torch
 
 from _common import save_result, slug
 from siftlm.assets import demo_data
+from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
-from siftlm.pipeline import SignalConfig, prepare
-from siftlm.signals.grads import GradConfig, LoraGradProbe, grad_pass, reference_lora_grads
+from siftlm.signals.grads import LoraGradProbe, grad_pass, reference_lora_grads
+from siftlm.signals.prepare import prepare
 
 
 def dense_gaussian(p: int, d: int, seed: int, device) -> torch.Tensor:

@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from _common import save_result, slug
 from siftlm.assets import demo_data
+from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
 from siftlm.models.template import IGNORE
-from siftlm.pipeline import SignalConfig, prepare
 from siftlm.signals.losses import loss_pass, pass_padding
+from siftlm.signals.prepare import prepare
 
 
 @torch.inference_mode()

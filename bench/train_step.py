@@ -18,11 +18,12 @@ import torch
 
 from _common import save_result, slug
 from siftlm.assets import demo_data
+from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
-from siftlm.pipeline import SignalConfig, prepare
-from siftlm.signals.trajectory import TrainConfig, train
+from siftlm.signals.prepare import prepare
+from siftlm.signals.trajectory import train
 
 
 def naive_epoch(model, encoded, per_step: int, lr: float) -> None:

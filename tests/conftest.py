@@ -81,3 +81,20 @@ def alpaca_file(tmp_path):
     path = tmp_path / "alpaca.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in alpaca_rows(24)) + "\n")
     return path
+
+
+def pair_rows(n: int, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    return [{"prompt": f"Q{i}: " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 10))),
+             "chosen": " ".join(rng.choice(words) for _ in range(rng.randint(1, 25))),
+             "rejected": "no " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 25)))} for i in range(n)]
+
+
+@pytest.fixture
+def pair_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(16)))
+    return path

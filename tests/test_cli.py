@@ -1,12 +1,13 @@
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from siftlm import pipeline
 from siftlm.cli import app
+from siftlm.signals import passes
 
 runner = CliRunner()
 
@@ -43,7 +44,7 @@ def test_score_then_select_end_to_end(tmp_path, alpaca_file, model_dir, monkeypa
         assert col in table
     assert (table["davir"] - (table["base_loss"] - table["ref_loss"]) / table["base_loss"]).abs().max() < 1e-12
     # a second run reuses every pass and the trained reference: no model pass may run
-    monkeypatch.setattr(pipeline, "loss_pass", lambda *a, **k: pytest.fail("recomputed a cached pass"))
+    monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: pytest.fail("recomputed a cached pass"))
     res = runner.invoke(app, _score_args(alpaca_file, model_dir, tmp_path))
     assert res.exit_code == 0, res.output
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "scores.parquet"), table)
@@ -59,11 +60,24 @@ def test_score_then_select_end_to_end(tmp_path, alpaca_file, model_dir, monkeypa
     assert len(lines) == 5 and all(json.dumps(json.loads(x), sort_keys=True) in src for x in lines)
 
 
-def test_config_file_fills_options(tmp_path, alpaca_file):
+def test_config_file_fills_options_and_rejects_unknown_keys(tmp_path, alpaca_file):
+    _scored(tmp_path, alpaca_file)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("inspect:\n  show: 0\n")
-    res = runner.invoke(app, ["--config", str(cfg), "inspect", str(alpaca_file)])
+    cfg.write_text(f"select:\n  budget: 3\n  by: lp\n  data: {alpaca_file}\n")
+    res = runner.invoke(app, ["--config", str(cfg), "select", str(tmp_path / "scores.parquet"), "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
+    sel = pd.read_parquet(tmp_path / "s" / "selection.parquet")
+    table = pd.read_parquet(tmp_path / "scores.parquet")
+    assert sel["id"].tolist() == table.sort_values(["lp", "id"]).head(3)["id"].tolist()     # lp: lowest first
+    res = runner.invoke(app, ["--config", str(cfg), "select", str(tmp_path / "scores.parquet"), "--budget", "5",
+                              "--out", str(tmp_path / "s2")])                               # the command line wins
+    assert res.exit_code == 0 and len(pd.read_parquet(tmp_path / "s2" / "selection.parquet")) == 5
+    for text, message in [("select:\n  budgett: 3\n", "unknown option 'budgett' (did you mean 'budget'?)"),
+                          ("selec:\n  budget: 3\n", "unknown command 'selec' (did you mean 'select'?)"),
+                          ("analyze:\n  dpo-length:\n    bta: 1\n", "unknown option 'bta' (did you mean 'beta'?)")]:
+        cfg.write_text(text)
+        res = runner.invoke(app, ["--config", str(cfg), "inspect", str(alpaca_file)])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
 
 
 def _scored(tmp_path, alpaca_file):
@@ -157,7 +171,7 @@ def test_select_dedup_records_what_each_dropped_example_duplicates(tmp_path, alp
     assert out["duplicate_of"][5] == table["id"][2] and out["duplicate_of"].notna().sum() == 1
 
 
-def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir):
+def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir, monkeypatch):
     import numpy as np
 
     args = ["signals", str(alpaca_file), "--model", str(model_dir), "--pass", "lm-embed", "--store", str(tmp_path / "st"),
@@ -166,8 +180,10 @@ def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir):
     assert res.exit_code == 0, res.output
     x = np.load(tmp_path / "emb.npy")
     assert x.shape == (24, 32) and np.isfinite(x).all()
-    res = runner.invoke(app, args)                        # cached: same vectors from the store
-    assert res.exit_code == 0 and np.array_equal(np.load(tmp_path / "emb.npy"), x)
+    monkeypatch.setattr(passes, "lm_embed_pass", lambda *a, **k: pytest.fail("recomputed a cached pass"))
+    (tmp_path / "emb.npy").unlink()
+    res = runner.invoke(app, args)                        # cached: same vectors from the store, no model forward
+    assert res.exit_code == 0 and np.array_equal(np.load(tmp_path / "emb.npy"), x), res.output
     _scored(tmp_path, alpaca_file)
     res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
                               "--features", str(tmp_path / "emb.npy"), "--budget", "5", "--out", str(tmp_path / "sel")])
@@ -175,7 +191,7 @@ def test_lm_embed_pass_feeds_dpp_selection(tmp_path, alpaca_file, model_dir):
     assert len(pd.read_parquet(tmp_path / "sel" / "selection.parquet")) == 5
 
 
-def test_grads_pass_feeds_dpp_and_grad_norm_selection(tmp_path, alpaca_file, model_dir):
+def test_grads_pass_feeds_dpp_and_grad_norm_selection(tmp_path, alpaca_file, model_dir, monkeypatch):
     import numpy as np
 
     args = ["signals", str(alpaca_file), "--model", str(model_dir), "--pass", "grads", "--store", str(tmp_path / "st"),
@@ -186,8 +202,11 @@ def test_grads_pass_feeds_dpp_and_grad_norm_selection(tmp_path, alpaca_file, mod
     x = np.stack(g["vector"].to_list())
     assert x.shape == (24, 64) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
     assert (g["grad_norm"] > 0).all()
-    res = runner.invoke(app, args)                        # cached: same vectors from the store
-    assert res.exit_code == 0 and np.array_equal(np.stack(pd.read_parquet(tmp_path / "grads.parquet")["vector"]), x)
+    monkeypatch.setattr(passes, "grad_pass", lambda *a, **k: pytest.fail("recomputed a cached pass"))
+    monkeypatch.setattr(passes, "LoraGradProbe", lambda *a, **k: pytest.fail("set up a probe for a cached pass"))
+    res = runner.invoke(app, args)                        # cached: same vectors from the store, no model forward
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.stack(pd.read_parquet(tmp_path / "grads.parquet")["vector"]), x)
     _scored(tmp_path, alpaca_file)
     res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--method", "dpp",
                               "--features", str(tmp_path / "grads.parquet"), "--budget", "6", "--out", str(tmp_path / "sel")])
@@ -198,3 +217,31 @@ def test_grads_pass_feeds_dpp_and_grad_norm_selection(tmp_path, alpaca_file, mod
     assert res.exit_code == 0, res.output
     sel = pd.read_parquet(tmp_path / "gn" / "selection.parquet")
     assert set(sel["id"]) == set(g.nlargest(4, "grad_norm")["id"])
+
+
+def test_options_come_from_the_config_help_and_feed_the_config(monkeypatch, tmp_path, alpaca_file):
+    from siftlm.config import SelectConfig
+
+    res = runner.invoke(app, ["select", "--help"], env={"COLUMNS": "200"})
+    help_threshold = next(f.metadata["help"] for f in fields(SelectConfig) if f.name == "threshold")
+    assert res.exit_code == 0 and help_threshold in " ".join(res.output.split())
+    seen = {}
+    import siftlm.select.run as run_module
+
+    def record(cfg, out):
+        seen["cfg"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run_module, "run_selection", record)
+    res = runner.invoke(app, ["select", "s.parquet", "--data", "d.jsonl", "--method", "dedup", "--threshold", "0.8",
+                              "--no-normalize", "--budget", "7"])
+    assert res.exit_code == 1 and "stop here" in res.output
+    cfg = seen["cfg"]
+    assert (cfg.scores, cfg.data, cfg.method, cfg.threshold, cfg.normalize, cfg.budget) == \
+        ("s.parquet", "d.jsonl", "dedup", 0.8, False, 7.0)
+
+
+def test_known_errors_are_one_line_without_a_traceback(tmp_path, alpaca_file):
+    res = runner.invoke(app, ["select", str(tmp_path / "missing.parquet"), "--data", str(alpaca_file)])
+    assert res.exit_code == 1 and "missing.parquet: no such scores file" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1

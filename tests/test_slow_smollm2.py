@@ -13,9 +13,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def real():
     from siftlm.assets import demo_data
+    from siftlm.config import SignalConfig
     from siftlm.data import read_dataset
     from siftlm.models.load import load_model
-    from siftlm.pipeline import SignalConfig, prepare
+    from siftlm.signals.prepare import prepare
 
     lm = load_model("builtin:smollm2", device="cpu")
     prep = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,

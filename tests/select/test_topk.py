@@ -30,3 +30,18 @@ def test_same_inputs_same_selection():
     a = topk(ids, s, budget=100)
     b = topk(list(reversed(ids)), s[::-1], budget=100)
     assert sorted(ids[i] for i in a) == sorted(list(reversed(ids))[i] for i in b)
+
+
+def test_pick_names_the_score_and_its_signals():
+    import pandas as pd
+
+    from siftlm.config import SelectConfig
+    from siftlm.select.topk import pick
+
+    t = pd.DataFrame({"id": ["a", "b", "c"], "base_loss": [2.0, 4.0, 1.0], "ref_loss": [1.0, 1.0, 0.9]})
+    t["davir"] = (t["base_loss"] - t["ref_loss"]) / t["base_loss"]
+    p = pick(t, None, SelectConfig(by="davir", budget=2))
+    assert p.positions.tolist() == [1, 0] and p.score.tolist() == [0.75, 0.5]
+    assert p.reasons[0] == "davir=0.75 (base_loss=4, ref_loss=1): rank 1 of 3, top 2 by highest davir"
+    low = pick(t, None, SelectConfig(by="davir", budget=1, direction="low"))
+    assert low.positions.tolist() == [2] and "by lowest davir" in low.reasons[0]

@@ -6,9 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from siftlm.config import GradConfig
 from siftlm.models.batching import collate
-from siftlm.signals.grads import GradConfig, LoraGradProbe, SparseJL, grad_pass, lora_a, reference_lora_grads, target_layers
-from siftlm.signals.losses import response_nll
+from siftlm.models.forward import response_nll
+from siftlm.signals.grads import LoraGradProbe, SparseJL, grad_pass, lora_a, reference_lora_grads, target_layers
 from tests.signals.test_losses import _encoded
 
 

@@ -54,32 +54,3 @@ def test_logit_chunking_does_not_change_results(tokenizer, model, monkeypatch):
     b = loss_pass(model, enc, pad_id=0, token_budget=4096)
     for k in a:
         np.testing.assert_allclose(a[k], b[k], atol=1e-6)
-
-
-@pytest.mark.parametrize("attr,value,transform", [
-    ("final_logit_softcapping", 0.5, lambda z: torch.tanh(z / 0.5) * 0.5),   # Gemma 2
-    ("logits_scaling", 4.0, lambda z: z / 4.0),                              # Granite
-    ("logit_scale", 0.25, lambda z: z * 0.25),                               # Cohere
-])
-def test_model_logit_transforms_are_applied(tokenizer, model, monkeypatch, attr, value, transform):
-    enc = _encoded(tokenizer, 3)
-    monkeypatch.setattr(model.config, attr, value, raising=False)
-    got = loss_pass(model, enc, pad_id=0)
-    e = enc[1]
-    with torch.no_grad():
-        logits = transform(model(torch.tensor([e.input_ids])).logits[0, :-1])
-    y = torch.tensor(e.labels[1:])
-    ref = F.cross_entropy(logits[y != IGNORE], y[y != IGNORE]).item()
-    assert got["loss"][1] == pytest.approx(ref, abs=1e-5)
-
-
-def test_lm_embeddings_batched_equal_per_example_mean_hidden_state(tokenizer, model):
-    from siftlm.signals.embed import lm_embed_pass
-
-    enc = _encoded(tokenizer, 10)
-    got = lm_embed_pass(model, enc, pad_id=0, token_budget=300)["vector"]
-    for i, e in enumerate(enc):
-        with torch.no_grad():
-            h = model.model(torch.tensor([e.input_ids])).last_hidden_state[0]
-        resp = torch.tensor(e.labels) != IGNORE
-        np.testing.assert_allclose(got[i], h[resp].mean(0).numpy(), atol=1e-5)

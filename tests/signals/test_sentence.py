@@ -12,10 +12,9 @@ st = pytest.importorskip("sentence_transformers")
 
 @pytest.fixture(scope="module")
 def minilm():
-    from siftlm.assets import embedder_path
-    from siftlm.signals.sentence import load_embedder
+    from siftlm.models.load import load_sentence_model
 
-    return load_embedder(embedder_path("builtin:all-minilm-l6-v2"), "cpu")
+    return load_sentence_model("builtin:all-minilm-l6-v2", device="cpu").model
 
 
 def test_example_text_parts():

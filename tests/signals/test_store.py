@@ -52,20 +52,21 @@ SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from siftlm.data import read_dataset
     from siftlm.models.load import load_model
-    from siftlm.pipeline import SignalConfig, prepare, loss_signals
-    from siftlm.signals import losses
+    from siftlm.config import SignalConfig
+    from siftlm.signals import passes
+    from siftlm.signals.passes import run_pass
+    from siftlm.signals.prepare import prepare
     data, model_dir, store, kill_after = sys.argv[1:5]
     lm = load_model(model_dir, device="cpu")
     prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=store, shard_size=5, progress=False))
-    real, n = losses.loss_pass, [0]
+    real, n = passes.loss_pass, [0]
     def dying(*a, **k):
         if n[0] == int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)
         n[0] += 1
         return real(*a, **k)
-    import siftlm.pipeline
-    siftlm.pipeline.loss_pass = dying
-    loss_signals(lm.model, lm.fingerprint, prep).to_parquet(sys.argv[5])
+    passes.loss_pass = dying
+    run_pass(prep, "loss", lm.model, lm.fingerprint).to_parquet(sys.argv[5])
 """)
 
 

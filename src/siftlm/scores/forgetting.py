@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from siftlm.scores._guard import as_matrix
+
 
 def forgetting(acc_trajectory) -> np.ndarray:
     """``acc_trajectory``: (N, n+1) token accuracies A_0..A_n. Returns #{i : A_i < A_{i-1}} per example."""
-    a = np.asarray(acc_trajectory, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] < 2:
-        raise ValueError(f"acc_trajectory must be (N, n+1) with n >= 1, got shape {a.shape}")
+    a = as_matrix("acc_trajectory", acc_trajectory)
     return (np.diff(a, axis=1) < 0).sum(axis=1).astype(np.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siftlm.scores._guard import as_float, safe_divide
+from siftlm.scores._guard import as_floats, safe_divide
 
 
 def ifd(base_loss, uncond_loss, *, max_value: float | None = 1.0) -> np.ndarray:
@@ -14,7 +14,7 @@ def ifd(base_loss, uncond_loss, *, max_value: float | None = 1.0) -> np.ndarray:
     examples below 1, so values above ``max_value`` (default 1.0; None keeps all) become NaN, which is never
     selected and is counted in the summary's non-finite scores. Non-finite inputs also give NaN.
     """
-    a, b = as_float("base_loss", base_loss), as_float("uncond_loss", uncond_loss)
+    a, b = as_floats(base_loss=base_loss, uncond_loss=uncond_loss)
     with np.errstate(over="ignore"):
         out = safe_divide(np.exp(a), np.exp(b))[0]
     if max_value is not None:

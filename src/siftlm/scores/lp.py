@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siftlm.scores._guard import safe_divide
+from siftlm.scores._guard import as_matrix, safe_divide
 
 
 def lp(ppl_trajectory, *, epoch: int = 1) -> np.ndarray:
@@ -13,9 +13,7 @@ def lp(ppl_trajectory, *, epoch: int = 1) -> np.ndarray:
     Share of the total perplexity drop that happened in epoch ``epoch``. Low LP(1) = learned late = hard.
     With n = 1, LP(1) is 1 for every example, so use at least 2 epochs. A zero total drop gives NaN.
     """
-    p = np.asarray(ppl_trajectory, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"ppl_trajectory must be (N, n+1) with n >= 1, got shape {p.shape}")
+    p = as_matrix("ppl_trajectory", ppl_trajectory)
     n = p.shape[1] - 1
     if not 1 <= epoch <= n:
         raise ValueError(f"epoch must be in 1..{n}, got {epoch}")

@@ -5,8 +5,12 @@ rounds per cluster and overshoots its budget; this does not)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from siftlm.select.topk import rank
+from siftlm.config import SelectConfig
+from siftlm.scores import direction
+from siftlm.select.picked import Picked
+from siftlm.select.topk import budget_count, rank
 
 
 def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, seed: int = 0,
@@ -71,6 +75,29 @@ def per_cluster(ids, labels, k: int, *, scores=None, direction: str = "high", se
     return np.concatenate(picked) if picked else np.array([], dtype=np.int64)
 
 
-def random_subset(n: int, k: int, *, seed: int = 0) -> np.ndarray:
-    """Uniform random positions, seeded (the random baseline)."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None) -> Picked:
+    if features is None:
+        raise ValueError(f"--method {cfg.method} needs --features (e.g. sentence embeddings from "
+                         "`siftlm signals --pass embed --out emb.parquet`)")
+    n = len(table)
+    k = budget_count(cfg.budget, n)
+    labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans)
+    how = direction(by, cfg.direction) if by else None
+    scores = table[by].to_numpy() if by else None
+    pos = per_cluster(table["id"].tolist(), labels, k, scores=scores, direction=how or "high", seed=cfg.seed)
+    sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    quota = dict(zip(sorted(sizes), apportion([sizes[c] for c in sorted(sizes)], k), strict=True))
+    what = f"{how}est {by}" if by else f"random (seed {cfg.seed})"
+    reasons = [f"cluster {labels[p]} (size {sizes[labels[p]]}, quota {quota[labels[p]]}): {what}"
+               + (f" {by}={scores[p]:.4g}" if by else "") for p in pos]
+    return Picked(pos, reasons, scores[pos] if by else np.full(len(pos), np.nan), {"cluster": labels})
+
+
+def pick_cluster(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    """k-means clusters of ``features``; each cluster's share of the budget by ``cfg.by`` (LP paper §3)."""
+    return _pick(table, features, cfg, by=cfg.by)
+
+
+def pick_cluster_random(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    """k-means clusters of ``features``; each cluster's share of the budget at random (cluster-random baseline)."""
+    return _pick(table, features, cfg, by=None)

@@ -20,9 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from siftlm.config import SelectConfig
 from siftlm.data.io import atomic_write
+from siftlm.scores import direction
+from siftlm.select.picked import Picked
+from siftlm.select.topk import budget_count
 
 
 @dataclass
@@ -133,25 +138,29 @@ def _resume(folder, settings, rows, order, gains) -> int:
     return k
 
 
-def unit_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
-    """n seeded random unit vectors in R^d: the maximally diverse reference of the log-determinant distance."""
-    v = np.random.default_rng(seed).standard_normal((n, d))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    """Greedy MAP DPP: diversity alone (``cfg.lam`` = 0) or quality x diversity with ``cfg.by`` as the quality.
 
-
-def log_det_distance(features, *, gamma: float = 1.0, steps: int | None = None, seed: int = 0,
-                     scale: float = 1.0, eps: float = 1e-12) -> tuple[float, np.ndarray]:
-    """LDD = (1/n) log(det R_n / det L_n) over greedy steps n (paper eq. 3): returns (final value, curve).
-
-    R is the same RBF kernel on as many seeded random unit vectors of the same dimension. Both runs use the
-    greedy MAP marginal gains, so the curve is cumsum(gain_R - gain_L) / n. Invariant to kernel scale;
-    0 for the reference against itself; larger = less diverse than random directions.
+    A "keep lowest" score (e.g. lp) is negated to serve as quality. The order is the pick order and each reason
+    names the marginal gain; ``cfg.checkpoint`` makes an interrupted run resume.
     """
-    x = np.asarray(features, dtype=np.float64)
-    n = steps or x.shape[0]
-    ref = unit_sphere(x.shape[0], x.shape[1], seed)
-    gl = greedy_map(x, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
-    gr = greedy_map(ref, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
-    k = min(len(gl.gains), len(gr.gains))
-    curve = np.cumsum(gr.gains[:k] - gl.gains[:k]) / np.arange(1, k + 1)
-    return float(curve[-1]), curve
+    if features is None:
+        raise ValueError(f"--method {cfg.method} needs --features")
+    lam = cfg.lam or 0.0
+    quality = None
+    if lam > 0:
+        if cfg.by not in table:
+            raise ValueError(f"no column {cfg.by!r} for the DPP quality; have {list(table.columns)}")
+        sign = -1.0 if direction(cfg.by, cfg.direction) == "low" else 1.0
+        quality = sign * table[cfg.by].to_numpy(dtype=np.float64)
+    x = np.asarray(features, dtype=np.float32)
+    if cfg.normalize:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    res = greedy_map(x, budget_count(cfg.budget, len(table)), gamma=cfg.gamma, quality=quality, lam=lam,
+                     checkpoint=cfg.checkpoint)
+    gain = np.full(len(table), np.nan)
+    gain[res.order] = res.gains
+    q = [f", {cfg.by}={table[cfg.by].iloc[p]:.4g}" for p in res.order] if quality is not None else [""] * len(res.order)
+    reasons = [f"dpp pick {r} of {len(res.order)}: log marginal gain {g:.4g}{qt} (gamma={cfg.gamma}, lambda={lam})"
+               for r, (g, qt) in enumerate(zip(res.gains, q, strict=True), start=1)]
+    return Picked(res.order, reasons, res.gains, {"dpp_gain": gain}, res.stopped or "")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
+from siftlm.config import SelectConfig
+from siftlm.scores import SCORES, direction, inputs_of
+from siftlm.select.picked import Picked
 
 
 def budget_count(budget: float, n: int) -> int:
@@ -40,3 +45,20 @@ def topk(ids, scores, *, budget: float, direction: str = "high") -> np.ndarray:
         raise ValueError(f"budget {k} exceeds the {n_finite} examples with a finite score "
                          f"({len(ids) - n_finite} have NaN/inf)")
     return np.argsort(np.where(ranks > 0, ranks, np.iinfo(np.int64).max), kind="stable")[:k]
+
+
+def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    """The top ``cfg.budget`` rows by ``cfg.by``; each reason names the score and the signals behind it."""
+    if cfg.by not in table:
+        raise KeyError(f"no score column {cfg.by!r}; have {[c for c in table.columns if c in SCORES]}")
+    how = direction(cfg.by, cfg.direction)
+    values = table[cfg.by].to_numpy()
+    pos = topk(table["id"].to_numpy(), values, budget=cfg.budget, direction=how)
+    inputs = inputs_of(cfg.by, table)
+    n = len(table)
+    reasons = []
+    for r, p in enumerate(pos, start=1):
+        why = ", ".join(f"{c}={table[c].iloc[p]:.4g}" for c in inputs)
+        reasons.append(f"{cfg.by}={values[p]:.4g}{f' ({why})' if why else ''}: rank {r} of {n}, "
+                       f"top {len(pos)} by {how}est {cfg.by}")
+    return Picked(pos, reasons, values[pos])

@@ -9,24 +9,21 @@ import numpy as np
 import torch
 
 from siftlm.models.batching import collate, plan_batches
+from siftlm.models.forward import last_hidden
 from siftlm.models.template import IGNORE, Encoded
-from siftlm.signals.losses import _parts
 
 
 @torch.inference_mode()
 def lm_embed_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int = 4096,
                   on_batch: Callable[[int], None] | None = None) -> dict[str, list]:
     """{"vector": one float32 array (H,) per example, in input order}."""
-    decoder, _, _ = _parts(model)
-    device = next(model.parameters()).device
     out: list = [None] * len(encoded)
     was_training = model.training
     model.eval()
     for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
         batch = collate(encoded, index, pad_id)
-        hidden = decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                         use_cache=False).last_hidden_state.float()          # (B, T, H)
-        mask = (batch.labels != IGNORE).to(device)                           # response token positions
+        hidden = last_hidden(model, batch).float()                           # (B, T, H)
+        mask = (batch.labels != IGNORE).to(hidden.device)                    # response token positions
         mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
         for row, i in enumerate(index):
             out[i] = mean[row].cpu().numpy().astype(np.float32)

@@ -26,27 +26,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from siftlm.config import GradConfig
 from siftlm.models.batching import collate, plan_batches
+from siftlm.models.forward import parts, response_nll
 from siftlm.models.template import Encoded
-from siftlm.signals.losses import _parts, response_nll
-
-
-@dataclass
-class GradConfig:
-    rank: int = 8                       # LoRA rank r of the first (implicit) JL transform
-    dim: int | None = None              # D of the sparse JL; None: 8192 on a GPU, 1024 on CPU
-    density: int = 4                    # s: nonzeros per input coordinate of the sparse JL
-    target_modules: str = "all-linear"  # "all-linear" (every nn.Linear of the decoder) or comma-separated names
-    seed: int = 0
-    normalize: bool = True              # L2-normalise the projected features (the paper's "normalized gradients")
-
-    def resolved_dim(self, device: torch.device) -> int:
-        return self.dim or (8192 if device.type == "cuda" else 1024)
 
 
 def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, torch.nn.Linear]]:
@@ -55,14 +42,14 @@ def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, 
     On a PEFT model the adapters' own lora_A / lora_B layers are skipped and a wrapped layer's ``base_layer``
     is probed under the wrapper's name (its output gradient is the wrapper's: h = base(z) + lora(z)).
     """
-    decoder, _, _ = _parts(model)
+    decoder = parts(model).decoder
     names = None if target_modules == "all-linear" else {t.strip() for t in target_modules.split(",") if t.strip()}
     layers = []
     for path, module in decoder.named_modules():
-        parts = path.split(".")
-        if not isinstance(module, torch.nn.Linear) or any(p.startswith("lora_") for p in parts):
+        segs = path.split(".")
+        if not isinstance(module, torch.nn.Linear) or any(p.startswith("lora_") for p in segs):
             continue
-        logical = ".".join(parts[:-1]) if parts[-1] == "base_layer" else path
+        logical = ".".join(segs[:-1]) if segs[-1] == "base_layer" else path
         if names is None or logical.rsplit(".", 1)[-1] in names:
             layers.append((logical, module))
     if not layers:

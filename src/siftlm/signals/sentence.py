@@ -28,12 +28,6 @@ def example_text(ex: Example, part: str = "full") -> str:
     return "\n\n".join(str(m["content"]) for m in msgs)
 
 
-def load_embedder(path: str, device: str | None = None, *, trust_remote_code: bool = False):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)
-
-
 CPU_BATCH, GPU_BATCH = 8, 128   # all-MiniLM-L6-v2 on 2 CPU cores: 8 -> 47 ex/s, 1 -> 38, 64 -> 38 (bench/embed.py)
 
 

@@ -13,32 +13,22 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from siftlm.config import TrainConfig
 from siftlm.models.batching import collate, plan_batches
-from siftlm.models.load import folder_fingerprint
+from siftlm.models.forward import response_nll
+from siftlm.models.load import folder_fingerprint, load_model
 from siftlm.models.template import Encoded
-from siftlm.signals.losses import response_nll
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 2                 # >= 2 so LP(1) is informative
-    lr: float = 2e-4                # LoRA default; full fine-tuning usually wants ~1e-5
-    token_budget: int = 2048        # padded tokens per optimizer step
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: str = "all-linear"
-    full: bool = False              # full fine-tuning instead of LoRA
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-
+from siftlm.progress import bar
+from siftlm.signals import store
+from siftlm.signals.passes import pass_spec, run_pass
+from siftlm.signals.prepare import Prepared
 
 # evaluate(model, fingerprint, epoch) stores the loss pass of ``model`` for epoch ``epoch``
 Evaluate = Callable[[torch.nn.Module, str, int], None]
@@ -145,3 +135,45 @@ def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
     if finished != list(range(1, cfg.epochs + 1)):
         raise FileNotFoundError(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
     return [base_fp] + [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]
+
+
+def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> tuple[list[pd.DataFrame], list[str]]:
+    """Fine-tune the base on all examples with the trajectory evaluated into the store.
+
+    Returns (loss-pass frames P_0..P_n, their model fingerprints). A finished folder for the same data, model
+    and settings is reused as it is; one for other data is an error, never silently mixed.
+    """
+    out = Path(out)
+    ident = {"dataset": prep.fingerprint, "base": lm.fingerprint, "config": asdict(tcfg)}
+    ident_file = out / "siftlm-identity.json"
+    if ident_file.exists() and json.loads(ident_file.read_text()) != ident:
+        raise RuntimeError(f"{out}: holds a training run on other data, model or settings; choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    ident_file.write_text(json.dumps(ident, indent=2))
+    try:
+        fps = trajectory_fingerprints(out, lm.fingerprint)
+    except FileNotFoundError:
+        def evaluate(model, fp, epoch):
+            run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}")
+
+        with bar("train", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
+            train(lm.model, lm.fingerprint, prep.encoded, out, tcfg, pad_id=prep.tokenizer.pad_token_id,
+                  evaluate=evaluate, on_step=advance, tokenizer=prep.tokenizer)
+        fps = trajectory_fingerprints(out, lm.fingerprint)
+    frames = []
+    for epoch, fp in enumerate(fps):  # cached when training ran here; recomputed from the saved weights if not
+        cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", lm.model, fp))
+        model = lm.model if cached or epoch == 0 else _load_epoch(lm, epoch_dir(out, epoch), tcfg, fp)
+        frames.append(run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}"))
+    return frames, fps
+
+
+def _load_epoch(lm, folder: Path, tcfg: TrainConfig, fp: str):
+    """The model saved after one epoch, loaded on its own (LoRA adapter over the base, or a full model)."""
+    device = str(next(lm.model.parameters()).device)
+    dtype = next(lm.model.parameters()).dtype
+    loaded = (load_model(str(folder), device=device, dtype=dtype) if tcfg.full
+              else load_model(lm.path, adapter=str(folder), device=device, dtype=dtype))
+    if loaded.fingerprint != fp:
+        raise RuntimeError(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
+    return loaded.model

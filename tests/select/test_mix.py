@@ -1,4 +1,4 @@
-"""Selection recipes: named score+dpp methods and mixing several sources under their own budgets."""
+"""Mixing several sources under their own budgets."""
 
 import json
 
@@ -8,50 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from siftlm.cli import app
-from siftlm.selection import SelectConfig, load_mix, mix, parse_method, run_selection
-from tests.conftest import alpaca_rows
+from siftlm.config import SelectConfig
+from siftlm.select.mix import load_mix, mix
+from siftlm.select.run import run_selection
+from tests.select.test_run import _source
 
 runner = CliRunner()
-
-
-def test_parse_method():
-    assert parse_method("davir+dpp", "davir", None) == ("dpp", "davir", 0.5)
-    assert parse_method("tokens_out+dpp", "davir", 0.9) == ("dpp", "tokens_out", 0.9)
-    assert parse_method("dpp", "davir", None) == ("dpp", None, 0.0)
-    assert parse_method("dpp", "lp", 0.3) == ("dpp", "lp", 0.3)
-    assert parse_method("cluster", "lp", None) == ("cluster", None, 0.0)
-    with pytest.raises(ValueError, match="unknown method"):
-        parse_method("best", "davir", None)
-
-
-def _source(tmp_path, name, n, seed):
-    from siftlm.data import read_dataset
-
-    path = tmp_path / f"{name}.jsonl"
-    rows = alpaca_rows(n, seed=seed)
-    for r in rows:
-        r["instruction"] = f"[{name}] " + r["instruction"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ids = [e.id for e in read_dataset(path).examples]
-    rng = np.random.default_rng(seed)
-    pd.DataFrame({"id": ids, "davir": rng.random(n), "lp": rng.random(n)}).to_parquet(tmp_path / f"{name}.parquet")
-    x = rng.standard_normal((n, 6))
-    np.save(tmp_path / f"{name}.npy", x)
-    return path, x
-
-
-def test_score_plus_dpp_is_dpp_with_that_quality(tmp_path):
-    path, _ = _source(tmp_path, "a", 40, 0)
-    common = dict(scores=str(tmp_path / "a.parquet"), data=str(path), features=str(tmp_path / "a.npy"), budget=8)
-    named = run_selection(SelectConfig(method="davir+dpp", **common), tmp_path / "named")
-    explicit = run_selection(SelectConfig(method="dpp", by="davir", lam=0.5, **common), tmp_path / "explicit")
-    plain = run_selection(SelectConfig(method="dpp", **common), tmp_path / "plain")
-    assert named.selection["id"].tolist() == explicit.selection["id"].tolist()
-    assert named.selection["id"].tolist() != plain.selection["id"].tolist()     # the quality changes the picks
-    assert "davir=" in named.selection["reason"][0] and "lambda=0.5" in named.selection["reason"][0]
-    # quality pulls the picks towards high davir
-    table = pd.read_parquet(tmp_path / "a.parquet").set_index("id")
-    assert table.loc[named.selection["id"], "davir"].mean() > table.loc[plain.selection["id"], "davir"].mean()
 
 
 def test_mix_two_sources_with_their_own_methods_and_budgets(tmp_path):
@@ -93,7 +55,7 @@ def test_mix_keeps_an_example_selected_by_two_sources_once(tmp_path):
 
 def test_mix_file_errors_name_the_problem(tmp_path):
     (tmp_path / "m.yaml").write_text("sources:\n  - {scores: s.parquet, data: d.jsonl, budgett: 3}\n")
-    with pytest.raises(ValueError, match=r"sources\[0\] has unknown keys \['budgett'\]"):
+    with pytest.raises(ValueError, match=r"sources\[0\] has unknown keys \['budgett'\] \(did you mean 'budget'\?\)"):
         load_mix(tmp_path / "m.yaml")
     (tmp_path / "m.yaml").write_text("sources: []\n")
     with pytest.raises(ValueError, match="non-empty 'sources'"):
@@ -117,11 +79,3 @@ def test_mix_dedups_by_content_not_by_the_records_own_ids(tmp_path):
     assert summary["duplicates_across_sources"] == 1 and summary["selected"] == 11
 
 
-def test_direction_low_turns_the_dpp_quality_around(tmp_path):
-    path, _ = _source(tmp_path, "a", 40, 0)
-    common = dict(scores=str(tmp_path / "a.parquet"), data=str(path), features=str(tmp_path / "a.npy"), budget=8,
-                  method="davir+dpp", lam=0.9)
-    high = run_selection(SelectConfig(**common), tmp_path / "high")
-    low = run_selection(SelectConfig(direction="low", **common), tmp_path / "low")
-    table = pd.read_parquet(tmp_path / "a.parquet").set_index("id")
-    assert table.loc[low.selection["id"], "davir"].mean() < table.loc[high.selection["id"], "davir"].mean()

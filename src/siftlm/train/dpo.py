@@ -14,20 +14,29 @@ TRL's ``logps/chosen`` and ``logps/rejected`` metrics are then p / |r| (about -1
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from datasets import Dataset as HFDataset
+from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
-from siftlm.dpo.losses import LOSSES, davir_default_beta
-
-MIN_REF_NATS = 1e-3   # |log pi_ref(y|x)| floor: a near-certain response must not divide by ~0
+from siftlm.config import DPOTrainConfig
+from siftlm.scores.pair_margin import MIN_REF_NATS
+from siftlm.train.dpo_losses import LOSSES, default_beta
 
 
 class SiftDPOTrainer(DPOTrainer):
     """TRL's DPOTrainer that accepts siftlm-tokenised pairs with precomputed reference log-probs, and
-    trains the DavIR-DPO objective when ``davir=True`` (with ``loss_type="sigmoid"``)."""
+    trains the DavIR-DPO objective when ``davir=True`` (with ``loss_type="sigmoid"``).
+
+    TRL 1.16 has no public switch for either (its ``_prepare_dataset`` always tokenises and its
+    ``_precompute_ref_logps`` always recomputes), so the two private methods are overridden; pyproject pins
+    the TRL range where they exist with these signatures, and a test checks that TRL still calls them.
+    DavIR scales ``log_probs`` of TRL's fused output layer (``fused_lm_head``, TRL >= 1.16); ``compute_loss``
+    raises if that forward never happened, so an older or changed TRL cannot silently train another loss.
+    """
 
     def __init__(self, *args, davir: bool = False, **kwargs):
         self.davir = davir
@@ -65,61 +74,33 @@ class SiftDPOTrainer(DPOTrainer):
         n = inputs["ref_chosen_logps"].shape[0]
         inputs = {**inputs, "ref_chosen_logps": (ref / size)[:n], "ref_rejected_logps": (ref / size)[n:]}
 
+        fired = []
+
         def hook(module, args, kwargs, output):
             if kwargs.get("fused_lm_head") and getattr(output, "log_probs", None) is not None:
                 output.log_probs = output.log_probs * scale.to(output.log_probs)[:, None]
+                fired.append(True)
             return output
 
         handle = model.register_forward_hook(hook, with_kwargs=True)
         try:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
             handle.remove()
-
-
-@dataclass
-class DPOTrainConfig:
-    loss: str = "davir"              # davir | sigmoid | ipo | hinge | ... (siftlm.dpo.losses.LOSSES)
-    beta: float | None = None        # None: 0.1 (TRL's default); for davir 0.1 x median |log pi_ref(y|x)| (see default_beta)
-    lr: float = 5e-5
-    epochs: float = 1.0
-    max_steps: int = -1              # > 0 overrides epochs
-    batch_size: int = 4              # pairs per device step
-    grad_accum: int = 1
-    full: bool = False               # full fine-tuning instead of LoRA
-    lora_r: int = 8
-    lora_alpha: int = 16
-    target_modules: str = "all-linear"
-    save_steps: int = 50             # checkpoint interval (the unit of resume)
-    activation_checkpointing: bool = False   # TRL turns it on by default; off is ~1.3x faster when memory allows
-    logging_steps: int = 1
-    seed: int = 0
+        if not fired:
+            raise RuntimeError("the DavIR-DPO loss needs TRL's fused log-prob forward (TRL >= 1.16); it did not run")
+        return result
 
 
 def hf_dataset(prep, ref_frame):
     """The pairs as TRL's tokenised columns plus the cached reference log-probs."""
-    from datasets import Dataset as HFDataset
-
     return HFDataset.from_dict({
-        "prompt_ids": [p.prompt_ids for p in prep.pairs],
-        "chosen_ids": [p.chosen_ids for p in prep.pairs],
-        "rejected_ids": [p.rejected_ids for p in prep.pairs],
+        "prompt_ids": [p.prompt_ids for p in prep.encoded],
+        "chosen_ids": [p.chosen_ids for p in prep.encoded],
+        "rejected_ids": [p.rejected_ids for p in prep.encoded],
         "ref_chosen_logps": ref_frame["chosen_logp"].astype("float32").tolist(),
         "ref_rejected_logps": ref_frame["rejected_logp"].astype("float32").tolist(),
     })
-
-
-def default_beta(loss: str, ref_frame) -> float:
-    """TRL's 0.1; for DavIR-DPO, 0.1 x the median |log pi_ref(y|x)| of the training responses.
-
-    Eq. 4 divides each log-ratio by |log pi_ref(y|x)| (hundreds of nats for a typical response), so with
-    beta = 0.1 its logits and gradients would be ~100x smaller than vanilla DPO's and training barely moves.
-    Scaling by the median makes the DavIR logit equal the vanilla one for a median-length response; the
-    normalisation then only redistributes weight between short and long responses, which is its purpose.
-    """
-    if loss != "davir":
-        return 0.1
-    return davir_default_beta(ref_frame["chosen_logp"].to_numpy(), ref_frame["rejected_logp"].to_numpy())
 
 
 def last_checkpoint(out: Path, identity: dict) -> str | None:
@@ -139,13 +120,11 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
 
     Returns {"log_history": TRL's log, "final": folder, "train_runtime": s, ...}; also ``out/siftlm-dpo.json``.
     """
-    from peft import LoraConfig
-
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown DPO loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
     out = Path(out)
     device = next(lm.model.parameters()).device
-    beta = cfg.beta if cfg.beta is not None else default_beta(cfg.loss, ref_frame)
+    beta = cfg.beta if cfg.beta is not None else default_beta(cfg.loss, ref_frame["chosen_logp"], ref_frame["rejected_logp"])
     args = DPOConfig(
         output_dir=str(out), loss_type=LOSSES[cfg.loss][1], beta=beta, learning_rate=cfg.lr,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
@@ -155,15 +134,16 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
         activation_checkpointing=cfg.activation_checkpointing)
     peft_config = None if cfg.full else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",
                                                    target_modules=cfg.target_modules)
+    identity = {"data": prep.fingerprint, "model": lm.fingerprint, "beta": beta,
+                **{k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs", "save_steps", "logging_steps")}}
+    resume = last_checkpoint(out, identity)          # a folder of another run is refused before any work
     trainer = SiftDPOTrainer(model=lm.model, args=args, train_dataset=hf_dataset(prep, ref_frame),
                              processing_class=lm.tokenizer, peft_config=peft_config, davir=cfg.loss == "davir",
                              callbacks=callbacks)
-    identity = {"data": prep.fingerprint, "model": lm.fingerprint, "beta": beta,
-                **{k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs", "save_steps", "logging_steps")}}
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(out, identity))
+    result = trainer.train(resume_from_checkpoint=resume)
     final = out / "final"
     trainer.save_model(str(final))
     summary = {"config": asdict(cfg), "beta": beta, "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
-               "n_pairs": len(prep.pairs), "metrics": result.metrics, "log_history": trainer.state.log_history}
+               "n_pairs": len(prep.encoded), "metrics": result.metrics, "log_history": trainer.state.log_history}
     (out / "siftlm-dpo.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

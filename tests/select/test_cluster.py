@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from siftlm.select.cluster import apportion, kmeans, per_cluster, random_subset
-from siftlm.select.dedup import dedup
+from siftlm.select.cluster import apportion, kmeans, per_cluster
+from siftlm.select.sample import random_subset
 
 
 @given(st.lists(st.integers(1, 200), min_size=1, max_size=40), st.data())
@@ -40,20 +40,6 @@ def test_kmeans_finds_planted_clusters_and_random_is_seeded():
     labels = kmeans(x, per_cluster=25)
     assert len(set(labels)) == 4 and all(len(set(labels[i * 25:(i + 1) * 25])) == 1 for i in range(4))
     assert random_subset(100, 10, seed=3).tolist() == random_subset(100, 10, seed=3).tolist()
-
-
-def test_dedup_drops_planted_duplicates_and_nothing_else():
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal((30, 32))
-    dups = base[[3, 7, 7]] + 1e-4 * rng.standard_normal((3, 32))   # near copies of 3 and 7 (twice)
-    x = np.vstack([base, dups])
-    ids = [f"e{i}" for i in range(33)]
-    kept, dropped = dedup(x, ids, threshold=0.99)
-    assert dropped == {"e30": "e3", "e31": "e7", "e32": "e7"}
-    assert kept.tolist() == list(range(30))
-    labels = kmeans(x, n_clusters=3)
-    kept2, dropped2 = dedup(x, ids, threshold=0.99, labels=labels)
-    assert dropped2 == dropped and kept2.tolist() == kept.tolist()
 
 
 def test_faiss_kmeans_finds_planted_clusters():

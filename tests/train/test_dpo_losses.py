@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siftlm.dpo.losses import LOSSES, davir, sigmoid
 from siftlm.scores.pair_margin import davir_margin, dpo_margin
+from siftlm.train.dpo_losses import LOSSES, davir, default_beta, sigmoid
 
 logp = st.floats(-500, -0.5)
 
@@ -80,3 +80,9 @@ def test_every_loss_is_finite_on_random_pairs():
     for name, (fn, _) in LOSSES.items():
         y = fn(*x, *n, 0.1)
         assert y.shape == (50,) and torch.isfinite(y).all(), name
+
+
+def test_default_beta_is_trls_except_for_davir():
+    assert default_beta("sigmoid", [-10.0], [-20.0]) == 0.1
+    # davir: 0.1 x median |log pi_ref| over all four responses: median(10, 30, 20, 40) = 25
+    assert default_beta("davir", [-10.0, -30.0], [-20.0, -40.0]) == pytest.approx(2.5)

@@ -1,7 +1,7 @@
 """Per-pair DPO objectives as plain torch functions of sequence log-probabilities (DavIR section 3.2).
 
 Arguments: policy and reference log pi(y|x) of the chosen (w) and rejected (l) responses, summed over
-response tokens, and their token counts. Training runs through TRL's ``DPOTrainer`` (``siftlm.dpo.trainer``);
+response tokens, and their token counts. Training runs through TRL's ``DPOTrainer`` (``siftlm.train.dpo``);
 these functions give the same objectives per pair for the length analysis (DavIR Table 3) and the tests.
 The TRL-native ones follow TRL 1.16's definitions (ipo and sigmoid_norm average over completion tokens).
 
@@ -15,18 +15,15 @@ unchanged, while vanilla DPO's margin grows c-fold. At policy == reference it is
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def davir_ratios(pc, pr, rc, rr):
-    """The normalised log-ratios of eq. 4: (log pi - log pi_ref) / |log pi_ref| for chosen and rejected."""
-    return (pc - rc) / rc.abs().clamp_min(1e-3), (pr - rr) / rr.abs().clamp_min(1e-3)   # as the trainer's floor
+from siftlm.scores.pair_margin import davir_log_ratio
 
 
 def davir(pc, pr, rc, rr, nc, nr, beta):
-    w, l_ = davir_ratios(pc, pr, rc, rr)
-    return -F.logsigmoid(beta * (w - l_))
+    return -F.logsigmoid(beta * (davir_log_ratio(pc, rc) - davir_log_ratio(pr, rr)))
 
 
 def sigmoid(pc, pr, rc, rr, nc, nr, beta):
@@ -82,15 +79,26 @@ LOSSES = {
 }
 
 
-def davir_default_beta(ref_chosen, ref_rejected, base: float = 0.1) -> float:
-    """``base`` x the median |log pi_ref(y|x)| over all responses (see ``siftlm.dpo.trainer.default_beta``)."""
-    import numpy as np
+TRL_DEFAULT_BETA = 0.1
 
-    return float(base * np.median(np.abs(np.concatenate([np.asarray(ref_chosen), np.asarray(ref_rejected)]))))
+
+def default_beta(loss: str, ref_chosen, ref_rejected) -> float:
+    """TRL's 0.1; for DavIR-DPO (ours, not the paper's: it gives no beta), 0.1 x the median |log pi_ref(y|x)|
+    over all chosen and rejected responses.
+
+    Eq. 4 divides each log-ratio by |log pi_ref(y|x)| (hundreds of nats for a typical response), so with
+    beta = 0.1 its logits and gradients would be ~100x smaller than vanilla DPO's and training barely moves.
+    Scaling by the median makes the DavIR logit equal the vanilla one for a median-length response; the
+    normalisation then only redistributes weight between short and long responses, which is its purpose.
+    """
+    if loss != "davir":
+        return TRL_DEFAULT_BETA
+    refs = np.abs(np.concatenate([np.asarray(ref_chosen, dtype=np.float64), np.asarray(ref_rejected, dtype=np.float64)]))
+    return float(TRL_DEFAULT_BETA * np.median(refs))
 
 
 def per_pair(name: str, table, beta: float = 0.1) -> torch.Tensor:
-    """Loss ``name`` for every row of a pair table (``siftlm.preference.pair_table`` with a policy), float64."""
+    """Loss ``name`` for every row of a pair table (``siftlm.signals.table.pair_table`` with a policy), float64."""
     if name not in LOSSES:
         raise KeyError(f"unknown DPO loss {name!r}; known: {', '.join(LOSSES)}")
     col = {k: torch.tensor(table[k].to_numpy(dtype="float64")) for k in

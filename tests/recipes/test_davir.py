@@ -2,9 +2,8 @@ import json
 
 import pandas as pd
 
-from siftlm.pipeline import SignalConfig
-from siftlm.recipes import RunConfig, run_davir
-from siftlm.signals.trajectory import TrainConfig
+from siftlm.config import RunConfig, SignalConfig, TrainConfig
+from siftlm.recipes.davir import run_davir
 
 
 def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):

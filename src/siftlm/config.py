@@ -1,0 +1,154 @@
+"""Every run's settings as dataclasses, with the help text of each field in its metadata.
+
+The CLI builds its options from these fields (``siftlm.options``), and ``--config`` YAML files and the Python
+API fill the same classes, so a setting is named, defaulted and explained in one place. ``from_dict`` turns
+a plain mapping into a config and rejects unknown keys, naming the closest known one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+
+
+def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
+        hidden: bool = False, argument: bool = False, factory=None):
+    """A config field: ``default``, its ``help``, and optionally its CLI name (default: the field name with
+    dashes), extra CLI spellings (``aliases``), ``argument=True`` for a positional CLI argument or
+    ``hidden=True`` for settings that are not CLI options."""
+    meta = {"help": help, "cli": cli, "aliases": tuple(aliases), "hidden": hidden, "argument": argument}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def closest(name: str, known) -> str:
+    """' (did you mean X?)' for the closest of ``known`` to ``name``, or '' when nothing is close."""
+    match = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def from_dict(cls, values: dict, *, where: str = ""):
+    """``cls(**values)`` for a config dataclass, recursing into nested configs; an unknown key is a
+    ValueError naming it, where it was found and the closest known key."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in (values or {}).items():
+        if key not in known:
+            raise ValueError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
+                             f"known: {', '.join(known)}")
+        sub = known[key].default_factory
+        if is_dataclass(sub) and isinstance(value, dict):
+            value = from_dict(sub, value, where=f"{where or cls.__name__}.{key}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass
+class DataConfig:
+    format: str | None = opt(None, "override format detection: alpaca | sharegpt | messages | prompt_completion | "
+                                   "preference")
+
+
+@dataclass
+class SignalConfig:
+    store: str = opt("siftlm-store", "signal store folder (cached, resumable model passes)")
+    max_length: int = opt(1024, "max tokens per example; the prompt is cut from the left first, else the example is "
+                                "rejected")
+    template: str = opt("auto", "auto (the tokenizer's chat template when it has one) | chat | alpaca")
+    token_budget: int = opt(4096, "padded tokens per forward batch")
+    shard_size: int = opt(512, "examples per stored shard (the unit of resume)")
+    limit: int | None = opt(None, "use only the first N valid examples")
+    progress: bool = opt(True, hidden=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(2, ">= 2 so LP(1) is informative")
+    lr: float = opt(2e-4, "learning rate (LoRA; full fine-tuning usually wants ~1e-5)")
+    token_budget: int = opt(2048, "padded tokens per optimizer step", cli="train-budget")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: int = opt(16, "LoRA alpha")
+    lora_dropout: float = opt(0.0, "LoRA dropout")
+    target_modules: str = opt("all-linear", "LoRA target modules: all-linear or names, e.g. q_proj,v_proj")
+    full: bool = opt(False, "full fine-tuning instead of LoRA")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    seed: int = opt(0, "seed of the LoRA initialisation and the batch order")
+
+
+@dataclass
+class GradConfig:
+    rank: int = opt(8, "grads: LoRA rank r of the first (implicit) JL transform, A ~ N(0, 1/r)")
+    dim: int | None = opt(None, "grads: sparse JL dimension D (default 8192 on a GPU, 1024 on CPU)")
+    density: int = opt(4, "grads: nonzeros per input coordinate of the sparse JL")
+    target_modules: str = opt("all-linear", "grads: all-linear (every linear layer of the decoder) or names, "
+                                            "e.g. q_proj,v_proj")
+    seed: int = opt(0, "seed of A and of the JL projection")
+    normalize: bool = opt(True, "grads: L2-normalise the projected gradients (the paper's normalised gradients)")
+
+    def resolved_dim(self, device) -> int:
+        """D for a torch device: the given dim, else 8192 on a GPU and 1024 on CPU."""
+        return self.dim or (8192 if device.type == "cuda" else 1024)
+
+
+@dataclass
+class SelectConfig:
+    scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column)", argument=True)
+    data: str = opt("", "the dataset the scored ids come from (for selected.jsonl)")
+    method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup")
+    by: str | None = opt(None, "score to rank by (topk, cluster; default davir), the DPP quality with --lam > 0, or "
+                               "the order dedup walks in (default: input order)")
+    budget: float | None = opt(None, "fraction (< 1) or count (>= 1); default 0.1 (dedup: every non-duplicate)")
+    direction: str | None = opt(None, "high | low (default: the score's own)")
+    features: str | None = opt(None, "dpp / cluster / dedup: .npy rows in scores order, or .parquet id + vector "
+                                     "(from `siftlm signals --out`)")
+    gamma: float = opt(1.0, "dpp: RBF kernel exp(-gamma ||x - y||^2)")
+    lam: float | None = opt(None, "dpp: quality weight lambda in [0, 1) (default 0 for dpp: diversity only; 0.5 for "
+                                  "<score>+dpp)")
+    normalize: bool = opt(True, "dpp / dedup: L2-normalise the features first")
+    clusters: int | None = opt(None, "cluster: k-means k (default N / 50)")
+    kmeans: str = opt("sklearn", "cluster: k-means backend sklearn | faiss")
+    threshold: float = opt(0.95, "dedup: cosine similarity that counts as a duplicate")
+    seed: int = opt(0, "seed of random, cluster-random and k-means")
+    format: str | None = opt(None, "override format detection of --data")
+    name: str = opt("", "mix: the source name written in every row", hidden=True)
+    checkpoint: str | None = opt(None, "dpp: folder of resumable state (default OUT/dpp-checkpoint)", hidden=True)
+
+
+@dataclass
+class DPOTrainConfig:
+    loss: str = opt("davir", "davir (DavIR-DPO, eq. 4) | sigmoid | ipo | hinge | sigmoid_norm | sppo_hard | nca_pair | "
+                             "bco_pair | apo_zero | apo_down")
+    beta: float | None = opt(None, "default 0.1; for davir 0.1 x the median |log pi_ref(y|x)| of the data (see "
+                                   "siftlm.train.dpo_losses.default_beta)")
+    lr: float = opt(5e-5, "learning rate")
+    epochs: float = opt(1.0, "training epochs")
+    max_steps: int = opt(-1, "> 0 overrides --epochs")
+    batch_size: int = opt(4, "pairs per device step")
+    grad_accum: int = opt(1, "gradient accumulation steps")
+    full: bool = opt(False, "full fine-tuning instead of LoRA")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: int = opt(16, "LoRA alpha")
+    target_modules: str = opt("all-linear", "LoRA target modules")
+    save_steps: int = opt(50, "checkpoint interval; a rerun resumes from the newest checkpoint")
+    activation_checkpointing: bool = opt(False, "activation checkpointing (less memory, ~30% slower)",
+                                         cli="checkpointing")
+    logging_steps: int = opt(1, hidden=True)
+    seed: int = opt(0, "seed of the LoRA initialisation and the data order")
+
+
+@dataclass
+class RunConfig:
+    data: str = opt("", "dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder", argument=True)
+    model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
+    out: str = opt("siftlm-out", "output folder")
+    format: str | None = opt(None, "override format detection")
+    by: str = opt("davir", "score to select by")
+    budget: float = opt(0.1, "fraction (< 1) or count (>= 1)")
+    direction: str | None = opt(None, "high | low (default: the score's own)")
+    ifd: bool = opt(True, "run the response-only pass for IFD")
+    reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "
+                                      "siftlm training folder is reused with its own settings")
+    signals: SignalConfig = opt(factory=SignalConfig)
+    train: TrainConfig = opt(factory=TrainConfig)

@@ -1,0 +1,176 @@
+"""The CLI's plumbing: typer options built from the config dataclasses, ``--config`` YAML checked against the
+commands, and known errors printed as one line.
+
+``verb(app, configs={"cfg": RunConfig})`` turns every field of ``RunConfig`` (nested configs included) into
+an option with the field's help, and calls the verb with a built ``RunConfig`` as ``cfg=``; the verb's own
+parameters (arguments, output paths) are kept as written.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+
+from siftlm.config import closest
+from siftlm.data import DataError
+
+err_console = Console(stderr=True)
+USER_ERRORS = (DataError, ValueError, KeyError, FileNotFoundError, NotADirectoryError, RuntimeError)
+
+
+class Fail(Exception):
+    """A user-facing failure: printed as ``error: <message>``, exit code 1."""
+
+
+def fail(message: str, code: int = 1):
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _message(e: BaseException) -> str:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    return " ".join(str(msg).split()) if msg else type(e).__name__
+
+
+def _default(f):
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def _flatten(cls, prefix: tuple = ()) -> list[tuple[tuple, object, object]]:
+    """(path of field names, field, resolved type) of every CLI-visible leaf field of a config, recursing into
+    nested configs."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if f.default_factory is not MISSING and is_dataclass(f.default_factory):
+            out += _flatten(f.default_factory, prefix + (f.name,))
+        elif not f.metadata.get("hidden"):
+            out.append((prefix + (f.name,), f, hints[f.name]))
+    return out
+
+
+def _option(f, typ, default, flag: str):
+    help_ = f.metadata.get("help", "")
+    if f.metadata.get("argument"):
+        return typer.Argument(... if default in ("", None) else default, help=help_)
+    if typ is bool:
+        return typer.Option(default, f"--{flag}/--no-{flag}", help=help_)
+    return typer.Option(default, f"--{flag}", *(f"--{a}" for a in f.metadata.get("aliases", ())), help=help_)
+
+
+def _build(cls, values: dict[tuple, object]):
+    """A config from {field path: value}; fields not given keep their defaults."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.default_factory is not MISSING and is_dataclass(f.default_factory):
+            sub = {path[1:]: v for path, v in values.items() if path[0] == f.name}
+            kwargs[f.name] = _build(f.default_factory, sub)
+        elif (f.name,) in values:
+            kwargs[f.name] = values[(f.name,)]
+    return cls(**kwargs)
+
+
+def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, type] | None = None,
+         exclude: set[str] = frozenset(), defaults: dict | None = None):
+    """Register ``fn`` as a command whose options include every field of ``configs`` (minus ``exclude``, with
+    ``defaults`` overriding the config's own); the built configs are passed by their key. Known errors
+    (bad data, missing files, wrong options) are printed as one line with exit code 1."""
+    configs, defaults = configs or {}, defaults or {}
+
+    def deco(fn):
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in inspect.signature(fn).parameters.values()
+               if p.name not in configs]
+        names = {p.name for p in own}
+        owners: dict[str, list[tuple[str, tuple]]] = {}
+        fixed: list[tuple[str, tuple, object]] = []     # excluded options with a verb-specific default
+        extra = []
+        for key, cls in configs.items():
+            for path, f, typ in _flatten(cls):
+                flag = f.metadata.get("cli") or f.name.replace("_", "-")
+                pname = flag.replace("-", "_")
+                default = defaults.get(pname, _default(f))
+                if pname in exclude:
+                    if pname in defaults:
+                        fixed.append((key, path, default))
+                    continue
+                if pname in names:
+                    raise TypeError(f"{fn.__name__}: option --{flag} of {cls.__name__} clashes with a parameter")
+                if pname in owners:     # one option feeds every config that has it (e.g. --seed)
+                    first = extra[[p.name for p in extra].index(pname)].default.default
+                    if first != default:
+                        raise TypeError(f"{fn.__name__}: --{flag} has defaults {first!r} and {default!r}")
+                    owners[pname].append((key, path))
+                    continue
+                owners[pname] = [(key, path)]
+                extra.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY,
+                                               default=_option(f, typ, default, flag), annotation=typ))
+
+        @functools.wraps(fn)
+        def wrapper(**kw):
+            values: dict[str, dict] = {key: {} for key in configs}
+            for key, path, v in fixed:
+                values[key][path] = v
+            for pname, targets in owners.items():
+                v = kw.pop(pname)
+                for key, path in targets:
+                    values[key][path] = str(v) if isinstance(v, Path) else v
+            try:
+                built = {key: _build(cls, values[key]) for key, cls in configs.items()}
+                return fn(**kw, **built)
+            except Fail as e:
+                fail(str(e))
+            except USER_ERRORS as e:
+                if os.environ.get("SIFTLM_DEBUG"):
+                    raise
+                fail(_message(e))
+
+        # typer tells arguments from options by their default; all are passed by keyword
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + extra]
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}    # resolved types, not strings
+        del wrapper.__wrapped__
+        return parent.command(name)(wrapper)
+    return deco
+
+
+def load_config(path: Path, group) -> dict:
+    """``--config`` YAML as click's default_map: ``{command: {option: value}}`` (dashes or underscores), with
+    ``{analyze: {dpo-length: {...}}}`` for sub-commands. An unknown command or option is an error naming it and
+    the closest known one."""
+    if not path.exists():
+        raise Fail(f"{path}: no such config file")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise Fail(f"{path}: not valid YAML: {_message(e)}") from e
+    return _check(spec, group, str(path))
+
+
+def _check(spec, command, where: str) -> dict:
+    if not isinstance(spec, dict):
+        raise Fail(f"{where}: expected a mapping, got {type(spec).__name__}")
+    subcommands = getattr(command, "commands", None)
+    out = {}
+    if subcommands is not None:
+        for key, value in spec.items():
+            if key not in subcommands:
+                raise Fail(f"{where}: unknown command {key!r}{closest(str(key), subcommands)}; known: "
+                           f"{', '.join(subcommands)}")
+            out[key] = _check(value, subcommands[key], f"{where}: {key}")
+        return out
+    params = {p.name for p in command.params}
+    for key, value in spec.items():
+        name = str(key).replace("-", "_")
+        if name not in params:
+            raise Fail(f"{where}: unknown option {key!r}{closest(name, params)}; known: {', '.join(sorted(params))}")
+        out[name] = value
+    return out

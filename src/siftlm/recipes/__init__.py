@@ -1,0 +1,1 @@
+"""End-to-end flows over the components: the DavIR pipeline (demo, score), DPO, the DPO length analysis."""

@@ -1,0 +1,85 @@
+"""Mixing several scored sources, each under its own method and budget, into one selection.
+
+The DavIR paper's Alpaca + GSM8K mix is two sources with their own budgets. Each source's selection is written
+to ``OUT/sources/<name>/``; the combined ``selection.parquet`` and ``selected.jsonl`` carry the source of
+every row, and ``mix.json`` the per-source counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from siftlm.config import SelectConfig, closest
+from siftlm.data import write_jsonl
+from siftlm.data.io import atomic_write, content_id
+from siftlm.select.run import run_selection
+
+
+def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
+    """A mix file (YAML): ``{sources: [{name, scores, data, method, budget, ...}, ...], out: folder}``; the
+    paths of each source are relative to the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such mix file")
+    spec = yaml.safe_load(path.read_text()) or {}
+    sources = spec.get("sources")
+    if not isinstance(sources, list) or not sources:
+        raise ValueError(f"{path}: needs a non-empty 'sources' list")
+    known = {f.name for f in fields(SelectConfig) if f.name != "checkpoint"}
+    cfgs = []
+    for i, s in enumerate(sources):
+        unknown = sorted(set(s) - known)
+        if unknown:
+            raise ValueError(f"{path}: sources[{i}] has unknown keys {unknown}{closest(unknown[0], known)}; "
+                             f"known: {sorted(known)}")
+        for key in ("scores", "data"):
+            if key not in s:
+                raise ValueError(f"{path}: sources[{i}] needs '{key}'")
+        s = {**s, **{k: str(path.parent / s[k]) for k in ("scores", "data", "features") if s.get(k)}}
+        cfgs.append(SelectConfig(**{"name": s.get("name") or Path(s["data"]).stem, **s}))
+    names = [c.name for c in cfgs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: source names must be unique; got {names}")
+    return cfgs, {k: v for k, v in spec.items() if k != "sources"}
+
+
+def mix(sources: list[SelectConfig], out: str | Path) -> dict:
+    """Run every source's selection and write the combined selection; returns the summary (also mix.json).
+
+    An example selected by two sources (same messages and responses, whatever its ids) is kept once, under the
+    first source, and counted. ``selected.jsonl`` holds the original records when every source has the same
+    format, else each example in the messages format (``{"messages": [...]}``, plus chosen/rejected for pairs).
+    """
+    out = Path(out)
+    parts, rows, seen, summary = [], [], set(), {"sources": {}, "duplicates_across_sources": 0}
+    for cfg in sources:
+        res = run_selection(cfg, out / "sources" / cfg.name)
+        sel = res.selection.assign(source=cfg.name, method=cfg.method)
+        content = [content_id(e.messages, e.chosen, e.rejected) for e in res.examples]   # own ids may repeat
+        keep = pd.Series([c not in seen for c in content], index=sel.index)
+        summary["duplicates_across_sources"] += int((~keep).sum())
+        seen.update(content)
+        parts.append(sel[keep])
+        rows += [e for e, k in zip(res.examples, keep, strict=True) if k]
+        summary["sources"][cfg.name] = {**res.counts, "method": cfg.method, "budget": cfg.budget,
+                                        "kept_in_mix": int(keep.sum()), "format": res.format,
+                                        **({"note": res.note} if res.note else {})}
+    combined = pd.concat(parts, ignore_index=True)
+    combined.insert(0, "mix_rank", range(1, len(combined) + 1))
+    with atomic_write(out / "selection.parquet") as tmp:
+        combined.to_parquet(tmp, index=False)
+    if len({s["format"] for s in summary["sources"].values()}) == 1:
+        write_jsonl((e.raw for e in rows), out / "selected.jsonl")
+    else:
+        write_jsonl(({"messages": e.messages, **({"chosen": e.chosen, "rejected": e.rejected} if e.chosen is not None
+                                                 else {})} for e in rows), out / "selected.jsonl")
+    summary["selected"] = len(combined)
+    summary["config"] = [asdict(c) for c in sources]
+    with atomic_write(out / "mix.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+    return summary

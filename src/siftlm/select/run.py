@@ -1,0 +1,110 @@
+"""Selection from one scored source: scores + data + features -> a method -> the selection files.
+
+A method is ``topk`` | ``dpp`` | ``<score>+dpp`` (the score as DPP quality, e.g. ``davir+dpp``: learnability
+plus diversity) | ``cluster`` | ``cluster-random`` | ``random`` | ``dedup``. Every method returns a ``Picked``
+and ``write_selection`` is the one writer of its files:
+
+- ``scores.parquet``: the input table plus ``rank`` (selection order 1..k; empty for rows not selected),
+  ``selected`` and the method's own columns (``cluster``, ``duplicate_of``, ``dpp_gain``);
+- ``selection.parquet``: the selected rows in order: ``id``, ``rank``, ``score``, ``reason``;
+- ``selected.jsonl``: the selected examples exactly as they were in the input file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from siftlm.config import SelectConfig
+from siftlm.data import Example, read_dataset, write_selected
+from siftlm.data.io import atomic_write
+from siftlm.select import cluster, dedup, dpp, sample, topk
+from siftlm.select.picked import Picked
+from siftlm.signals.table import load_features
+
+METHODS = {
+    "topk": topk.pick,
+    "dpp": dpp.pick,
+    "cluster": cluster.pick_cluster,
+    "cluster-random": cluster.pick_cluster_random,
+    "random": sample.pick,
+    "dedup": dedup.pick,
+}
+DEFAULT_BY = "davir"
+DEFAULT_BUDGET = 0.1
+DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
+SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain")
+
+
+@dataclass
+class Selected:
+    table: pd.DataFrame              # the scores table with rank / selected (and the method's columns)
+    selection: pd.DataFrame          # the kept rows: id, rank, score, reason
+    examples: list                   # the kept examples, in selection order
+    format: str
+    note: str = ""                   # e.g. why a DPP selection is short
+    counts: dict = field(default_factory=dict)
+
+
+def resolve(cfg: SelectConfig) -> SelectConfig:
+    """The config a method runs with: ``<score>+dpp`` becomes dpp with that quality (lambda 0.5 unless given);
+    ``by`` and ``budget`` get their defaults where the method has one."""
+    method, by, lam, budget = cfg.method, cfg.by, cfg.lam, cfg.budget
+    if method.endswith("+dpp"):
+        method, by, lam = "dpp", method[: -len("+dpp")], DEFAULT_QUALITY_LAMBDA if lam is None else lam
+    if method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(METHODS)}, <score>+dpp")
+    if method != "dedup":
+        by = by or DEFAULT_BY
+        budget = DEFAULT_BUDGET if budget is None else budget
+    return replace(cfg, method=method, by=by, lam=lam, budget=budget)
+
+
+def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked, out: str | Path) -> Selected:
+    """Write scores.parquet, selection.parquet and selected.jsonl for ``picked`` rows of ``table``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = table.drop(columns=[c for c in SELECTION_COLUMNS if c in table]).reset_index(drop=True)
+    for name, values in picked.columns.items():
+        table[name] = values
+    rank = pd.array([pd.NA] * len(table), dtype="Int64")
+    rank[picked.positions] = np.arange(1, len(picked.positions) + 1)
+    table["rank"] = rank
+    table["selected"] = table["rank"].notna().to_numpy()
+    selection = pd.DataFrame({"id": table["id"].to_numpy()[picked.positions],
+                              "rank": np.arange(1, len(picked.positions) + 1, dtype=np.int64),
+                              "score": np.asarray(picked.score, dtype=np.float64), "reason": picked.reasons})
+    with atomic_write(out / "scores.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_write(out / "selection.parquet") as tmp:
+        selection.to_parquet(tmp, index=False)
+    by_id = {e.id: e for e in examples}
+    kept = [by_id[i] for i in selection["id"]]
+    write_selected(kept, out / "selected.jsonl")
+    return Selected(table, selection, kept, "", picked.note)
+
+
+def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
+    """Select from one source with ``cfg.method`` and write the selection files into ``out``."""
+    out = Path(out)
+    cfg = resolve(cfg)
+    if not Path(cfg.scores).exists():
+        raise FileNotFoundError(f"{cfg.scores}: no such scores file")
+    table = pd.read_parquet(cfg.scores)
+    ds = read_dataset(cfg.data, format=cfg.format)
+    by_id = {e.id for e in ds.examples}
+    missing = [i for i in table["id"] if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} ids of {cfg.scores} are not in {cfg.data} (first: {missing[0]}); wrong dataset?")
+    x = load_features(cfg.features, table["id"].tolist()) if cfg.features else None
+    if cfg.method == "dpp" and cfg.checkpoint is None:
+        cfg = replace(cfg, checkpoint=str(out / "dpp-checkpoint"))
+    picked = METHODS[cfg.method](table, x, cfg)
+    res = write_selection(ds.examples, table, picked, out)
+    res.format = ds.format
+    res.counts = {"read": ds.n_read, "rejected": len(ds.rejects), "scored": len(table),
+                  "not_scored": len(ds.examples) - len(table), "selected": len(res.selection)}
+    return res

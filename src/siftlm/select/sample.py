@@ -1,0 +1,22 @@
+"""The random baseline: a seeded uniform sample of the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from siftlm.config import SelectConfig
+from siftlm.select.picked import Picked
+from siftlm.select.topk import budget_count
+
+
+def random_subset(n: int, k: int, *, seed: int = 0) -> np.ndarray:
+    """Uniform random positions, seeded, in increasing order."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    n = len(table)
+    k = budget_count(cfg.budget, n)
+    pos = random_subset(n, k, seed=cfg.seed)
+    return Picked(pos, [f"uniform random, seed {cfg.seed}: {k} of {n}"] * k, np.full(k, np.nan))

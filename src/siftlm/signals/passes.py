@@ -1,0 +1,136 @@
+"""Every model pass by name, and the one function that runs a pass through the signal store.
+
+``PASSES`` maps a pass name to how it computes one shard of a prepared dataset; ``run_pass`` adds the rest:
+the store key (data as encoded, model weights, settings that change the numbers), progress, sharding and
+resume. A backend that runs shards elsewhere (e.g. Ray) plugs in here and writes the same shards.
+
+=========  ======  ==================================================================================
+pass       input   columns
+=========  ======  ==================================================================================
+loss       sft     nll_sum, n_tokens, loss, entropy, el2n, acc (``siftlm.signals.losses``)
+uncond     sft     the same for each response without its prompt (IFD's denominator)
+lm-embed   sft     vector: mean last hidden state over response tokens
+grads      sft     vector (sparse-JL-projected LoRA gradient), grad_norm, loss (``siftlm.signals.grads``)
+pairs      pairs   chosen_logp, rejected_logp, chosen_tokens, rejected_tokens
+embed      text    vector: sentence embedding (sentence-transformers)
+=========  ======  ==================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import NamedTuple
+
+import pandas as pd
+
+from siftlm.config import GradConfig
+from siftlm.progress import bar
+from siftlm.signals import PASS_HELP, store
+from siftlm.signals.embed import lm_embed_pass
+from siftlm.signals.grads import LoraGradProbe, grad_pass
+from siftlm.signals.losses import loss_pass
+from siftlm.signals.pairs import pair_logps
+from siftlm.signals.prepare import Prepared
+from siftlm.signals.sentence import sentence_embed
+
+ENGINE_VERSION = 1
+
+# bind(model, prep, options) -> compute(start, stop, on_batch) -> columns for examples [start, stop)
+Bind = Callable[[object, Prepared, dict], Callable[[int, int, Callable[[int], None]], dict]]
+
+
+class Pass(NamedTuple):
+    bind: Bind
+    kind: str           # the Prepared kind it takes: sft | pairs | text
+    units: int = 1      # progress units per example (a pair is two sequences)
+
+
+def _pad(prep: Prepared) -> int:
+    return prep.tokenizer.pad_token_id
+
+
+def _loss(model, prep, options):
+    return lambda a, b, on_batch: loss_pass(model, prep.encoded[a:b], pad_id=_pad(prep),
+                                            token_budget=prep.cfg.token_budget, on_batch=on_batch)
+
+
+def _uncond(model, prep, options):
+    return lambda a, b, on_batch: loss_pass(model, prep.uncond()[a:b], pad_id=_pad(prep),
+                                            token_budget=prep.cfg.token_budget, on_batch=on_batch)
+
+
+def _lm_embed(model, prep, options):
+    return lambda a, b, on_batch: lm_embed_pass(model, prep.encoded[a:b], pad_id=_pad(prep),
+                                                token_budget=prep.cfg.token_budget, on_batch=on_batch)
+
+
+def _grads(model, prep, options):
+    gcfg = options.get("grad") or GradConfig()
+    probe = LoraGradProbe(model, gcfg)
+    return lambda a, b, on_batch: grad_pass(model, prep.encoded[a:b], pad_id=_pad(prep), cfg=gcfg,
+                                            token_budget=prep.cfg.token_budget, probe=probe, on_batch=on_batch)
+
+
+def _pairs(model, prep, options):
+    return lambda a, b, on_batch: pair_logps(model, prep.encoded[a:b], pad_id=_pad(prep),
+                                             token_budget=prep.cfg.token_budget, on_batch=on_batch)
+
+
+def _embed(model, prep, options):
+    def compute(a, b, on_batch):
+        return {"vector": list(sentence_embed(model, prep.encoded[a:b], batch_size=options.get("batch_size"),
+                                              on_batch=on_batch))}
+    return compute
+
+
+PASSES: dict[str, Pass] = {      # what each computes: siftlm.signals.PASS_HELP
+    "loss": Pass(_loss, "sft"),
+    "uncond": Pass(_uncond, "sft"),
+    "lm-embed": Pass(_lm_embed, "sft"),
+    "grads": Pass(_grads, "sft"),
+    "pairs": Pass(_pairs, "pairs", units=2),
+    "embed": Pass(_embed, "text"),
+}
+assert set(PASSES) == set(PASS_HELP)
+
+
+def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | None = None) -> store.PassSpec:
+    """The store key of a pass: the data as encoded, the model's weights, and every setting that changes the
+    numbers (template, max_length, dtype; the pass's own options)."""
+    options = options or {}
+    if name == "embed":
+        return store.PassSpec(name, prep.fingerprint, model_fp,
+                              {"part": options.get("part", "full"), "normalize": True, "engine": ENGINE_VERSION})
+    cfg = prep.cfg
+    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": str(next(model.parameters()).dtype),
+                "engine": ENGINE_VERSION}
+    data_fp = prep.fingerprint
+    if name == "uncond":
+        data_fp = store.dataset_fingerprint(prep.ids, [e.input_ids + e.labels for e in prep.uncond()])
+    if name == "grads":
+        gcfg = options.get("grad") or GradConfig()
+        settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(model.parameters()).device)}
+    return store.PassSpec(name, data_fp, model_fp, settings)
+
+
+def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | None = None,
+             options: dict | None = None) -> pd.DataFrame:
+    """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns), computing only the shards
+    the store does not hold yet. ``options``: ``grad`` (a GradConfig) for grads; ``part`` and ``batch_size``
+    for embed."""
+    if name not in PASSES:
+        raise ValueError(f"unknown pass {name!r}; known: {', '.join(PASSES)}")
+    p = PASSES[name]
+    if prep.kind != p.kind:
+        raise ValueError(f"pass {name} takes {p.kind} data, got {prep.kind}")
+    options = options or {}
+    spec = pass_spec(prep, name, model, model_fp, options)
+    compute = None
+    with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
+        def shard(start: int, stop: int) -> dict:
+            nonlocal compute
+            compute = compute or p.bind(model, prep, options)     # nothing is set up when every shard is stored
+            return compute(start, stop, advance)
+        return store.run_pass(prep.cfg.store, spec, prep.ids, shard, shard_size=prep.cfg.shard_size,
+                              on_skip=lambda n: advance(p.units * n))

@@ -1,0 +1,1 @@
+"""Training: preference optimisation through TRL (DPO with the DavIR-DPO loss)."""
