@@ -245,3 +245,33 @@ def test_known_errors_are_one_line_without_a_traceback(tmp_path, alpaca_file):
     res = runner.invoke(app, ["select", str(tmp_path / "missing.parquet"), "--data", str(alpaca_file)])
     assert res.exit_code == 1 and "missing.parquet: no such scores file" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_diversity_of_data_with_duplicates_prints_an_infinite_distance(tmp_path):
+    import numpy as np
+
+    from siftlm.diversity import unit_sphere
+
+    x = unit_sphere(40, 8, seed=0)
+    np.save(tmp_path / "dup.npy", np.vstack([x, x[:5]]))
+    res = runner.invoke(app, ["diversity", str(tmp_path / "dup.npy"), "--plot", str(tmp_path / "p.png"),
+                              "--json", str(tmp_path / "l.json")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "inf (kernel singular after 40 of 45 steps)" in res.output, res.output
+
+
+def test_a_preset_sets_what_the_user_did_not(monkeypatch, tmp_path, alpaca_file):
+    import siftlm.recipes.davir as davir
+
+    seen = {}
+
+    def record(cfg):
+        seen["cfg"] = cfg
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(davir, "score_to_file", record)
+    res = runner.invoke(app, ["score", str(alpaca_file), "--preset", "lp-paper", "--epochs", "4"])
+    assert res.exit_code == 1 and "stop here" in res.output
+    t = seen["cfg"].train
+    assert (t.full, t.epochs, t.lr) == (True, 4, 2e-5)           # --epochs given: kept; the rest from the paper
+    res = runner.invoke(app, ["score", str(alpaca_file), "--preset", "lp-papr"])
+    assert res.exit_code == 2 and "unknown preset 'lp-papr' (did you mean 'lp-paper'?)" in res.output

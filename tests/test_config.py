@@ -38,3 +38,13 @@ def test_every_cli_field_has_help(cls):
     for f in fields(cls):
         if not f.metadata.get("hidden") and not isinstance(f.default_factory, type):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
+
+
+def test_apply_preset_reaches_nested_configs():
+    from siftlm.config import apply_preset
+
+    cfg = apply_preset(RunConfig(budget=7), "davir-paper")
+    assert (cfg.train.full, cfg.train.epochs, cfg.train.lr, cfg.budget) == (True, 3, 2e-5, 7)
+    assert apply_preset(cfg, None) is cfg
+    with pytest.raises(ValueError, match="unknown preset"):
+        apply_preset(cfg, "nope")

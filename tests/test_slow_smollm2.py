@@ -41,7 +41,7 @@ def test_real_chat_template_masks_exactly_the_answer(real):
     lm, prep = real
     for ex, e in zip(prep.examples, prep.encoded, strict=True):
         resp = lm.tokenizer.decode([t for t in e.labels if t != IGNORE])
-        assert resp == ex.messages[-1]["content"] + "<|im_end|>\n"
+        assert resp == ex.messages[-1]["content"] + "<|im_end|>"      # not the template's "\n" after it
 
 
 def test_real_dpo_davir_lowers_the_loss_and_changes_the_adapter(tmp_path):

@@ -16,7 +16,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from siftlm.config import DataConfig, DPOTrainConfig, GradConfig, RunConfig, SelectConfig, SignalConfig, TrainConfig
+from siftlm.config import (
+    PRESET_HELP,
+    PRESETS,
+    DataConfig,
+    DPOTrainConfig,
+    GradConfig,
+    ReproduceConfig,
+    RunConfig,
+    SelectConfig,
+    SignalConfig,
+    TrainConfig,
+)
 from siftlm.data import read_dataset, summarize, write_rejects
 from siftlm.options import Fail, fail, load_config, verb
 from siftlm.signals import PASS_HELP
@@ -100,7 +111,8 @@ def signals(data: Path = DATA, pass_: str = typer.Option("loss", "--pass", help=
          dims + [(f"mean {c}", f"{frame[c].mean():.4g}") for c in scalars])
 
 
-@verb(app, configs={"sig": SignalConfig, "tcfg": TrainConfig, "src": DataConfig})
+@verb(app, configs={"sig": SignalConfig, "tcfg": TrainConfig, "src": DataConfig}, presets=PRESETS,
+      preset_help=PRESET_HELP)
 def train(data: Path = DATA, model: str = MODEL,
           out: Path = typer.Option(Path("siftlm-reference"), help="training folder (epoch-N adapters)"), *,
           sig: SignalConfig, tcfg: TrainConfig, src: DataConfig):
@@ -112,7 +124,7 @@ def train(data: Path = DATA, model: str = MODEL,
          ("epoch", "mean loss", "token acc"))
 
 
-@verb(app, configs={"cfg": RunConfig}, exclude={"by", "budget", "direction"})
+@verb(app, configs={"cfg": RunConfig}, exclude={"by", "budget", "direction"}, presets=PRESETS, preset_help=PRESET_HELP)
 def score(*, cfg: RunConfig):
     """Every score (DavIR, RHO-LM, LP, LP_app, IFD, EL2N, ppl, forgetting, tokens) into OUT/scores.parquet.
 
@@ -168,7 +180,9 @@ def diversity(features: list[Path] = typer.Argument(..., help="feature files: .n
     from siftlm.diversity import ldd_report
 
     res = ldd_report(features, gamma=gamma, steps=steps, seed=seed, normalize=normalize, plot=plot, json_out=json_out)
-    show(f"log-determinant distance (gamma={gamma})", [(f, r["n"], r["d"], f"{r['ldd']:.4f}") for f, r in res.items()],
+    show(f"log-determinant distance (gamma={gamma}; lower = more diverse)",
+         [(f, r["n"], r["d"], f"{r['ldd']:.4f}" if not r["infinite"] else
+           f"inf (kernel singular after {r['singular_after']} of {r['steps']} steps)") for f, r in res.items()],
          ("features", "N", "D", "LDD"))
     console.print(f"curves -> {plot}")
 
@@ -206,7 +220,7 @@ def dpo_length(data: Path = DATA, adapter: Path = typer.Option(..., help="the tr
 
 
 @verb(app, configs={"cfg": RunConfig}, exclude={"data", "format", "reference", "ifd", "store", "direction", "by"},
-      defaults=DEMO_DEFAULTS)
+      defaults=DEMO_DEFAULTS, presets=PRESETS, preset_help=PRESET_HELP)
 def demo(*, cfg: RunConfig):
     """The whole DavIR pipeline on the built-in Alpaca demo data with SmolLM2-135M; writes to OUT."""
     from siftlm.assets import demo_data
@@ -219,6 +233,18 @@ def demo(*, cfg: RunConfig):
          + [(f"mean {k}", "nan" if v is None else f"{v:.4g}") for k, v in summary["score_means"].items()])
     show_correlations(summary["length_correlations"])
     console.print(f"outputs in {cfg.out}/: " + ", ".join(Path(p).name for p in summary["outputs"].values()))
+
+
+@verb(app, configs={"cfg": ReproduceConfig}, presets=PRESETS, preset_help=PRESET_HELP)
+def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-table1 | davir-table2 | davir-table3 | "
+                                                           "lp-table3 | dpp-eq3 (default: all)"), *, cfg: ReproduceConfig):
+    """The papers' measurable tables on a model and data: ours beside the paper's numbers, with bootstrap CIs."""
+    from siftlm.recipes.reproduce import reproduce as run_reproduce
+
+    rows = run_reproduce(cfg, tables)
+    show(f"reproduction -> {Path(cfg.out) / 'report.html'}",
+         [(r.table, r.quantity, r.paper[:40], f"{r.ours:+.3f} [{r.low:+.3f}, {r.high:+.3f}]", r.verdict) for r in rows],
+         ("table", "quantity", "paper", "ours [95% CI]", "verdict"))
 
 
 def run() -> None:  # pragma: no cover

@@ -8,7 +8,7 @@ a plain mapping into a config and rejects unknown keys, naming the closest known
 from __future__ import annotations
 
 import difflib
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
@@ -107,6 +107,10 @@ class SelectConfig:
     lam: float | None = opt(None, "dpp: quality weight lambda in [0, 1) (default 0 for dpp: diversity only; 0.5 for "
                                   "<score>+dpp)")
     normalize: bool = opt(True, "dpp / dedup: L2-normalise the features first")
+    standardize: bool = opt(False, "dpp: rescale the quality score to mean 0, std 1 before beta (ours; the paper uses "
+                                   "the score as given)")
+    dpp_dtype: str = opt("auto", "dpp: auto (float64 unless it would not fit in half the free memory) | float64 | "
+                                 "float32")
     clusters: int | None = opt(None, "cluster: k-means k (default N / 50)")
     kmeans: str = opt("sklearn", "cluster: k-means backend sklearn | faiss")
     threshold: float = opt(0.95, "dedup: cosine similarity that counts as a duplicate")
@@ -152,3 +156,41 @@ class RunConfig:
                                       "siftlm training folder is reused with its own settings")
     signals: SignalConfig = opt(factory=SignalConfig)
     train: TrainConfig = opt(factory=TrainConfig)
+
+
+@dataclass
+class ReproduceConfig:
+    model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
+    data: str = opt("", "SFT data for the DavIR, LP and DPP tables (default: the built-in alpaca_en_demo)")
+    pairs: str = opt("", "preference pairs for DavIR Table 3 (default: the built-in dpo_en_demo)")
+    out: str = opt("siftlm-reproduce", "output folder")
+    budget: float = opt(0.25, "dpp-eq3: subset size, fraction or count")
+    dpo_steps: int = opt(40, "davir-table3: steps of the vanilla DPO run (2 pairs per step)")
+    dpo_lr: float = opt(5e-4, "davir-table3: learning rate of the DPO run")
+    pair_limit: int | None = opt(64, "davir-table3: pairs used")
+    n_boot: int = opt(1000, "bootstrap resamples for the confidence intervals")
+    signals: SignalConfig = opt(factory=SignalConfig)
+    train: TrainConfig = opt(factory=TrainConfig)
+
+
+# Paper settings as named presets: {config class: {field: value}}. A preset sets what the user did not set.
+PRESETS = {
+    "lp-paper": {"TrainConfig": {"full": True, "epochs": 3, "lr": 2e-5}},
+    "davir-paper": {"TrainConfig": {"full": True, "epochs": 3, "lr": 2e-5}},
+}
+PRESET_HELP = ("paper settings for the reference fine-tune: lp-paper (learning-percentage §3: full fine-tuning, "
+               "3 epochs) | davir-paper (DavIR Alg. 1: the base fine-tuned on the full set, full fine-tuning, 3 epochs). "
+               "Neither paper states a learning rate; both use Stanford Alpaca's 2e-5. Options given explicitly win")
+
+
+def apply_preset(cfg, name: str | None):
+    """A copy of config ``cfg`` (nested configs included) with preset ``name``'s values for its classes."""
+    if name is None:
+        return cfg
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}{closest(name, PRESETS)}; known: {', '.join(PRESETS)}")
+    values = dict(PRESETS[name].get(type(cfg).__name__, {}))
+    for f in fields(cfg):
+        if is_dataclass(getattr(cfg, f.name)):
+            values[f.name] = apply_preset(getattr(cfg, f.name), name)
+    return replace(cfg, **values)

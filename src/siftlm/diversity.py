@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,41 +26,71 @@ def unit_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+class LDD(NamedTuple):
+    value: float                   # LDD at the last step; +inf when det L_n = 0 (the kernel became singular)
+    curve: np.ndarray              # (1/k) log(det R_k / det L_k) for the k = 1.. steps greedy could take
+    steps: int                     # steps asked for (n)
+    singular_after: int | None     # greedy on L stopped after this many picks (duplicates), else None
+
+    @property
+    def partial(self) -> bool:
+        return self.singular_after is not None
+
+    def describe(self) -> str:
+        if not self.partial:
+            return f"{self.value:.4f}"
+        return f"inf (kernel singular after {self.singular_after} of {self.steps} steps; {self.curve[-1]:.4f} there)"
+
+
 def log_det_distance(features, *, gamma: float = 1.0, steps: int | None = None, seed: int = 0,
-                     scale: float = 1.0, eps: float = 1e-12) -> tuple[float, np.ndarray]:
-    """LDD over greedy steps n: returns (final value, curve).
+                     scale: float = 1.0, eps: float = 1e-12) -> LDD:
+    """LDD over greedy steps n (paper eq. 3).
 
     Both runs use the greedy MAP marginal gains, so the curve is cumsum(gain_R - gain_L) / n. Invariant to
-    kernel scale; 0 for the reference against itself.
+    kernel scale; 0 for the reference against itself. When greedy on L stops early because the kernel is
+    numerically singular (e.g. exact duplicates), det L_n = 0 and the paper's value is +inf: ``value`` is inf,
+    ``singular_after`` says where, and the curve stops there.
     """
     x = np.asarray(features, dtype=np.float64)
     n = steps or x.shape[0]
     ref = unit_sphere(x.shape[0], x.shape[1], seed)
     gl = greedy_map(x, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
     gr = greedy_map(ref, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
-    k = min(len(gl.gains), len(gr.gains))
-    curve = np.cumsum(gr.gains[:k] - gl.gains[:k]) / np.arange(1, k + 1)
-    return float(curve[-1]), curve
+    if gr.stopped:
+        raise RuntimeError(f"the random reference became singular after {len(gr.order)} of {n} steps: use fewer "
+                           "steps, a higher dimension or a larger gamma")
+    k = len(gl.gains)
+    curve = np.cumsum(gr.gains[:k] - gl.gains) / np.arange(1, k + 1)
+    if gl.stopped:
+        return LDD(float("inf"), curve, n, k)
+    return LDD(float(curve[-1]), curve, n, None)
 
 
 def ldd_report(paths: list[str | Path], *, gamma: float = 1.0, steps: int | None = None, seed: int = 0,
                normalize: bool = True, plot: str | Path = "ldd.png", json_out: str | Path = "ldd.json") -> dict:
     """LDD of each feature file (.npy or .parquet), the curves in one plot and everything in a JSON file.
 
-    Returns {path: {"ldd", "n", "d", "curve"}}.
+    Returns {path: {"ldd", "infinite", "singular_after", "ldd_at_last_step", "steps", "n", "d", "curve"}}; "ldd" is
+    None (JSON null) and "infinite" true when the kernel became singular (the paper's value is +inf).
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     results = {}
-    for f in paths:
+    for i, f in enumerate(paths):
         x = load_features(f).astype(np.float64)
         if normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        value, curve = log_det_distance(x, gamma=gamma, steps=steps, seed=seed)
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=Path(f).name)
-        results[str(f)] = {"ldd": value, "n": len(x), "d": int(x.shape[1]), "curve": curve.tolist()}
-    ax.set(xlabel="greedy step n", ylabel="(1/n) log det R_n / det L_n", title="log-determinant distance")
-    ax.legend()
+        r = log_det_distance(x, gamma=gamma, steps=steps, seed=seed)
+        style = ["-", "--", ":", "-."][i % 4]          # identical curves must not hide each other
+        ax.plot(np.arange(1, len(r.curve) + 1), r.curve, style, lw=1.5, label=f"{Path(f).name}: {r.describe()}")
+        if r.partial:
+            ax.plot(len(r.curve), r.curve[-1], "x", color=ax.lines[-1].get_color(), ms=9)
+        results[str(f)] = {"ldd": None if r.partial else r.value, "infinite": r.partial,
+                           "singular_after": r.singular_after, "ldd_at_last_step": float(r.curve[-1]), "steps": r.steps,
+                           "n": len(x), "d": int(x.shape[1]), "curve": r.curve.tolist()}
+    ax.set(xlabel="greedy step n", ylabel="(1/n) log det R_n / det L_n",
+           title="log-determinant distance (lower = more diverse; x = kernel singular, LDD = inf)")
+    ax.legend(fontsize=8)
     with atomic_write(plot) as tmp:
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -44,16 +44,16 @@ def _default(f):
     return f.default if f.default is not MISSING else f.default_factory()
 
 
-def _flatten(cls, prefix: tuple = ()) -> list[tuple[tuple, object, object]]:
-    """(path of field names, field, resolved type) of every CLI-visible leaf field of a config, recursing into
-    nested configs."""
+def _flatten(cls, prefix: tuple = ()) -> list[tuple[tuple, object, object, type]]:
+    """(path of field names, field, resolved type, owning config class) of every CLI-visible leaf field of a
+    config, recursing into nested configs."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in fields(cls):
         if f.default_factory is not MISSING and is_dataclass(f.default_factory):
             out += _flatten(f.default_factory, prefix + (f.name,))
         elif not f.metadata.get("hidden"):
-            out.append((prefix + (f.name,), f, hints[f.name]))
+            out.append((prefix + (f.name,), f, hints[f.name], cls))
     return out
 
 
@@ -78,11 +78,19 @@ def _build(cls, values: dict[tuple, object]):
     return cls(**kwargs)
 
 
+def _given(ctx, pname: str) -> bool:
+    """Whether option ``pname`` was set on the command line, by the environment or by a --config file."""
+    source = ctx.get_parameter_source(pname)
+    return source is not None and source.name != "DEFAULT"     # typer's click and click's own enums differ
+
+
 def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, type] | None = None,
-         exclude: set[str] = frozenset(), defaults: dict | None = None):
+         exclude: set[str] = frozenset(), defaults: dict | None = None, presets: dict | None = None,
+         preset_help: str = ""):
     """Register ``fn`` as a command whose options include every field of ``configs`` (minus ``exclude``, with
-    ``defaults`` overriding the config's own); the built configs are passed by their key. Known errors
-    (bad data, missing files, wrong options) are printed as one line with exit code 1."""
+    ``defaults`` overriding the config's own); the built configs are passed by their key. With ``presets``, a
+    ``--preset`` option sets the preset's fields that were not given explicitly. Known errors (bad data, missing
+    files, wrong options) are printed as one line with exit code 1."""
     configs, defaults = configs or {}, defaults or {}
 
     def deco(fn):
@@ -91,10 +99,11 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
                if p.name not in configs]
         names = {p.name for p in own}
         owners: dict[str, list[tuple[str, tuple]]] = {}
+        sources: dict[str, tuple[str, str]] = {}        # option -> (config class, field): what a preset sets
         fixed: list[tuple[str, tuple, object]] = []     # excluded options with a verb-specific default
         extra = []
         for key, cls in configs.items():
-            for path, f, typ in _flatten(cls):
+            for path, f, typ, owner in _flatten(cls):
                 flag = f.metadata.get("cli") or f.name.replace("_", "-")
                 pname = flag.replace("-", "_")
                 default = defaults.get(pname, _default(f))
@@ -111,16 +120,24 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
                     owners[pname].append((key, path))
                     continue
                 owners[pname] = [(key, path)]
+                sources[pname] = owner.__name__, f.name
                 extra.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY,
                                                default=_option(f, typ, default, flag), annotation=typ))
 
         @functools.wraps(fn)
         def wrapper(**kw):
+            ctx = kw.pop("siftlm_ctx")
             values: dict[str, dict] = {key: {} for key in configs}
             for key, path, v in fixed:
                 values[key][path] = v
+            preset = kw.pop("preset", None) if presets else None
+            if preset is not None and preset not in presets:
+                fail(f"unknown preset {preset!r}{closest(preset, presets)}; known: {', '.join(presets)}", code=2)
             for pname, targets in owners.items():
                 v = kw.pop(pname)
+                cls_name, fname = sources[pname]
+                if preset and fname in presets[preset].get(cls_name, {}) and not _given(ctx, pname):
+                    v = presets[preset][cls_name][fname]
                 for key, path in targets:
                     values[key][path] = str(v) if isinstance(v, Path) else v
             try:
@@ -134,6 +151,10 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
                 fail(_message(e))
 
         # typer tells arguments from options by their default; all are passed by keyword
+        if presets:
+            extra.append(inspect.Parameter("preset", inspect.Parameter.KEYWORD_ONLY, annotation=typing.Optional[str],
+                                           default=typer.Option(None, help=preset_help)))
+        extra.append(inspect.Parameter("siftlm_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own + extra]
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {p.name: p.annotation for p in params}    # resolved types, not strings

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from siftlm.select.dpp import greedy_map, quality_weights
+from siftlm.select.dpp import greedy_map
 
 
 def rbf(x, gamma):
@@ -12,12 +12,18 @@ def rbf(x, gamma):
     return np.exp(-gamma * d2)
 
 
+def paper_kernel(x, gamma, quality=None, lam=0.0):
+    """The DPP paper's L = diag(e^{beta q}) K diag(e^{beta q}), beta = lambda / (2 (1 - lambda)), q as given."""
+    L = rbf(x, gamma)
+    if quality is not None and lam:
+        w = np.exp(lam / (2 * (1 - lam)) * np.asarray(quality))
+        L = w[:, None] * L * w[None, :]
+    return L
+
+
 def brute_force(x, m, gamma, quality=None, lam=0.0):
     """Obviously correct greedy: try every remaining item, keep the largest log det of L_S."""
-    L = rbf(x, gamma)
-    w = quality_weights(quality, lam)
-    if w is not None:
-        L = w[:, None] * L * w[None, :]
+    L = paper_kernel(x, gamma, quality, lam)
     picked = []
     for _ in range(m):
         best, best_val = None, -np.inf
@@ -39,13 +45,45 @@ def test_same_picks_in_the_same_order_as_brute_force(seed, lam):
     x = rng.standard_normal((40, 5)) * 0.5  # kernel values ~0.5: correlated items, no near-ties
     q = rng.standard_normal(40) * 3 + 1 if lam else None
     want, L = brute_force(x, 12, 0.3, q, lam)
-    for dtype in (torch.float64, torch.float32):
+    for dtype in ("float64", "float32"):
         got = greedy_map(x, 12, gamma=0.3, quality=q, lam=lam, dtype=dtype)
         assert got.order.tolist() == want and got.stopped is None
-    got = greedy_map(x, 12, gamma=0.3, quality=q, lam=lam, dtype=torch.float64)
+    got = greedy_map(x, 12, gamma=0.3, quality=q, lam=lam)
+    assert got.settings["dtype"] == "float64"                  # the default where memory allows
     # marginal gains add up to the log determinant of the selected kernel
     sign, logdet = np.linalg.slogdet(L[np.ix_(want, want)])
     assert sign > 0 and got.gains.sum() == pytest.approx(logdet, abs=1e-8)
+
+
+def test_quality_is_used_as_given_and_standardising_is_an_option():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 5)) * 0.5
+    q = rng.standard_normal(40) * 0.4 + 3                     # a score on its own scale
+    raw = greedy_map(x, 10, gamma=0.3, quality=q, lam=0.3)
+    assert raw.order.tolist() == brute_force(x, 10, 0.3, q, 0.3)[0]
+    z = (q - q.mean()) / q.std()
+    std = greedy_map(x, 10, gamma=0.3, quality=q, lam=0.3, standardize=True)
+    assert std.order.tolist() == brute_force(x, 10, 0.3, z, 0.3)[0] and std.order.tolist() != raw.order.tolist()
+
+
+def test_large_quality_values_do_not_overflow_and_gains_are_the_papers_log_det():
+    """#output tokens as quality at lambda = 0.9 (the paper's setting): e^{4.5 * 700} overflows float64, the picks
+    and log det L_S = log det K_S + 2 beta sum q_S (closed form) must not."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((60, 8)) * 0.3
+    q = rng.integers(10, 700, 60).astype(float)
+    res = greedy_map(x, 8, gamma=0.5, quality=q, lam=0.9)
+    assert res.stopped is None and np.isfinite(res.gains).all()
+    beta = 0.9 / (2 * 0.1)
+    ks = rbf(x, 0.5)[np.ix_(res.order, res.order)]
+    assert res.gains.sum() == pytest.approx(np.linalg.slogdet(ks)[1] + 2 * beta * q[res.order].sum(), rel=1e-10)
+    K, picked = rbf(x, 0.5), []                                # brute force on log det K_S + 2 beta sum q_S
+    for _ in range(8):
+        cands = [i for i in range(60) if i not in picked]
+        vals = [np.linalg.slogdet(K[np.ix_(picked + [i], picked + [i])])[1] + 2 * beta * q[picked + [i]].sum()
+                for i in cands]
+        picked.append(cands[int(np.argmax(vals))])
+    assert res.order.tolist() == picked
 
 
 def test_singular_kernel_stops_and_says_why():
@@ -55,27 +93,44 @@ def test_singular_kernel_stops_and_says_why():
     assert "singular after 3 of 10 picks" in res.stopped
 
 
-def test_checkpoint_resume_gives_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize("crash_after_saves", [1, 2, 3])
+def test_resume_after_a_crash_makes_exactly_the_uninterrupted_picks(tmp_path, monkeypatch, crash_after_saves):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((200, 8))
-    clean = greedy_map(x, 30, gamma=0.2)
+    x = rng.standard_normal((300, 8)) / np.sqrt(8)            # random directions: many near-ties
+    q = rng.standard_normal(300)
+    clean = greedy_map(x, 30, gamma=0.2, quality=q, lam=0.4)
     import siftlm.select.dpp as dpp
 
     real_save, calls = dpp._save, {"n": 0}
 
-    def crash_after_two_saves(*a, **k):
+    def crash(*a, **k):
         real_save(*a, **k)
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == crash_after_saves:
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(dpp, "_save", crash_after_two_saves)
+    monkeypatch.setattr(dpp, "_save", crash)
     with pytest.raises(KeyboardInterrupt):
-        greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck", checkpoint_every=7)
+        greedy_map(x, 30, gamma=0.2, quality=q, lam=0.4, checkpoint=tmp_path / "ck", checkpoint_every=7)
     monkeypatch.setattr(dpp, "_save", real_save)
-    resumed = greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck", checkpoint_every=7)
+    resumed = greedy_map(x, 30, gamma=0.2, quality=q, lam=0.4, checkpoint=tmp_path / "ck", checkpoint_every=7)
     assert resumed.order.tolist() == clean.order.tolist()
-    np.testing.assert_allclose(resumed.gains, clean.gains, atol=1e-5)
+    assert np.array_equal(resumed.gains, clean.gains)          # bit for bit: the residuals were restored, not redone
+
+
+def test_a_checkpoint_serves_smaller_budgets_and_continues_for_larger_ones(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((200, 8))
+    greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck")
+    import siftlm.select.dpp as dpp
+
+    monkeypatch.setattr(dpp.torch, "sqrt", lambda *a: pytest.fail("a prefix must not be recomputed"))
+    small = greedy_map(x, 10, gamma=0.2, checkpoint=tmp_path / "ck")
+    monkeypatch.undo()
+    assert small.order.tolist() == greedy_map(x, 10, gamma=0.2).order.tolist()
+    larger = greedy_map(x, 45, gamma=0.2, checkpoint=tmp_path / "ck")
+    clean = greedy_map(x, 45, gamma=0.2)
+    assert larger.order.tolist() == clean.order.tolist() and np.array_equal(larger.gains, clean.gains)
     with pytest.raises(RuntimeError, match="other settings"):
         greedy_map(x, 30, gamma=0.5, checkpoint=tmp_path / "ck")
     with pytest.raises(RuntimeError, match="other settings"):               # other features, same shape

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 IGNORE = -100
 
+ALPACA_RESPONSE_HEADER = "### Response:\n"
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
 )
@@ -39,7 +40,7 @@ def _alpaca_segments(messages: list[dict], eos: str) -> list[tuple[str, bool]]:
     segs: list[tuple[str, bool]] = [((system + "\n\n") if system else ALPACA_PREAMBLE, False)]
     for m in messages:
         if m["role"] == "user":
-            segs.append((f"### Instruction:\n{m['content']}\n\n### Response:\n", False))
+            segs.append((f"### Instruction:\n{m['content']}\n\n{ALPACA_RESPONSE_HEADER}", False))
         elif m["role"] == "assistant":
             segs.append((m["content"] + eos, True))
             segs.append(("\n\n", False))
@@ -48,37 +49,59 @@ def _alpaca_segments(messages: list[dict], eos: str) -> list[tuple[str, bool]]:
     return segs
 
 
+def _render(tokenizer, msgs: list[dict], gen: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+    except Exception as e:  # e.g. jinja's raise_exception("roles must alternate"): one reject, not a crash
+        raise EncodeError(f"chat template rejected the conversation: {e}") from e
+
+
 def _chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
     """Split the chat-template rendering into prompt and response text by rendering each prefix.
 
-    The response text of assistant turn k is render(messages[:k+1]) minus render(messages[:k], generation prompt),
-    so it includes the template's end-of-turn marker (which the model must learn to emit).
+    The response text of assistant turn k is render(messages[:k+1]) minus render(messages[:k], generation prompt):
+    the content and the template's end-of-turn marker (which the model must learn to emit). Whitespace the template
+    writes after the marker (ChatML's "\n" after "<|im_end|>") is never generated, so it is prompt, not response.
     """
-    def render(msgs, gen):
-        try:
-            return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
-        except Exception as e:  # e.g. jinja's raise_exception("roles must alternate"): one reject, not a crash
-            raise EncodeError(f"chat template rejected the conversation: {e}") from e
-
     segs: list[tuple[str, bool]] = []
     done = ""
     for k, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = render(messages[:k], True)
-        full = render(messages[: k + 1], False)
+        prompt = _render(tokenizer, messages[:k], True)
+        full = _render(tokenizer, messages[: k + 1], False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise EncodeError("chat template does not render conversations prefix-consistently")
-        segs.append((prompt[len(done):], False))
-        segs.append((full[len(prompt):], True))
+        response = full[len(prompt):]
+        body = response.rstrip()
+        segs += [(prompt[len(done):], False), (body, True), (response[len(body):], False)]
         done = full
     return [s for s in segs if s[0]]
 
 
+def _use_chat(tokenizer, template: str) -> bool:
+    if template not in ("auto", "chat", "alpaca"):
+        raise ValueError(f"unknown template {template!r}; known: auto, chat, alpaca")
+    return template == "chat" or bool(template == "auto" and getattr(tokenizer, "chat_template", None))
+
+
+def response_headers(tokenizer, messages: list[dict], *, template: str = "auto") -> list[str]:
+    """The text the template puts right before each assistant turn, without the conversation before it: the
+    generation prompt (ChatML's "<|im_start|>assistant\n", Llama 3's "<|start_header_id|>assistant<|end_header_id|>
+    \n\n", Alpaca's "### Response:\n"). Empty when the template adds nothing for a generation prompt."""
+    if not _use_chat(tokenizer, template):
+        return [ALPACA_RESPONSE_HEADER for m in messages if m["role"] == "assistant"]
+    headers = []
+    for k, m in enumerate(messages):
+        if m["role"] == "assistant":
+            with_gen, without = _render(tokenizer, messages[:k], True), _render(tokenizer, messages[:k], False)
+            headers.append(with_gen[len(without):] if with_gen.startswith(without) else "")
+    return headers
+
+
 def segments(tokenizer, messages: list[dict], *, template: str = "auto") -> list[tuple[str, bool]]:
     """(text, is_response) pieces of one conversation. ``template``: auto | chat | alpaca."""
-    use_chat = template == "chat" or (template == "auto" and getattr(tokenizer, "chat_template", None))
-    if use_chat:
+    if _use_chat(tokenizer, template):
         return _chat_segments(tokenizer, messages)
     return _alpaca_segments(messages, tokenizer.eos_token or "")
 
@@ -128,9 +151,16 @@ def encode(tokenizer, example_id: str, messages: list[dict], *, max_length: int 
 
 def encode_response_only(tokenizer, example_id: str, messages: list[dict], *,
                          max_length: int | None = None, template: str = "auto") -> Encoded:
-    """The responses without their prompts, for P(y) in IFD: BOS (or EOS when there is no BOS) then the
-    response text of every assistant turn, all of it labelled."""
-    segs = [(text, True) for text, is_resp in segments(tokenizer, messages, template=template) if is_resp]
+    """The responses without their prompts, for s(A) in IFD: BOS (or EOS when there is no BOS), then for every
+    assistant turn its response header (unlabelled) and its response (labelled, exactly as ``encode`` labels it).
+
+    The header follows Cherry LLM's released script, which scores "### Response:" + answer: the model is told a
+    response follows, so IFD = s(A|Q) / s(A) measures what the instruction adds, not what the template's role
+    marker adds. With a chat template the header is its generation prompt (``response_headers``).
+    """
+    responses = [text for text, is_resp in segments(tokenizer, messages, template=template) if is_resp]
+    headers = response_headers(tokenizer, messages, template=template)
+    segs = [s for h, r in zip(headers, responses, strict=True) for s in ((h, False), (r, True)) if s[0]]
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     ids, labels = _tokenize(tokenizer, segs)
     return _apply_max_length(example_id, [start] + ids, [IGNORE] + labels, max_length, keep=1)
@@ -186,8 +216,8 @@ def encode_pair(tokenizer, example_id: str, messages: list[dict], chosen: str, r
     """One prompt and two responses as token ids, shared prompt, as DPO trains on them.
 
     Each of prompt + chosen and prompt + rejected is rendered and tokenised as ``encode`` does; the final
-    assistant turn's labelled tokens are the response (with the template's end-of-turn text, e.g. ChatML's
-    "<|im_end|>\n", exactly as SFT trains on it); unlabelled tokens after it are dropped. The prompt
+    assistant turn's labelled tokens are the response (with the template's end-of-turn marker, e.g. ChatML's
+    "<|im_end|>", exactly as SFT labels it); unlabelled tokens after it are dropped. The prompt
     must tokenise identically in both, else the pair is rejected. Over ``max_length``, the prompt is cut
     from the left (after the BOS) by what the longer response needs, so both keep the same prompt.
     """

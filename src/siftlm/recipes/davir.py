@@ -36,11 +36,13 @@ def reference_config(folder: Path, given: TrainConfig) -> TrainConfig:
     return from_dict(TrainConfig, json.loads(ident.read_text())["config"]) if ident.exists() else given
 
 
-def score_dataset(cfg: RunConfig, timer: Timer | None = None) -> tuple[Prepared, pd.DataFrame, dict]:
-    """Base pass, response-only pass, reference fine-tune with trajectory, every score."""
+def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tuple[Prepared, pd.DataFrame, dict]:
+    """Base pass, response-only pass, reference fine-tune with trajectory, every score (``lm``: the model, if it is
+    loaded already)."""
     timer = timer or Timer()
-    with timer("load model"):
-        lm = load_model(cfg.model)
+    if lm is None:
+        with timer("load model"):
+            lm = load_model(cfg.model)
     with timer("read + encode"):
         prep = prepare(read_dataset(cfg.data, format=cfg.format), lm.tokenizer, cfg.signals)
     with timer("base loss pass"):

@@ -46,8 +46,10 @@ def length_table(pairs: pd.DataFrame, beta: float = 0.1, losses: list[str] | Non
 
 
 def analyze_dpo_length(data: str, adapter: str, model: str, out: str | Path, signals: SignalConfig, *,
-                       beta: float = 0.1, davir_beta: float | None = None, format: str | None = None) -> pd.DataFrame:
-    """Write ``pairs.parquet``, ``dpo_length.json``, ``dpo_length.png`` and ``report.html`` into ``out``."""
+                       beta: float = 0.1, davir_beta: float | None = None, format: str | None = None,
+                       with_values: bool = False):
+    """Write ``pairs.parquet``, ``dpo_length.json``, ``dpo_length.png`` and ``report.html`` into ``out``; returns
+    the correlation table (and, ``with_values``, the per-pair objectives and the pair table too)."""
     lm = load_model(model, adapter=str(adapter))
     pairs = policy_reference_table(lm, prepare_pairs(read_dataset(data, format=format), lm.tokenizer, signals))
     table, values = length_table(pairs, beta, davir_beta=davir_beta)
@@ -59,4 +61,4 @@ def analyze_dpo_length(data: str, adapter: str, model: str, out: str | Path, sig
         tmp.write_text(table.to_json(orient="records", indent=2))
     fig = page.scatter(pairs["length_diff"].to_numpy(), values, table)
     page.write(table, fig, out, title=f"DPO objectives vs length: {adapter} on {Path(data).name} ({len(pairs)} pairs)")
-    return table
+    return (table, values, pairs) if with_values else table

@@ -1,19 +1,29 @@
 """Greedy MAP inference for a DPP with an RBF kernel (Chen et al. 2018; DPP-diversity paper §3-4).
 
-Kernel: K_ij = exp(-gamma * ||x_i - x_j||^2); with a quality score q (standardised to mean 0, std 1 first,
-so beta means the same on any scale), L = diag(e^{beta q}) K diag(e^{beta q}), beta = lambda / (2 (1 - lambda)),
-which maximises lambda * sum q_i + (1 - lambda) * log det K_Y (paper eq. 1; q plays the role of log-quality).
+Kernel: K_ij = exp(-gamma * ||x_i - x_j||^2); with a quality score q, L = diag(e^{beta q}) K diag(e^{beta q}),
+beta = lambda / (2 (1 - lambda)), which maximises lambda * sum q_i + (1 - lambda) * log det K_Y (paper eq. 1;
+q plays the role of log-quality). q is used as given, so lambda means what the paper's lambda means on that
+score's scale; ``standardize=True`` rescales q to mean 0 and standard deviation 1 first (an option of ours, named
+in every reason).
 
-The incremental Cholesky update keeps, for every item, its squared residual d_i^2 (the marginal gain of
-adding it is log d_i^2) and one row of Cholesky coefficients per pick. Kernel rows are computed on the fly
+Since L_S = W_S K_S W_S, the Cholesky factor of L is K's scaled by the weights, and the marginal gain of adding
+item i is log d_i^2 + 2 beta q_i, with d_i^2 item i's residual under K (between 0 and 1). The incremental
+Cholesky update therefore runs on K alone and the quality enters only in log space: no e^{beta q} is ever formed,
+so a score such as #output tokens at lambda = 0.9 (beta = 4.5) neither overflows nor underflows. The update keeps,
+for every item, d_i^2 and one row of Cholesky coefficients per pick. Kernel rows are computed on the fly
 from the features, so memory is O(N * (M + D)) and no N x N matrix ever exists. Time is O(N M D + N M^2).
-The rows are immutable once computed, so a checkpoint appends them to a file and a resumed run continues
-from the last saved pick. If every remaining d_i^2 falls below ``eps`` the kernel restricted to the
-picks is numerically singular: the run stops and says how many it picked and why.
+float64 by default (near-ties between items flip picks in float32), float32 when float64 would not fit.
+
+A checkpoint folder holds the rows (appended; they never change), the picks and the exact d^2 at the last save,
+so a resumed run makes exactly the picks an uninterrupted one makes, and a run with a smaller budget reuses the
+prefix of a larger one (greedy picks do not depend on the budget). An item whose residual d_i^2 falls below
+``eps`` lies numerically in the span of the picks and is passed over; when no item is left, the run stops and
+says how many it picked and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,18 +39,21 @@ from siftlm.scores import direction
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count
 
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+MEMORY_SHARE = 0.5      # float64 unless its state would take more than this share of the free memory
+
 
 @dataclass
 class DPPResult:
     order: np.ndarray                      # picked item indices, in pick order
-    gains: np.ndarray                      # log marginal gain of each pick; their sum is log det L_S
+    gains: np.ndarray                      # log marginal gain of each pick under L; their sum is log det L_S
     requested: int
     stopped: str | None = None             # why fewer than ``requested`` were picked, else None
     settings: dict = field(default_factory=dict)
 
 
-def quality_weights(quality, lam: float) -> np.ndarray | None:
-    """e^{beta q} with q standardised; None when there is no quality or lambda = 0 (diversity only)."""
+def quality_log_weights(quality, lam: float, *, standardize: bool = False) -> np.ndarray | None:
+    """2 beta q: the log of L_ii / K_ii = e^{2 beta q_i}; None when there is no quality or lambda = 0."""
     if quality is None or lam == 0:
         return None
     if not 0 <= lam < 1:
@@ -48,68 +61,91 @@ def quality_weights(quality, lam: float) -> np.ndarray | None:
     q = np.asarray(quality, dtype=np.float64)
     if not np.isfinite(q).all():
         raise ValueError(f"quality has {int((~np.isfinite(q)).sum())} non-finite values; drop or fill them first")
-    sd = q.std()
-    q = (q - q.mean()) / (sd if sd > 0 else 1.0)
-    beta = lam / (2 * (1 - lam))
-    return np.exp(beta * q)
+    if standardize:
+        sd = q.std()
+        q = (q - q.mean()) / (sd if sd > 0 else 1.0)
+    return 2 * (lam / (2 * (1 - lam))) * q
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def choose_dtype(n: int, m: int, d: int, device: torch.device, asked: str = "auto") -> torch.dtype:
+    """float64 unless its state (features, M rows of N coefficients, a few N-vectors) would take more than half
+    the free memory; ``asked`` float64 / float32 forces one."""
+    if asked != "auto":
+        if asked not in DTYPES:
+            raise ValueError(f"unknown DPP dtype {asked!r}; known: auto, {', '.join(DTYPES)}")
+        return DTYPES[asked]
+    need = 8 * n * (m + d + 4)
+    return torch.float64 if need <= MEMORY_SHARE * _free_bytes(device) else torch.float32
 
 
 def _digest(*tensors: torch.Tensor) -> str:
-    import hashlib
-
     h = hashlib.sha1()
     for t in tensors:
         h.update(t.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float = 0.0, eps: float = 1e-10,
-               scale: float = 1.0, device: str | None = None, dtype=torch.float32,
+def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float = 0.0, standardize: bool = False,
+               eps: float = 1e-10, scale: float = 1.0, device: str | None = None, dtype: torch.dtype | str = "auto",
                checkpoint: str | Path | None = None, checkpoint_every: int = 256) -> DPPResult:
     """Pick up to ``m`` items maximising log det L_S greedily. ``scale`` multiplies the kernel (for tests of
-    scale invariance). ``checkpoint``: a folder for resumable state (Cholesky rows appended as they are made)."""
-    x = torch.as_tensor(np.asarray(features), dtype=dtype, device=device)
-    eps = max(eps, 10 * torch.finfo(dtype).eps)      # below float32's resolution a residual is rounding noise
-    n = x.shape[0]
+    scale invariance). ``checkpoint``: a folder for resumable state."""
+    n, d = np.shape(features)
     m = min(m, n)
-    w = quality_weights(quality, lam)
-    w = torch.ones(n, dtype=dtype, device=x.device) if w is None else torch.as_tensor(w, dtype=dtype, device=x.device)
+    dev = torch.device(device or "cpu")
+    dtype = dtype if isinstance(dtype, torch.dtype) else choose_dtype(n, m, d, dev, dtype)
+    x = torch.as_tensor(np.asarray(features), dtype=dtype, device=dev)
+    eps = max(eps, 10 * torch.finfo(dtype).eps)      # below the dtype's resolution a residual is rounding noise
+    logw = quality_log_weights(quality, lam, standardize=standardize)
+    logw = torch.zeros(n, dtype=dtype, device=dev) if logw is None else torch.as_tensor(logw, dtype=dtype, device=dev)
     sq = (x * x).sum(1)
-    diag = scale * w * w                              # L_ii: K_ii = 1 for the RBF kernel
-    rows = torch.empty((m, n), dtype=dtype, device=x.device)
+    settings = {"gamma": gamma, "lambda": lam, "standardize": standardize, "eps": eps, "scale": scale, "n": n,
+                "dtype": str(dtype).removeprefix("torch."),
+                "inputs": _digest(x, logw)}   # another feature set or quality must never resume this state
+    rows = torch.empty((m, n), dtype=dtype, device=dev)
     order: list[int] = []
     gains: list[float] = []
-    settings = {"gamma": gamma, "lambda": lam, "eps": eps, "scale": scale, "n": n, "m": m, "dtype": str(dtype),
-                "inputs": _digest(x, w)}   # another feature set or quality must never resume this state
-    start = _resume(checkpoint, settings, rows, order, gains) if checkpoint else 0
-    d2 = diag - (rows[:start] ** 2).sum(0)
+    d2 = _resume(checkpoint, settings, rows, order, gains) if checkpoint else None
+    if len(order) >= m:                      # a larger run already made these picks: greedy's prefix
+        return DPPResult(np.array(order[:m], dtype=np.int64), np.array(gains[:m]), m, None, settings)
+    if d2 is None:
+        d2 = torch.ones(n, dtype=dtype, device=dev)          # K's residuals: K_ii = 1 for the RBF kernel
+    alive = torch.ones(n, dtype=torch.bool, device=dev)
     if order:
-        d2[torch.as_tensor(order, device=x.device)] = -torch.inf
+        alive[torch.as_tensor(order, device=dev)] = False
+    log_scale = float(np.log(scale))
     stopped = None
-    saved = start
+    saved = start = len(order)
     for j in range(start, m):
-        i = int(torch.argmax(d2))
-        if not d2[i] > eps:
-            stopped = (f"kernel numerically singular after {j} of {m} picks (largest remaining marginal gain "
-                       f"{float(d2[i]):.3g} <= eps {eps}); lower gamma, raise eps or pick fewer")
+        ok = alive & (d2 > eps)              # a residual below eps is rounding noise: in the span of the picks
+        if not bool(ok.any()):
+            stopped = (f"kernel numerically singular after {j} of {m} picks (every remaining item keeps <= eps "
+                       f"{eps} of its own diagonal); lower gamma, raise eps or pick fewer")
             break
+        i = int(torch.argmax(torch.where(ok, torch.log(d2.clamp_min(eps)) + logw, -torch.inf)))
         dj = torch.sqrt(d2[i])
-        k = scale * w[i] * w * torch.exp(-gamma * torch.clamp(sq[i] + sq - 2 * (x @ x[i]), min=0))  # row L_i,:
+        k = torch.exp(-gamma * torch.clamp(sq[i] + sq - 2 * (x @ x[i]), min=0))           # row K_i,:
         e = (k - rows[:j, i] @ rows[:j]) / dj if j else k / dj
         rows[j] = e
+        gains.append(float(torch.log(d2[i]) + logw[i]) + log_scale)
         d2 = d2 - e * e
-        d2[i] = -torch.inf
+        alive[i] = False
         order.append(i)
-        gains.append(float(torch.log(dj * dj)))
         if checkpoint and (len(order) - saved >= checkpoint_every):
-            _save(checkpoint, settings, rows, saved, order, gains)
+            _save(checkpoint, settings, rows, saved, order, gains, d2)
             saved = len(order)
     if checkpoint and len(order) > saved:
-        _save(checkpoint, settings, rows, saved, order, gains)
+        _save(checkpoint, settings, rows, saved, order, gains, d2)
     return DPPResult(np.array(order, dtype=np.int64), np.array(gains), m, stopped, settings)
 
 
-def _save(folder, settings, rows, saved: int, order, gains) -> None:
+def _save(folder, settings, rows, saved: int, order, gains, d2) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     new = rows[saved:len(order)].cpu().numpy()
@@ -118,31 +154,38 @@ def _save(folder, settings, rows, saved: int, order, gains) -> None:
         f.write(new.tobytes())
         f.flush()
         os.fsync(f.fileno())
-    with atomic_write(folder / "state.json") as tmp:
+    with atomic_write(folder / "d2.npy") as tmp:       # the exact residuals: recomputing them would round differently
+        with open(tmp, "wb") as f:
+            np.save(f, d2.cpu().numpy())
+    with atomic_write(folder / "state.json") as tmp:   # written last: it says how many rows and which d2 are valid
         tmp.write_text(json.dumps({"settings": settings, "order": order, "gains": gains}))
 
 
-def _resume(folder, settings, rows, order, gains) -> int:
+def _resume(folder, settings, rows, order, gains) -> torch.Tensor | None:
+    """Load a checkpoint's picks (at most as many rows as ``rows`` holds) and, when it can continue, its d^2."""
     state_file = Path(folder) / "state.json"
     if not state_file.exists():
-        return 0
+        return None
     state = json.loads(state_file.read_text())
     if state["settings"] != settings:
-        raise RuntimeError(f"{folder}: checkpoint was made with other settings {state['settings']}")
-    k = len(state["order"])
+        raise RuntimeError(f"{folder}: checkpoint was made with other settings {state['settings']}; "
+                           "remove the folder to start over")
+    k = min(len(state["order"]), rows.shape[0])
     np_dtype = torch.empty(0, dtype=rows.dtype).numpy().dtype
     data = np.fromfile(Path(folder) / "rows.bin", dtype=np_dtype, count=k * rows.shape[1])
-    rows[:k] = torch.as_tensor(data.reshape(k, rows.shape[1]), dtype=rows.dtype, device=rows.device)
-    order.extend(state["order"])
-    gains.extend(state["gains"])
-    return k
+    rows[:k] = torch.as_tensor(data.reshape(k, rows.shape[1]), device=rows.device)
+    order.extend(state["order"][:k])
+    gains.extend(state["gains"][:k])
+    if k < len(state["order"]):
+        return None                      # a prefix of a longer run: nothing to continue
+    return torch.as_tensor(np.load(Path(folder) / "d2.npy"), device=rows.device)
 
 
 def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     """Greedy MAP DPP: diversity alone (``cfg.lam`` = 0) or quality x diversity with ``cfg.by`` as the quality.
 
     A "keep lowest" score (e.g. lp) is negated to serve as quality. The order is the pick order and each reason
-    names the marginal gain; ``cfg.checkpoint`` makes an interrupted run resume.
+    names the marginal gain, the settings and the precision; ``cfg.checkpoint`` makes an interrupted run resume.
     """
     if features is None:
         raise ValueError(f"--method {cfg.method} needs --features")
@@ -153,14 +196,19 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
             raise ValueError(f"no column {cfg.by!r} for the DPP quality; have {list(table.columns)}")
         sign = -1.0 if direction(cfg.by, cfg.direction) == "low" else 1.0
         quality = sign * table[cfg.by].to_numpy(dtype=np.float64)
-    x = np.asarray(features, dtype=np.float32)
+    x = np.asarray(features, dtype=np.float64)
     if cfg.normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     res = greedy_map(x, budget_count(cfg.budget, len(table)), gamma=cfg.gamma, quality=quality, lam=lam,
-                     checkpoint=cfg.checkpoint)
+                     standardize=cfg.standardize, dtype=cfg.dpp_dtype, checkpoint=cfg.checkpoint)
     gain = np.full(len(table), np.nan)
     gain[res.order] = res.gains
+    how = f"gamma={cfg.gamma}, lambda={lam}" + (f", {cfg.by} standardised" if quality is not None and cfg.standardize
+                                                else "") + f", {res.settings['dtype']}"
     q = [f", {cfg.by}={table[cfg.by].iloc[p]:.4g}" for p in res.order] if quality is not None else [""] * len(res.order)
-    reasons = [f"dpp pick {r} of {len(res.order)}: log marginal gain {g:.4g}{qt} (gamma={cfg.gamma}, lambda={lam})"
+    reasons = [f"dpp pick {r} of {len(res.order)}: log marginal gain {g:.4g}{qt} ({how})"
                for r, (g, qt) in enumerate(zip(res.gains, q, strict=True), start=1)]
-    return Picked(res.order, reasons, res.gains, {"dpp_gain": gain}, res.stopped or "")
+    note = res.stopped or ""
+    if res.settings["dtype"] == "float32" and cfg.dpp_dtype == "auto":
+        note = (note + "; " if note else "") + "float32: float64 would not fit in half the free memory"
+    return Picked(res.order, reasons, res.gains, {"dpp_gain": gain}, note)
