@@ -9,6 +9,9 @@ and the ratio.
 
     python bench/loss_pass.py --model builtin:smollm2 --n 300
     python bench/loss_pass.py --model builtin:gemma3-270m --n 100
+
+The engine runs in every precision of ``--dtypes`` (fp32 and bf16 by default) and the bf16 per-example losses are
+compared with the fp32 ones (median relative difference, max absolute difference, Spearman rank correlation).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from _common import save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
+from siftlm.models import precision
 from siftlm.models.load import load_model
 from siftlm.models.template import IGNORE
 from siftlm.signals.losses import loss_pass, pass_padding
@@ -50,45 +55,60 @@ def main() -> None:
     ap.add_argument("--token-budget", type=int, default=4096)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="engine precisions measured side by side")
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
-    lm = load_model(args.model, device=args.device)
+    lm = load_model(args.model, device=args.device, dtype="float32")
     prep = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,
                    SignalConfig(limit=args.n, max_length=args.max_length, progress=False))
     enc = prep.encoded
     real_tokens = sum(len(e.input_ids) for e in enc)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    pad = lm.tokenizer.pad_token_id
 
-    loss_pass(lm.model, enc[:4], pad_id=lm.tokenizer.pad_token_id, token_budget=args.token_budget)  # warm-up
-    naive_loop(lm.model, enc[:2])
-
+    naive_loop(lm.model, enc[:2])                                   # warm-up
     sync()
     t = time.perf_counter()
     ref = naive_loop(lm.model, enc)
     sync()
     t_loop = time.perf_counter() - t
 
-    t = time.perf_counter()
-    got = loss_pass(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, token_budget=args.token_budget)
-    sync()
-    t_engine = time.perf_counter() - t
+    engine = {}
+    for dtype in args.dtypes.split(","):
+        model = lm.model if dtype == "float32" else load_model(args.model, device=args.device, dtype=dtype).model
+        loss_pass(model, enc[:4], pad_id=pad, token_budget=args.token_budget)  # warm-up
+        sync()
+        t = time.perf_counter()
+        got = loss_pass(model, enc, pad_id=pad, token_budget=args.token_budget)
+        sync()
+        engine[dtype] = (time.perf_counter() - t, got["loss"])
 
     res = {
         "model": args.model, "device": str(next(lm.model.parameters()).device),
-        "dtype": str(next(lm.model.parameters()).dtype), "cpu": platform.processor() or platform.machine(),
+        "cpu": platform.processor() or platform.machine(), "amx": precision._amx(),
         "threads": torch.get_num_threads(), "n_examples": len(enc), "real_tokens": real_tokens,
         "response_tokens": int(sum(e.n_response for e in enc)), "token_budget": args.token_budget,
-        "loop_s": round(t_loop, 2), "engine_s": round(t_engine, 2),
-        "loop_tok_s": round(real_tokens / t_loop, 1), "engine_tok_s": round(real_tokens / t_engine, 1),
-        "ratio": round(t_loop / t_engine, 2), "padding": round(pass_padding(enc, args.token_budget), 4),
-        "max_abs_loss_diff": float(np.abs(ref - got["loss"]).max()),
+        "loop_s": round(t_loop, 2), "loop_tok_s": round(real_tokens / t_loop, 1),
+        "padding": round(pass_padding(enc, args.token_budget), 4),
     }
-    print(f"{'':22s}{'per-example loop':>18s}{'siftlm engine':>16s}")
-    print(f"{'seconds':22s}{t_loop:18.1f}{t_engine:16.1f}")
-    print(f"{'real tokens / s':22s}{res['loop_tok_s']:18.1f}{res['engine_tok_s']:16.1f}")
-    print(f"{'padding':22s}{0.0:18.3f}{res['padding']:16.3f}")
-    print(f"ratio (engine / loop throughput): {res['ratio']:.2f}x   max |loss diff|: {res['max_abs_loss_diff']:.2e}")
+    print(f"{'':24s}{'seconds':>10s}{'real tok/s':>12s}{'vs loop':>9s}")
+    print(f"{'per-example loop (fp32)':24s}{t_loop:10.1f}{res['loop_tok_s']:12.1f}{1:9.2f}")
+    for dtype, (secs, loss) in engine.items():
+        res[f"engine_{dtype}_s"] = round(secs, 2)
+        res[f"engine_{dtype}_tok_s"] = round(real_tokens / secs, 1)
+        res[f"ratio_{dtype}"] = round(t_loop / secs, 2)
+        res[f"max_abs_loss_diff_{dtype}"] = float(np.abs(ref - loss).max())
+        print(f"{'siftlm engine ' + dtype:24s}{secs:10.1f}{real_tokens / secs:12.1f}{t_loop / secs:9.2f}")
+    if "float32" in engine and "bfloat16" in engine:
+        (s32, l32), (s16, l16) = engine["float32"], engine["bfloat16"]
+        res["bf16_speedup"] = round(s32 / s16, 2)
+        res["bf16_median_rel_diff"] = float(np.median(np.abs(l16 - l32) / np.abs(l32)))
+        res["bf16_max_abs_diff"] = float(np.abs(l16 - l32).max())
+        res["bf16_spearman"] = float(stats.spearmanr(l32, l16).statistic)
+        print(f"bf16 vs fp32: {res['bf16_speedup']:.2f}x faster; per-example loss median rel diff "
+              f"{res['bf16_median_rel_diff']:.2e}, max abs {res['bf16_max_abs_diff']:.3f}, Spearman {res['bf16_spearman']:.4f}")
+    print(f"padding {res['padding']:.3f}; max |loss diff| vs the loop (fp32): {res.get('max_abs_loss_diff_float32', 0):.2e}")
     save_result(args.out, f"loss_pass-{slug(args.model)}-{res['device']}", res)
 
 

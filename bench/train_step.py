@@ -11,15 +11,18 @@ Both start from the same LoRA initialisation on the same real alpaca_en_demo exa
 from __future__ import annotations
 
 import argparse
+import platform
 import tempfile
 import time
 
 import torch
+from scipy import stats
 
 from _common import save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
+from siftlm.models import precision
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.signals.prepare import prepare
@@ -40,15 +43,34 @@ def naive_epoch(model, encoded, per_step: int, lr: float) -> None:
             opt.zero_grad(set_to_none=True)
 
 
+def trajectory_agreement(model: str, n: int, store: str) -> dict:
+    """Spearman between the fp32 and the bf16 rankings of LP(1), LP_app(1) and DavIR from a 2-epoch LoRA reference."""
+    from siftlm.config import RunConfig
+    from siftlm.recipes.davir import score_dataset
+
+    tables = {}
+    for dtype in ("float32", "bfloat16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = RunConfig(data=str(demo_data("alpaca_en_demo")), model=model, out=tmp, ifd=False,
+                            signals=SignalConfig(limit=n, max_length=512, store=f"{store}/{dtype}", dtype=dtype),
+                            train=TrainConfig(epochs=2, lr=1e-3, token_budget=1024))
+            tables[dtype] = score_dataset(cfg)[1]
+    return {k: round(float(stats.spearmanr(tables["float32"][k], tables["bfloat16"][k], nan_policy="omit").statistic), 4)
+            for k in ("lp", "lp_app", "davir")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="builtin:smollm2")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--token-budget", type=int, default=1024, help="padded tokens per step (siftlm)")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="siftlm's loop in each of these precisions")
+    ap.add_argument("--agreement", type=int, default=0, help="also train 2-epoch references on this many examples in "
+                                                             "fp32 and bf16 and compare the LP, LP_app, DavIR rankings")
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
-    lm = load_model(args.model, device="cpu")
+    lm = load_model(args.model, device="cpu", dtype="float32")
     prep = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,
                    SignalConfig(limit=args.n, max_length=512, progress=False))
     enc = prep.encoded
@@ -58,24 +80,32 @@ def main() -> None:
 
     torch.manual_seed(0)
     t = time.perf_counter()
-    naive_epoch(load_model(args.model, device="cpu").model, enc, per_step, 1e-3)
+    naive_epoch(load_model(args.model, device="cpu", dtype="float32").model, enc, per_step, 1e-3)
     t_naive = time.perf_counter() - t
 
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        train(lm.model, lm.fingerprint, enc, tmp, TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget),
-              pad_id=lm.tokenizer.pad_token_id, evaluate=lambda *a: None)
-        t_ours = time.perf_counter() - t
-
-    res = {"model": args.model, "n_examples": len(enc), "real_tokens": tokens, "optimizer_steps": n_steps,
-           "examples_per_step": per_step, "naive_s": round(t_naive, 2), "siftlm_s": round(t_ours, 2),
-           "naive_tok_s": round(tokens / t_naive, 1), "siftlm_tok_s": round(tokens / t_ours, 1),
-           "ratio": round(t_naive / t_ours, 2)}
-    print(f"{'':22s}{'per-example loop':>18s}{'siftlm train':>14s}")
-    print(f"{'seconds (1 epoch)':22s}{t_naive:18.1f}{t_ours:14.1f}")
-    print(f"{'real tokens / s':22s}{res['naive_tok_s']:18.1f}{res['siftlm_tok_s']:14.1f}")
-    print(f"ratio: {res['ratio']:.2f}x  ({n_steps} optimizer steps of ~{per_step} examples)")
+    res = {"model": args.model, "cpu": platform.processor() or platform.machine(), "amx": precision._amx(),
+           "n_examples": len(enc), "real_tokens": tokens, "optimizer_steps": n_steps, "examples_per_step": per_step,
+           "naive_s": round(t_naive, 2), "naive_tok_s": round(tokens / t_naive, 1)}
+    print(f"{'':26s}{'seconds':>10s}{'real tok/s':>12s}{'vs loop':>9s}")
+    print(f"{'per-example loop (fp32)':26s}{t_naive:10.1f}{tokens / t_naive:12.1f}{1:9.2f}")
+    for dtype in args.dtypes.split(","):
+        model = load_model(args.model, device="cpu", dtype=dtype).model
+        torch.manual_seed(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            train(model, lm.fingerprint, enc, tmp, TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget),
+                  pad_id=lm.tokenizer.pad_token_id, evaluate=lambda *a: None)
+            secs = time.perf_counter() - t
+        res[f"siftlm_{dtype}_s"], res[f"siftlm_{dtype}_tok_s"] = round(secs, 2), round(tokens / secs, 1)
+        res[f"ratio_{dtype}"] = round(t_naive / secs, 2)
+        print(f"{'siftlm train ' + dtype:26s}{secs:10.1f}{tokens / secs:12.1f}{t_naive / secs:9.2f}")
+    if "siftlm_float32_s" in res and "siftlm_bfloat16_s" in res:
+        res["bf16_speedup"] = round(res["siftlm_float32_s"] / res["siftlm_bfloat16_s"], 2)
+        print(f"bf16 vs fp32 (LoRA epoch): {res['bf16_speedup']:.2f}x")
+    if args.agreement:
+        with tempfile.TemporaryDirectory() as store:
+            res["trajectory_spearman_fp32_vs_bf16"] = trajectory_agreement(args.model, args.agreement, store)
+        print(f"rank agreement fp32 vs bf16 ({args.agreement} examples, 2 epochs): {res['trajectory_spearman_fp32_vs_bf16']}")
     save_result(args.out, f"train_step-{slug(args.model)}", res)
 
 

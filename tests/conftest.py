@@ -98,3 +98,12 @@ def pair_file(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in pair_rows(16)))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _fp32_everywhere(monkeypatch):
+    """`--dtype auto` picks bf16 on CPUs with AMX; the suite's exact comparisons are written for fp32, so every test
+    sees a CPU without AMX (tests/models/test_precision.py checks the choice itself and the bf16 path)."""
+    from siftlm.models import precision
+
+    monkeypatch.setattr(precision, "_amx", lambda: False)

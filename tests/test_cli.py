@@ -264,14 +264,77 @@ def test_a_preset_sets_what_the_user_did_not(monkeypatch, tmp_path, alpaca_file)
 
     seen = {}
 
-    def record(cfg):
+    def record(cfg, select=True):
         seen["cfg"] = cfg
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(davir, "score_to_file", record)
+    monkeypatch.setattr(davir, "run_davir", record)
     res = runner.invoke(app, ["score", str(alpaca_file), "--preset", "lp-paper", "--epochs", "4"])
     assert res.exit_code == 1 and "stop here" in res.output
     t = seen["cfg"].train
     assert (t.full, t.epochs, t.lr) == (True, 4, 2e-5)           # --epochs given: kept; the rest from the paper
     res = runner.invoke(app, ["score", str(alpaca_file), "--preset", "lp-papr"])
     assert res.exit_code == 2 and "unknown preset 'lp-papr' (did you mean 'lp-paper'?)" in res.output
+
+
+def test_a_full_disk_during_training_is_one_line_and_leaves_no_temporaries(tmp_path, alpaca_file, model_dir, monkeypatch):
+    from collections import namedtuple
+
+    import siftlm.signals.trajectory as trajectory
+
+    def failing_save(obj, path, *a, **k):
+        open(path, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "
+                           "file write failed")
+
+    monkeypatch.setattr(trajectory.torch, "save", failing_save)
+    monkeypatch.setattr(trajectory.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1, 1, 0))
+    res = runner.invoke(app, ["train", str(alpaca_file), "--model", str(model_dir), "--out", str(tmp_path / "ref"),
+                              "--store", str(tmp_path / "st"), "--epochs", "1", "--train-budget", "512"])
+    assert res.exit_code == 1 and "no space left on device writing" in res.output and "Traceback" not in res.output
+    assert not list((tmp_path / "ref").glob("*.tmp")) and not (tmp_path / "ref" / "epoch-1").exists()
+
+
+def test_a_read_only_output_is_one_line(tmp_path, alpaca_file, model_dir, monkeypatch):
+    import errno
+
+    import siftlm.signals.trajectory as trajectory
+
+    def read_only(model, folder, tokenizer=None):
+        raise OSError(errno.EROFS, "Read-only file system", str(folder))
+
+    monkeypatch.setattr(trajectory, "save_folder", read_only)
+    res = runner.invoke(app, ["train", str(alpaca_file), "--model", str(model_dir), "--out", str(tmp_path / "ref"),
+                              "--store", str(tmp_path / "st"), "--epochs", "1", "--train-budget", "512"])
+    assert res.exit_code == 1 and "read-only: cannot write" in res.output and "Traceback" not in res.output
+
+
+def test_signals_and_score_write_rejects_and_counts_and_fail_in_one_line(tmp_path, model_dir):
+    bad = tmp_path / "broken.json"
+    bad.write_text('[{"instruction": "q", "output": "a"}, {"instruction": ')
+    notjson = tmp_path / "n.jsonl"
+    notjson.write_text("hello\nworld\n")
+    for path in (bad, notjson):
+        for verb in ("signals", "score"):
+            res = runner.invoke(app, [verb, str(path), "--model", str(model_dir), "--store", str(tmp_path / "st"),
+                                      "--out", str(tmp_path / f"o-{verb}.parquet" if verb == "signals" else tmp_path / "o")])
+            assert res.exit_code == 1 and path.name in res.output and "Traceback" not in res.output, res.output
+    data = tmp_path / "d.jsonl"
+    rows = [{"instruction": f"q{i}", "output": f"a{i} " * 3} for i in range(6)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n{oops\n" + json.dumps(
+        {"instruction": "long", "output": "z " * 300}) + "\n")
+    res = runner.invoke(app, ["signals", str(data), "--model", str(model_dir), "--store", str(tmp_path / "st"),
+                              "--max-length", "128", "--out", str(tmp_path / "s.parquet")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rejects = [json.loads(x) for x in (tmp_path / "s.parquet.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [8, 9] and "does not fit in max_length=128" in rejects[1]["reason"]
+    assert "skipped" in res.output and "rejected: malformed JSON" in res.output
+    res = runner.invoke(app, ["score", str(data), "--model", str(model_dir), "--store", str(tmp_path / "st"),
+                              "--max-length", "128", "--out", str(tmp_path / "run"), "--epochs", "2", "--train-budget",
+                              "512"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["counts"] == {"read": 9, "kept": 6, "rejected": 2, "skipped": 1, "unused_by_limit": 0}
+    assert summary["rejects_by_reason"] == {"malformed JSON": 1, "response does not fit in max_length": 1}
+    assert "rejected: response does not fit in max_length" in res.output
+    assert (tmp_path / "run" / "report.html").exists() and len((tmp_path / "run" / "rejects.jsonl").read_text().splitlines()) == 2

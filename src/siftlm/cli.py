@@ -29,6 +29,7 @@ from siftlm.config import (
     TrainConfig,
 )
 from siftlm.data import read_dataset, summarize, write_rejects
+from siftlm.data.io import rejects_by_reason
 from siftlm.options import Fail, fail, load_config, verb
 from siftlm.signals import PASS_HELP
 
@@ -67,10 +68,20 @@ def show(title: str, rows: list, header: tuple = ("item", "value")) -> None:
     console.print(t)
 
 
-def show_correlations(corr: dict) -> None:
+def show_counts(counts: dict, reasons: dict) -> None:
+    """read = kept + rejected + skipped + unused, with the rejects by reason under them."""
+    show("records", [(k.replace("_", " "), v) for k, v in counts.items()]
+         + [(f"  rejected: {k}", n) for k, n in reasons.items()], ("count", "n"))
+
+
+def show_summary(summary: dict, out) -> None:
+    show_counts(summary["counts"], summary.get("rejects_by_reason", {}))
+    show("summary", [(f"time: {k}", f"{v:.1f} s") for k, v in summary["timings_s"].items()]
+         + [(f"mean {k}", "nan" if v is None else f"{v:.4g}") for k, v in summary["score_means"].items()])
     show("length dependence (DavIR Tables 1-2): correlation with total tokens",
-         [(k.split("~")[0], f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}") for k, v in corr.items()
-          if k.endswith("~tokens_total")], ("signal", "pearson", "spearman"))
+         [(k.split("~")[0], f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}")
+          for k, v in summary["length_correlations"].items() if k.endswith("~tokens_total")], ("signal", "pearson", "spearman"))
+    console.print(f"outputs in {out}/: " + ", ".join(Path(p).name for p in summary["outputs"].values()))
 
 
 @verb(app, configs={"src": DataConfig})
@@ -79,7 +90,8 @@ def inspect(data: Path = DATA, rejects: Optional[Path] = typer.Option(None, help
     """Detect the format, count examples and rejects, show the first rejects."""
     ds = read_dataset(data, format=src.format)
     s = summarize(ds)
-    show(f"{data}  ({s['format']})", [("read", s["n_read"]), ("kept", s["n_kept"]), ("rejected", s["n_rejected"])]
+    show(f"{data}  ({s['format']})", [("read", s["n_read"]), ("kept", s["n_kept"]), ("rejected", s["n_rejected"]),
+                                       ("skipped (blank)", s["n_skipped"])]
          + [(f"  rejected: {k}", n) for k, n in s["rejects_by_reason"].items()]
          + [(f"  kind: {k}", n) for k, n in s["kinds"].items()], ("count", "n"))
     for r in ds.rejects[:show_n]:
@@ -101,10 +113,15 @@ def signals(data: Path = DATA, pass_: str = typer.Option("loss", "--pass", help=
             out: Optional[Path] = typer.Option(None, help="also write the pass here: .parquet (id, columns, vector) or "
                                                ".npy (vectors only)"), *, sig: SignalConfig, grad: GradConfig, src: DataConfig):
     """Run one batched model pass over a dataset into the signal store (skips finished shards)."""
-    from siftlm.recipes.signals import compute_signals  # torch and transformers: imported when a verb needs them
+    from siftlm.recipes.signals import (
+        compute_signals,  # torch and transformers: imported when a verb needs them
+        rejects_path,
+    )
 
-    frame = compute_signals(str(data), pass_, sig, model=model, adapter=str(adapter) if adapter else None, grad=grad,
-                            text=text, format=src.format, out=out)
+    frame, prep = compute_signals(str(data), pass_, sig, model=model, adapter=str(adapter) if adapter else None,
+                                  grad=grad, text=text, format=src.format, out=out)
+    show_counts(prep.counts(), rejects_by_reason(prep.rejects))
+    console.print(f"rejects -> {rejects_path(out, sig.store, str(data))}")
     scalars = [c for c in frame.columns if c not in ("id", "vector")]
     dims = [("vector dim", len(frame["vector"].iloc[0]))] if "vector" in frame else []
     show(f"pass {pass_}: {len(frame)} examples" + (f" -> {out}" if out else ""),
@@ -119,22 +136,29 @@ def train(data: Path = DATA, model: str = MODEL,
     """Fine-tune on all examples (the reference model), evaluating every example before and after each epoch."""
     from siftlm.recipes.davir import train_on_data
 
-    frames = train_on_data(str(data), model, str(out), sig, tcfg, format=src.format)
+    frames, prep = train_on_data(str(data), model, str(out), sig, tcfg, format=src.format)
+    show_counts(prep.counts(), rejects_by_reason(prep.rejects))
     show(f"trajectory in {out}", [(i, f"{f['loss'].mean():.4f}", f"{f['acc'].mean():.4f}") for i, f in enumerate(frames)],
          ("epoch", "mean loss", "token acc"))
 
 
 @verb(app, configs={"cfg": RunConfig}, exclude={"by", "budget", "direction"}, presets=PRESETS, preset_help=PRESET_HELP)
 def score(*, cfg: RunConfig):
-    """Every score (DavIR, RHO-LM, LP, LP_app, IFD, EL2N, ppl, forgetting, tokens) into OUT/scores.parquet.
+    """Every score (DavIR, RHO-LM, LP, LP_app, IFD, EL2N, ppl, forgetting, tokens) into OUT/scores.parquet, with
+    rejects.jsonl, summary.json and report.html. Runs or reuses the base pass, the reference fine-tune
+    (OUT/reference, or --reference) with its trajectory and the response-only pass."""
+    from siftlm.recipes.davir import run_davir
 
-    Runs or reuses the base pass, the reference fine-tune (OUT/reference) with its trajectory and the
-    response-only pass."""
-    from siftlm.recipes.davir import score_to_file
+    show_summary(run_davir(cfg, select=False), cfg.out)
 
-    table, info = score_to_file(cfg)
-    show_correlations(info["length_correlations"])
-    console.print(f"{len(table)} examples scored -> {Path(cfg.out) / 'scores.parquet'}; non-finite: {info['non_finite']}")
+
+@verb(app, configs={"cfg": RunConfig}, presets=PRESETS, preset_help=PRESET_HELP)
+def run(*, cfg: RunConfig):
+    """Score and select on your own data and model in one command (what demo does): writes scores.parquet,
+    selection.parquet, selected.jsonl, rejects.jsonl, summary.json and report.html to OUT."""
+    from siftlm.recipes.davir import run_davir
+
+    show_summary(run_davir(cfg), cfg.out)
 
 
 @verb(app, "select", configs={"cfg": SelectConfig})
@@ -150,13 +174,14 @@ def select_(out: Path = typer.Option(Path("siftlm-selection"), help="output fold
 
 @verb(app)
 def mix(config: Path = typer.Argument(..., help="YAML: sources: [{name, scores, data, method, budget, ...}]"),
-        out: Optional[Path] = typer.Option(None, help="output folder (default: the file's `out`, else siftlm-mix)")):
+        out: Optional[Path] = typer.Option(None, help="output folder (default: the file's `out`, else siftlm-mix, "
+                                           "relative to the mix file like every path in it)")):
     """Select from several sources, each with its own method and budget, into one selection with a source column."""
     from siftlm.select.mix import load_mix
     from siftlm.select.mix import mix as run_mix
 
     sources, extra = load_mix(config)
-    out = out or Path(extra.get("out", "siftlm-mix"))
+    out = out or Path(extra["out"])
     summary = run_mix(sources, out)
     for name, s in summary["sources"].items():
         if "note" in s:
@@ -227,12 +252,7 @@ def demo(*, cfg: RunConfig):
     from siftlm.recipes.davir import run_davir
 
     cfg.data, cfg.signals.store = str(demo_data("alpaca_en_demo")), str(Path(cfg.out) / "store")
-    summary = run_davir(cfg)
-    show("siftlm summary", [(k, summary["counts"][k]) for k in ("read", "rejected", "unused_by_limit", "kept", "selected")]
-         + [(f"time: {k}", f"{v:.1f} s") for k, v in summary["timings_s"].items()]
-         + [(f"mean {k}", "nan" if v is None else f"{v:.4g}") for k, v in summary["score_means"].items()])
-    show_correlations(summary["length_correlations"])
-    console.print(f"outputs in {cfg.out}/: " + ", ".join(Path(p).name for p in summary["outputs"].values()))
+    show_summary(run_davir(cfg), cfg.out)
 
 
 @verb(app, configs={"cfg": ReproduceConfig}, presets=PRESETS, preset_help=PRESET_HELP)
@@ -247,7 +267,7 @@ def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-tab
          ("table", "quantity", "paper", "ours [95% CI]", "verdict"))
 
 
-def run() -> None:  # pragma: no cover
+def main_entry() -> None:  # pragma: no cover
     try:
         app()
     except KeyboardInterrupt:
@@ -255,4 +275,4 @@ def run() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    run()
+    main_entry()

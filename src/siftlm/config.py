@@ -8,7 +8,7 @@ a plain mapping into a config and rejects unknown keys, naming the closest known
 from __future__ import annotations
 
 import difflib
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
@@ -57,8 +57,13 @@ class SignalConfig:
                                 "rejected")
     template: str = opt("auto", "auto (the tokenizer's chat template when it has one) | chat | alpaca")
     token_budget: int = opt(4096, "padded tokens per forward batch")
-    shard_size: int = opt(512, "examples per stored shard (the unit of resume)")
+    shard_size: int | None = opt(None, "examples per stored shard, the unit of resume (default: shards of about "
+                                       "--shard-tokens tokens each)")
+    shard_tokens: int = opt(32768, "tokens per stored shard when --shard-size is not given (about a minute of a "
+                                   "135M model's forward on 2 CPU cores)")
     limit: int | None = opt(None, "use only the first N valid examples")
+    dtype: str = opt("auto", "compute precision: auto (bfloat16 on GPUs that support it and CPUs with AMX, else float32) "
+                             "| float32 | bfloat16; softmax statistics, losses and optimizer master weights stay fp32")
     progress: bool = opt(True, hidden=True)
 
 
@@ -75,6 +80,13 @@ class TrainConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     seed: int = opt(0, "seed of the LoRA initialisation and the batch order")
+    gradient_checkpointing: bool = opt(False, "recompute the decoder's activations in the backward: less memory per "
+                                              "token, more time (bench/memory.py measures both)",
+                                       aliases=("activation-checkpointing",))
+
+    def identity(self) -> dict:
+        """The settings that change the trained weights (not how memory is traded for time)."""
+        return {k: v for k, v in asdict(self).items() if k != "gradient_checkpointing"}
 
 
 @dataclass

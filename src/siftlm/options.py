@@ -21,9 +21,10 @@ from rich.console import Console
 
 from siftlm.config import closest
 from siftlm.data import DataError
+from siftlm.data.io import disk_error
 
 err_console = Console(stderr=True)
-USER_ERRORS = (DataError, ValueError, KeyError, FileNotFoundError, NotADirectoryError, RuntimeError)
+USER_ERRORS = (DataError, ValueError, KeyError, OSError, RuntimeError)
 
 
 class Fail(Exception):
@@ -36,6 +37,8 @@ def fail(message: str, code: int = 1):
 
 
 def _message(e: BaseException) -> str:
+    if disk_error(e):
+        return disk_error(e)
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     return " ".join(str(msg).split()) if msg else type(e).__name__
 

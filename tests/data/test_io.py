@@ -16,7 +16,7 @@ from siftlm.data import (
     write_rejects,
     write_selected,
 )
-from siftlm.data.io import examples_table, read_records
+from siftlm.data.io import BLANK, examples_table, read_records
 
 ROWS = [
     {"id": "a1", "instruction": "Add.", "input": "2 and 3", "output": "5"},
@@ -36,7 +36,7 @@ def test_every_reject_reason(tmp_path: Path):
         json.dumps({"id": 1, **good}),  # 1 kept
         '{"instruction": "q", "output": ',  # 2 malformed
         "[1, 2]",  # 3 not an object
-        "",  # blank: skipped, not counted
+        "",  # 4 blank: skipped, counted as read and skipped
         json.dumps({"instruction": "q"}),  # 5 missing output
         json.dumps({"instruction": "q", "output": 42}),  # 6 wrong type
         json.dumps({"instruction": "q", "output": "   "}),  # 7 empty response
@@ -70,9 +70,10 @@ def test_every_reject_reason(tmp_path: Path):
         assert (line, field) == (want_line, want_field)
         assert want_reason in reason
     assert all(r.source == str(tmp_path / "bad.jsonl") for r in ds.rejects)
-    assert ds.n_read == 12 == len(ds.examples) + len(ds.rejects)
+    assert ds.n_read == 13 == len(ds.examples) + len(ds.rejects) + ds.n_skipped and ds.n_skipped == 1
     summary = summarize(ds)
-    assert summary["n_kept"] == 2 and summary["n_rejected"] == 10 and summary["n_read"] == 12
+    assert summary["n_kept"] == 2 and summary["n_rejected"] == 10 and summary["n_read"] == 13
+    assert summary["n_skipped"] == 1
     assert summary["rejects_by_reason"]["empty response"] == 2
     assert summary["rejects_by_reason"]["duplicate id"] == 2
     assert summary["kinds"] == {"sft": 2}
@@ -145,7 +146,8 @@ def test_every_file_type_gives_the_same_examples(tmp_path: Path):
         assert not ds.rejects, ds.rejects
         assert [e.id for e in ds.examples] == [e.id for e in first.examples], ds.path
         assert [e.messages for e in ds.examples] == [e.messages for e in first.examples]
-        assert [e.line for e in ds.examples] == [1, 2, 3]
+        csv = ds.path.endswith((".csv", ".tsv"))                   # file lines: the header is line 1
+        assert [e.line for e in ds.examples] == ([2, 3, 4] if csv else [1, 2, 3]), ds.path
 
 
 def test_hf_dataset_dict_split(tmp_path: Path):
@@ -176,7 +178,7 @@ def test_nothing_valid_still_returns_a_dataset(tmp_path: Path):
     assert ds.examples == [] and ds.n_read == 3 == len(ds.rejects)
     empty = write_lines(tmp_path / "empty.jsonl", ["", "  "])
     ds = read_dataset(empty)
-    assert ds.examples == [] and ds.rejects == [] and ds.n_read == 0
+    assert ds.examples == [] and ds.rejects == [] and ds.n_read == 2 == ds.n_skipped
 
 
 def test_whole_file_errors_name_the_file(tmp_path: Path):
@@ -199,8 +201,33 @@ def test_read_records_yields_line_numbers(tmp_path: Path):
     path = write_lines(tmp_path / "r.jsonl", ['{"a": 1}', "", "{bad", "3"])
     got = list(read_records(path))
     assert got[0] == (1, {"a": 1}, None)
-    assert got[1][0] == 3 and got[1][1] is None and got[1][2].startswith("malformed JSON")
-    assert got[2] == (4, None, "record is not a JSON object")
+    assert got[1] == (2, None, BLANK)
+    assert got[2][0] == 3 and got[2][1] is None and got[2][2].startswith("malformed JSON")
+    assert got[3] == (4, None, "record is not a JSON object")
+
+
+def test_csv_rejects_name_the_file_line_even_after_multi_line_cells(tmp_path: Path):
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,output\n"two\nlines",a\n\nq,\nx,y,z\nq2,b\n')
+    ds = read_dataset(path)
+    assert [e.line for e in ds.examples] == [2, 7]
+    assert [(r.line, r.reason.split(":")[0]) for r in ds.rejects] == [(5, "empty response"), (6, "malformed CSV")]
+    assert ds.n_skipped == 1 and ds.n_read == 5
+
+
+def test_format_is_detected_past_broken_records_at_the_top(tmp_path: Path):
+    lines = [json.dumps({"junk": i}) for i in range(150)] + [json.dumps(r) for r in ROWS]
+    ds = read_dataset(write_lines(tmp_path / "late.jsonl", lines))
+    assert ds.format == "alpaca" and len(ds.examples) == 3 and len(ds.rejects) == 150
+
+
+def test_prompt_response_records_are_prompt_completion(tmp_path: Path):
+    rows = [{"prompt": "p1", "response": "r1"}, {"prompt": "p2", "answer": "r2"}, {"prompt": "p3", "output": "r3"}]
+    ds = read_dataset(write_lines(tmp_path / "pr.jsonl", [json.dumps(r) for r in rows]))
+    assert ds.format == "prompt_completion" and not ds.rejects
+    assert [e.messages[-1]["content"] for e in ds.examples] == ["r1", "r2", "r3"]
+    ds = read_dataset(write_lines(tmp_path / "bad.jsonl", [json.dumps({"prompt": "p"})]), format="prompt_completion")
+    assert ds.rejects[0].field == "completion" and "or response, output, answer" in ds.rejects[0].reason
 
 
 def test_atomic_write_leaves_nothing_on_error(tmp_path: Path):

@@ -38,3 +38,25 @@ def test_response_nll_equals_the_models_own_loss_per_example(tokenizer, model):
         with torch.no_grad():
             ref = model(torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss
         assert nll[rows == i].mean().item() == pytest.approx(ref.item(), abs=1e-5)
+
+
+
+def test_chunked_training_loss_equals_one_piece_in_value_and_gradient(tokenizer, model, monkeypatch):
+    import copy
+
+    import siftlm.models.forward as forward
+
+    enc = _encoded(tokenizer, 6)
+    batch = collate(enc, list(range(6)), tokenizer.pad_token_id)
+    results = []
+    for elements in (1 << 30, 259 * 16):                                # one chunk, then chunks of 16 positions
+        monkeypatch.setattr(forward, "TRAIN_LOGIT_ELEMENTS", elements)
+        m = copy.deepcopy(model).train()
+        nll, _ = response_nll(m, batch)
+        nll.mean().backward()
+        results.append((nll.detach(), {n: q.grad.clone() for n, q in m.named_parameters()}))
+    (a, ga), (b, gb) = results
+    assert a.shape[0] > 32                                               # really several chunks
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    for n in ga:
+        torch.testing.assert_close(ga[n], gb[n], rtol=1e-5, atol=1e-7)

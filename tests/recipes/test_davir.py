@@ -18,7 +18,7 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
                     train=TrainConfig(epochs=2, lr=5e-3, token_budget=512))
     s = run_davir(cfg)
     c = s["counts"]
-    assert c == {"read": 34, "kept": 25, "rejected": 4, "unused_by_limit": 5, "selected": 3}
+    assert c == {"read": 34, "kept": 25, "rejected": 4, "skipped": 0, "unused_by_limit": 5, "selected": 3}
     out = tmp_path / "out"
     table = pd.read_parquet(out / "scores.parquet")
     assert table["selected"].sum() == 3 and set(table.loc[table["selected"], "rank"]) == {1, 2, 3}

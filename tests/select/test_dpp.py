@@ -137,3 +137,39 @@ def test_a_checkpoint_serves_smaller_budgets_and_continues_for_larger_ones(tmp_p
         greedy_map(x[::-1].copy(), 30, gamma=0.2, checkpoint=tmp_path / "ck")
     with pytest.raises(RuntimeError, match="other settings"):               # same features, a quality score
         greedy_map(x, 30, gamma=0.2, quality=rng.standard_normal(200), lam=0.5, checkpoint=tmp_path / "ck")
+
+
+KILLED = """
+import os, signal, sys
+import numpy as np
+import siftlm.select.dpp as dpp
+folder, after = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(7)
+x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
+real, n = dpp._save, [0]
+def dying(*a, **k):
+    real(*a, **k)
+    n[0] += 1
+    if n[0] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+dpp._save = dying
+dpp.greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=folder, checkpoint_every=9)
+"""
+
+
+@pytest.mark.parametrize("after", [1, 4])
+def test_kill_9_mid_selection_then_resume_gives_identical_picks(tmp_path, after):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(after)], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    rng = np.random.default_rng(7)
+    x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
+    resumed = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=tmp_path / "ck", checkpoint_every=9)
+    clean = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3)
+    assert resumed.order.tolist() == clean.order.tolist() and np.array_equal(resumed.gains, clean.gains)

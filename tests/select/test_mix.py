@@ -1,6 +1,7 @@
 """Mixing several sources under their own budgets."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -79,3 +80,30 @@ def test_mix_dedups_by_content_not_by_the_records_own_ids(tmp_path):
     assert summary["duplicates_across_sources"] == 1 and summary["selected"] == 11
 
 
+
+
+@pytest.mark.parametrize("name", ["../../../escaped", "/tmp/siftlm-escaped-abs", "a/b", "..", ".hidden"])
+def test_hostile_source_names_are_refused_and_nothing_is_written_outside(tmp_path, name):
+    a, _ = _source(tmp_path, "a", 10, 0)
+    work = tmp_path / "deep" / "er"
+    work.mkdir(parents=True)
+    (work / "mix.yaml").write_text(f"out: mixed\nsources:\n  - {{name: {json.dumps(name)}, scores: {tmp_path / 'a.parquet'}, "
+                                   f"data: {a}, budget: 3}}\n")
+    before = {p for p in tmp_path.rglob("*")}
+    res = runner.invoke(app, ["mix", str(work / "mix.yaml")])
+    assert res.exit_code == 1 and "must be a plain file name" in res.output and "Traceback" not in res.output
+    assert {p for p in tmp_path.rglob("*")} == before and not (tmp_path / "escaped").exists()
+    assert not Path("/tmp/siftlm-escaped-abs").exists()
+
+
+def test_mix_out_is_relative_to_the_file(tmp_path, monkeypatch):
+    a, _ = _source(tmp_path, "a", 10, 0)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "mix.yaml").write_text("out: mixed\nsources:\n  - {scores: ../a.parquet, data: ../a.jsonl, "
+                                               "budget: 3}\n")
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["mix", "sub/mix.yaml"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "sub" / "mixed" / "selected.jsonl").exists() and not (tmp_path / "mixed").exists()
+    sources, extra = load_mix(tmp_path / "sub" / "mix.yaml")
+    assert extra["out"] == str(tmp_path / "sub" / "mixed") and sources[0].name == "a"

@@ -16,7 +16,7 @@ def test_prepare_pairs_accounts_for_every_record(tmp_path, tokenizer):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prep = prepare_pairs(read_dataset(path), tokenizer, SignalConfig(limit=3, progress=False))
     c = prep.counts()
-    assert c == {"read": 6, "kept": 3, "rejected": 1, "unused_by_limit": 2}
+    assert c == {"read": 6, "kept": 3, "rejected": 1, "skipped": 0, "unused_by_limit": 2}
 
 
 def test_prepare_sft_rejects_what_does_not_fit_and_counts_the_limit(tmp_path, tokenizer):
@@ -24,11 +24,12 @@ def test_prepare_sft_rejects_what_does_not_fit_and_counts_the_limit(tmp_path, to
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prep = prepare(read_dataset(path), tokenizer, SignalConfig(max_length=200, progress=False))
-    assert prep.counts() == {"read": 8, "kept": 6, "rejected": 2, "unused_by_limit": 0}
+    assert prep.counts() == {"read": 8, "kept": 6, "rejected": 2, "skipped": 0, "unused_by_limit": 0}
     assert any("does not fit in max_length=200" in r.reason and r.line == 7 for r in prep.rejects)
     assert [len(e.input_ids) <= 200 for e in prep.encoded] == [True] * 6
     limited = prepare(read_dataset(path), tokenizer, SignalConfig(max_length=200, limit=4, progress=False))
-    assert limited.counts() == {"read": 8, "kept": 4, "rejected": 1, "unused_by_limit": 3}  # the long one is past the limit
+    # the long one is past the limit
+    assert limited.counts() == {"read": 8, "kept": 4, "rejected": 1, "skipped": 0, "unused_by_limit": 3}
     assert limited.fingerprint != prep.fingerprint and limited.ids == prep.ids[:4]
 
 
@@ -49,6 +50,6 @@ def test_prepare_texts_keeps_every_valid_record(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(5)))
     prep = prepare_texts(read_dataset(path), SignalConfig(limit=3, progress=False), part="response")
     assert prep.kind == "text" and prep.encoded == [r["output"] for r in alpaca_rows(3)]
-    assert prep.counts() == {"read": 5, "kept": 3, "rejected": 0, "unused_by_limit": 2}
+    assert prep.counts() == {"read": 5, "kept": 3, "rejected": 0, "skipped": 0, "unused_by_limit": 2}
     other = prepare_texts(read_dataset(path), SignalConfig(limit=3, progress=False), part="full")
     assert other.fingerprint != prep.fingerprint

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siftlm.signals.store import PassSpec, is_complete, load_pass, pass_dir, run_pass
+from siftlm.signals.store import PassSpec, is_complete, load_pass, pass_dir, run_pass, shard_bounds
 
 IDS = [f"e{i}" for i in range(10)]
 
@@ -29,10 +29,10 @@ def test_rerun_skips_done_shards_and_resumes(tmp_path):
         return _compute(calls)(start, stop)
 
     with pytest.raises(RuntimeError):
-        run_pass(tmp_path, spec, IDS, failing, shard_size=3)
+        run_pass(tmp_path, spec, IDS, failing, bounds=shard_bounds([1] * 10, size=3))
     assert calls == [0, 3] and not is_complete(tmp_path, spec)
     calls.clear()
-    out = run_pass(tmp_path, spec, IDS, _compute(calls), shard_size=3)
+    out = run_pass(tmp_path, spec, IDS, _compute(calls), bounds=shard_bounds([1] * 10, size=3))
     assert calls == [6, 9]  # only the unfinished shards
     assert list(out["id"]) == IDS and list(out["x"]) == [float(i * i) for i in range(10)]
     assert is_complete(tmp_path, spec)
@@ -87,3 +87,65 @@ def test_kill_9_mid_pass_then_rerun_gives_identical_results(tmp_path, model_dir,
     assert run(tmp_path / "s2", 99).returncode == 0
     clean = pd.read_parquet(tmp_path / "out.parquet")
     pd.testing.assert_frame_equal(resumed, clean)
+
+
+def test_shards_are_sized_by_tokens_or_by_count():
+    assert shard_bounds([10] * 7, size=3) == [[0, 3], [3, 6], [6, 7]]
+    assert shard_bounds([5, 5, 30, 1, 1, 1, 40, 2], target=10) == [[0, 2], [2, 3], [3, 7], [7, 8]]
+    assert shard_bounds([3, 3], target=100) == [[0, 2]] and shard_bounds([], target=5) == [[0, 0]]
+
+
+def test_a_small_dataset_gets_several_shards_so_a_killed_run_resumes(tmp_path, tokenizer, alpaca_file):
+    from siftlm.config import SignalConfig
+    from siftlm.data import read_dataset
+    from siftlm.signals.passes import _weights
+    from siftlm.signals.prepare import prepare
+
+    prep = prepare(read_dataset(alpaca_file), tokenizer, SignalConfig(shard_tokens=500, progress=False))
+    bounds = shard_bounds(_weights(prep), target=500)
+    tokens = [sum(len(e.input_ids) for e in prep.encoded[a:b]) for a, b in bounds]
+    assert len(bounds) > 3 and all(t >= 500 for t in tokens[:-1])           # 24 examples, not one shard of 512
+
+
+LOCKED = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from siftlm.signals.store import PassSpec, run_pass, shard_bounds
+    root, log = sys.argv[1:3]
+    ids = [f"e{i}" for i in range(8)]
+    def compute(start, stop):
+        with open(log, "a") as f:
+            f.write(f"{start} {os.getpid()}\\n")
+        time.sleep(0.4)
+        return {"x": np.arange(start, stop, dtype=float)}
+    out = run_pass(root, PassSpec("p", "d", "m", {}), ids, compute, bounds=shard_bounds([1] * 8, size=1))
+    print(out["x"].tolist())
+""")
+
+
+def test_two_processes_on_one_store_compute_each_shard_once(tmp_path):
+    script = tmp_path / "locked.py"
+    script.write_text(LOCKED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "st"), str(tmp_path / "log")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    assert outs[0][0] == outs[1][0] and "[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]" in outs[0][0]
+    computed = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    assert sorted(int(s) for s, _ in computed) == list(range(8))              # no shard twice
+    assert len({pid for _, pid in computed}) == 2                              # and both did some of the work
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    spec = PassSpec("p", "d", "m", {})
+    folder = pass_dir(tmp_path, spec)
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (folder / "shard-00000.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    calls = []
+    out = run_pass(tmp_path, spec, IDS, _compute(calls))
+    assert calls == [0] and len(out) == 10 and not (folder / "shard-00000.lock").exists()

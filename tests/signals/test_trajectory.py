@@ -86,3 +86,24 @@ def test_full_fine_tuning_saves_a_loadable_model_with_the_same_fingerprint(tmp_p
     lm2, prep2 = _setup(model_dir, alpaca_file, tmp_path / "store2")
     frames2, _ = train_reference(lm2, prep2, tmp_path / "full", cfg)        # recomputed from the saved model
     np.testing.assert_allclose(frames2[1]["loss"], frames[1]["loss"], atol=1e-5)
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    plain, fps = train_reference(lm, prep, tmp_path / "plain", CFG)
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store2")
+    ckpt, fps2 = train_reference(lm, prep, tmp_path / "ckpt", TrainConfig(**{**CFG.__dict__, "gradient_checkpointing": True}))
+    assert fps2 == fps                          # same weights: checkpointing trades memory for time, not numbers
+    np.testing.assert_allclose(ckpt[-1]["loss"], plain[-1]["loss"], atol=1e-6)
+
+
+def test_an_identity_written_before_a_setting_existed_still_matches(tmp_path, model_dir, alpaca_file):
+    import json
+
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
+    ident = tmp_path / "ref" / "siftlm-identity.json"
+    old = json.loads(ident.read_text())
+    del old["config"]["max_grad_norm"]                               # as if written before the setting existed
+    ident.write_text(json.dumps(old))
+    train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # reused, no error

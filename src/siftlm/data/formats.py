@@ -255,15 +255,21 @@ def _side(value: Any, path: str, role: str) -> list[dict]:
     raise RecordError(path, f"wrong type: expected string or list of messages, got {_type_name(value)}")
 
 
+COMPLETION_KEYS = ("completion", "response", "output", "answer")   # TRL's name first, then common ones
+
+
 def convert_prompt_completion(record: dict) -> Converted:
     prompt = _finish_prompt(_side(_require(record, "prompt"), "prompt", "user"), "prompt")
-    completion = _side(_require(record, "completion"), "completion", "assistant")
+    key = next((k for k in COMPLETION_KEYS if _has(record, k)), None)
+    if key is None:
+        raise RecordError("completion", f"missing required field 'completion' (or {', '.join(COMPLETION_KEYS[1:])})")
+    completion = _side(record[key], key, "assistant")
     for i, m in enumerate(completion):
         if m["role"] != "assistant":
-            raise RecordError(f"completion[{i}]", f"completion must hold assistant turns, got '{m['role']}'")
+            raise RecordError(f"{key}[{i}]", f"completion must hold assistant turns, got '{m['role']}'")
     if not completion or not completion[-1]["content"].strip():
-        raise RecordError("completion", "empty response")
-    return _finish_sft([*prompt, *completion], "completion"), None, None
+        raise RecordError(key, "empty response")
+    return _finish_sft([*prompt, *completion], key), None, None
 
 
 def convert_preference(record: dict) -> Converted:
@@ -322,7 +328,7 @@ def guess_format(record: dict) -> str | None:
     """The format one record looks like, or None. Preference wins whenever chosen+rejected exist."""
     if _has(record, "chosen") and _has(record, "rejected"):
         return "preference"
-    if _has(record, "prompt") and _has(record, "completion"):
+    if _has(record, "prompt") and any(_has(record, k) for k in COMPLETION_KEYS):
         return "prompt_completion"
     if _has(record, "messages"):
         first = _first_item(record["messages"])
@@ -334,10 +340,24 @@ def guess_format(record: dict) -> str | None:
     return None
 
 
+DETECT_VOTES = 100
+
+
 def detect_format(records: list[dict]) -> str:
-    """Majority vote over the first 100 dict records (ties go to the order of FORMATS)."""
-    sample = [r for r in records if isinstance(r, dict)][:100]
-    votes = Counter(g for g in map(guess_format, sample) if g is not None)
+    """Majority vote over the first 100 records that look like a known format (records that look like none, e.g.
+    broken objects at the top of a file, are passed over; ties go to the order of FORMATS)."""
+    votes: Counter = Counter()
+    sample = []
+    for r in records:
+        if not isinstance(r, dict):
+            continue
+        sample.append(r)
+        guess = guess_format(r)
+        if guess is not None:
+            votes[guess] += 1
+            if sum(votes.values()) >= DETECT_VOTES:
+                break
+    sample = sample[:DETECT_VOTES]
     if not votes:
         keys = sorted({str(k) for r in sample for k in r})
         seen = ", ".join(keys) if keys else "(no records)"

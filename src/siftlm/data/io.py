@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -61,6 +62,14 @@ REASON_KINDS = (
     "prompt must end with a user turn",
     "text too long",
     "duplicate id",
+    "duplicate of line",
+    "response does not fit in max_length",
+    "no response tokens",
+    "chat template",
+    "not a preference pair",
+    "the prompt tokenises differently",
+    "blank line",
+    "malformed CSV",
     "chosen and rejected",
     "reply must be an assistant turn",
     "expected a single assistant message",
@@ -69,13 +78,17 @@ REASON_KINDS = (
 )
 
 
+BLANK = "blank line"   # read_records' marker for a blank jsonl line or CSV row: counted as skipped, not rejected
+
+
 @dataclass
 class Dataset:
     path: str
     format: str
     examples: list[Example]
     rejects: list[Reject]
-    n_read: int  # == len(examples) + len(rejects)
+    n_read: int          # == len(examples) + len(rejects) + n_skipped
+    n_skipped: int = 0   # blank lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +124,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
                 yield n, None, f"malformed JSON: invalid UTF-8 ({e.reason} at byte {e.start})"
                 continue
             if not text.strip():
+                yield n, None, BLANK
                 continue
             try:
                 record = json.loads(text)
@@ -154,15 +168,27 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    import pandas as pd
+    """Rows as {header: cell} with the file line each record starts on (quoted cells may span lines)."""
+    import csv
 
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except Exception as e:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=sep)
+            header = next(reader, None)
+            if header is None:
+                return
+            prev = reader.line_num
+            for row in reader:
+                start, prev = prev + 1, reader.line_num
+                if not any(cell.strip() for cell in row):
+                    yield start, None, BLANK
+                elif len(row) != len(header):
+                    yield start, None, f"malformed CSV: {len(row)} fields, the header has {len(header)}"
+                else:
+                    yield start, dict(zip(header, row, strict=True)), None
+    except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read CSV file: {e}") from e
-    for n, record in enumerate(frame.to_dict(orient="records"), start=1):
-        yield _check_dict(n, record)
 
 
 def _read_hf(path: Path, split: str) -> Iterator[tuple[int, dict | None, str | None]]:
@@ -183,7 +209,8 @@ def _read_hf(path: Path, split: str) -> Iterator[tuple[int, dict | None, str | N
 def read_records(path: str | Path, *, split: str = "train") -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield (line or record number, record or None, parse error or None) for every record in path.
 
-    jsonl: 1-based line numbers (blank lines skipped, not yielded). Other types: 1-based record numbers.
+    jsonl and csv: 1-based file line numbers (blank lines yield the error ``BLANK``). Other types: 1-based record
+    numbers.
     """
     path = Path(path)
     if not path.exists():
@@ -264,7 +291,11 @@ def read_dataset(
     examples: list[Example] = []
     rejects: list[Reject] = []
     first_seen: dict[str, int] = {}
+    skipped = 0
     for n, record, error in rows:
+        if error == BLANK:
+            skipped += 1
+            continue
         if record is None:
             rejects.append(Reject(source, n, "", error or "record is not a JSON object"))
             continue
@@ -287,11 +318,40 @@ def read_dataset(
             continue
         first_seen[ex_id] = n
         examples.append(Example(ex_id, messages, chosen, rejected, source, n, record))
-    return Dataset(source, fmt, examples, rejects, len(rows))
+    return Dataset(source, fmt, examples, rejects, len(rows), skipped)
 
 
 # ---------------------------------------------------------------------------------------------
 # writing
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_error(e: BaseException) -> str | None:
+    """One line for a write that failed because the disk is full or the place is not writable, else None."""
+    where = getattr(e, "filename", None) or ""
+    code = getattr(e, "errno", None)
+    if code in NO_SPACE or "No space left on device" in str(e):
+        return f"no space left on device{f' writing {where}' if where else ''}: free some space or write elsewhere"
+    if code in NOT_WRITABLE:
+        return f"read-only: cannot write {where or 'the output'} ({os.strerror(code)}); choose another --out"
+    return None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def umask_permissions(path: str | Path) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the permissions a plain write would: libraries
+    that write through temporary files (safetensors: 0600) otherwise leave some outputs unreadable to others."""
+    path, mask = Path(path), _umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 @contextmanager
@@ -305,9 +365,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+            umask_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -368,6 +426,11 @@ def reason_kind(reason: str) -> str:
     return next((k for k in REASON_KINDS if reason.startswith(k)), reason)
 
 
+def rejects_by_reason(rejects: list[Reject]) -> dict[str, int]:
+    """Reject counts by the stable leading phrase of their reasons, most frequent first."""
+    return dict(Counter(reason_kind(r.reason) for r in rejects).most_common())
+
+
 def summarize(ds: Dataset) -> dict:
     return {
         "path": ds.path,
@@ -375,7 +438,8 @@ def summarize(ds: Dataset) -> dict:
         "n_read": ds.n_read,
         "n_kept": len(ds.examples),
         "n_rejected": len(ds.rejects),
-        "rejects_by_reason": dict(Counter(reason_kind(r.reason) for r in ds.rejects).most_common()),
+        "n_skipped": ds.n_skipped,
+        "rejects_by_reason": rejects_by_reason(ds.rejects),
         "rejects_by_field": dict(Counter(r.field for r in ds.rejects).most_common()),
         "kinds": dict(Counter(e.kind for e in ds.examples).most_common()),
     }

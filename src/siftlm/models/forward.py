@@ -7,12 +7,15 @@ applied only where a response token is predicted, so B x T x V logits never exis
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from siftlm.models.batching import Batch
+from siftlm.models.precision import autocast
 from siftlm.models.template import IGNORE
 
 
@@ -44,10 +47,11 @@ def device_of(model) -> torch.device:
 
 
 def last_hidden(model, batch: Batch) -> torch.Tensor:
-    """The decoder's last hidden states for a padded batch, (B, T, H); no KV cache."""
+    """The decoder's last hidden states for a padded batch, (B, T, H), in the model's compute precision; no KV cache."""
     device = device_of(model)
-    out = parts(model).decoder(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
-                               use_cache=False)
+    with autocast(model):
+        out = parts(model).decoder(input_ids=batch.input_ids.to(device),
+                                   attention_mask=batch.attention_mask.to(device), use_cache=False)
     return out.last_hidden_state
 
 
@@ -64,10 +68,13 @@ def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
     return hidden[sel], shifted[sel], rows
 
 
-def logits(head, h: torch.Tensor, transform: tuple) -> torch.Tensor:
-    """The model's logits (float32) for hidden states ``h`` (N, H), with its logit transform applied."""
+def logits(head, h: torch.Tensor, transform: tuple, model=None) -> torch.Tensor:
+    """The model's logits for hidden states ``h`` (N, H) with its logit transform applied, always float32: the
+    product runs in ``model``'s compute precision, everything after it (transform, softmax, loss) in fp32."""
     softcap, divide_by, multiply_by = transform
-    z = head(h).float()
+    with autocast(model) if model is not None else contextlib.nullcontext():
+        z = head(h)
+    z = z.float()
     if divide_by:
         z = z / divide_by
     if multiply_by:
@@ -77,8 +84,24 @@ def logits(head, h: torch.Tensor, transform: tuple) -> torch.Tensor:
     return z
 
 
+TRAIN_LOGIT_ELEMENTS = 1 << 26    # a training chunk's logits: 256 MB in fp32 (1,024 positions of SmolLM2, 256 of Gemma 3)
+
+
 def response_nll(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,))."""
+    """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,)).
+
+    The output layer runs over the response positions in chunks, each under activation checkpointing, so at most one
+    chunk's logits exist at a time, forward or backward (all of them at once would be N_resp x V floats: gigabytes
+    for a 262k vocabulary); the backward recomputes each chunk's logits, one extra output-layer product.
+    """
     p = parts(model)
     h, targets, rows = response_hidden(model, batch)
-    return F.cross_entropy(logits(p.head, h, p.transform), targets, reduction="none"), rows
+    chunk = max(16, min(1024, TRAIN_LOGIT_ELEMENTS // p.head.weight.shape[0]))
+
+    def nll(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits(p.head, hc, p.transform, model), tc, reduction="none")
+
+    if h.shape[0] <= chunk or not torch.is_grad_enabled():
+        return torch.cat([nll(h[s:s + chunk], targets[s:s + chunk]) for s in range(0, max(h.shape[0], 1), chunk)]), rows
+    return torch.cat([checkpoint(nll, h[s:s + chunk], targets[s:s + chunk], use_reentrant=False)
+                      for s in range(0, h.shape[0], chunk)]), rows

@@ -19,6 +19,10 @@ import torch
 
 from siftlm import assets
 from siftlm.assets import cache_dir
+from siftlm.data.io import umask_permissions
+from siftlm.models import precision
+from siftlm.models.precision import Precision
+from siftlm.progress import console
 
 # peft 0.21 calls a transformers API that transformers 5 deprecates; the warning is not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -31,6 +35,7 @@ class LoadedModel:
     name: str           # what the user asked for
     path: str           # the folder the weights were read from
     fingerprint: str    # identifies the weights (base + adapter) for the signal store
+    precision: Precision | None = None   # compute dtype and why
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -51,6 +56,34 @@ def folder_fingerprint(folder: str | Path) -> str:
     if not files:
         raise FileNotFoundError(f"{folder}: no model or adapter files (*.safetensors, *.json)")
     return _hash_files(files)
+
+
+SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")   # sets in peft: JSON order varies by run
+
+
+def save_folder(model, folder: str | Path, tokenizer=None) -> Path:
+    """``save_pretrained`` (safetensors) with deterministic configs and the usual file permissions.
+
+    peft keeps target modules in a set, so ``adapter_config.json`` lists them in a different order from one
+    process to the next and identical trainings would get different fingerprints; the lists are sorted here.
+    """
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return normalize_saved(folder)
+
+
+def normalize_saved(folder: str | Path) -> Path:
+    """Sort the set-valued lists of a saved folder's configs and give its files the umask permissions."""
+    folder = Path(folder)
+    for config in folder.glob("*config.json"):
+        data = json.loads(config.read_text())
+        if any(isinstance(data.get(k), list) for k in SET_VALUED):
+            data.update({k: sorted(data[k]) for k in SET_VALUED if isinstance(data.get(k), list)})
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    umask_permissions(folder)
+    return folder
 
 
 def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Path:
@@ -77,8 +110,7 @@ def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Pat
     model.tie_weights()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
+    save_folder(model, tmp, tok)
     (tmp / "siftlm-converted.json").write_text(json.dumps({"gguf": str(gguf_path), "size": st.st_size}))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -108,26 +140,23 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_dtype(device: str) -> torch.dtype:
-    """fp32 on CPU (3-6x faster than bf16 on CPUs without AMX), bf16 on GPUs that support it."""
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
-def load_model(spec: str, *, adapter: str | None = None, device: str | None = None,
-               dtype: torch.dtype | None = None, trust_remote_code: bool = False) -> LoadedModel:
+def load_model(spec: str, *, adapter: str | None = None, device: str | None = None, dtype: str | torch.dtype = "auto",
+               master_fp32: bool = False, trust_remote_code: bool = False, quiet: bool = False) -> LoadedModel:
     """Load a causal LM (+ optional PEFT adapter folder) in eval mode.
 
     ``spec``: a local model folder, a ``.gguf`` file, ``builtin:smollm2`` / ``builtin:gemma3-270m``, or a hub id.
+    ``dtype``: the compute precision, auto | float32 | bfloat16 (``siftlm.models.precision``); in bf16 the weights
+    are stored in bf16 unless ``master_fp32`` (full fine-tuning keeps fp32 master weights). The choice and its
+    reason are printed (unless ``quiet``) and kept in ``.precision``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    prec = precision.choose(str(dtype).removeprefix("torch."), device)
+    weights = torch.float32 if master_fp32 else prec.compute
     path = resolve_model_path(spec)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+        path, dtype=weights, trust_remote_code=trust_remote_code, use_safetensors=None
     )
     if Path(path).exists():
         fp = folder_fingerprint(path)
@@ -139,9 +168,12 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
         model = PeftModel.from_pretrained(model, adapter)
         fp = f"{fp}+{folder_fingerprint(adapter)}"
     model.to(device).eval()
+    model.siftlm_compute_dtype = prec.compute
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return LoadedModel(model=model, tokenizer=tok, name=spec, path=path, fingerprint=fp)
+    if not quiet:
+        console.print(f"precision: {prec.name} ({prec.reason})", highlight=False)
+    return LoadedModel(model=model, tokenizer=tok, name=spec, path=path, fingerprint=fp, precision=prec)
 
 
 def load_sentence_model(spec: str = "builtin:all-minilm-l6-v2", *, device: str | None = None,

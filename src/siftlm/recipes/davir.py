@@ -16,7 +16,7 @@ import pandas as pd
 
 from siftlm.config import RunConfig, SelectConfig, TrainConfig, from_dict
 from siftlm.data import read_dataset, write_rejects
-from siftlm.data.io import atomic_write
+from siftlm.data.io import atomic_write, rejects_by_reason
 from siftlm.models.load import load_model
 from siftlm.progress import Timer
 from siftlm.report.selection import write_report
@@ -42,7 +42,7 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tup
     timer = timer or Timer()
     if lm is None:
         with timer("load model"):
-            lm = load_model(cfg.model)
+            lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
     with timer("read + encode"):
         prep = prepare(read_dataset(cfg.data, format=cfg.format), lm.tokenizer, cfg.signals)
     with timer("base loss pass"):
@@ -56,31 +56,39 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tup
     with timer("reference fine-tune + trajectory"):
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
     table, guarded = add_scores(signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj))
-    return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg}
+    return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg,
+                         "precision": {"compute": lm.precision.name, "reason": lm.precision.reason}}
 
 
-def run_davir(cfg: RunConfig) -> dict:
-    """Score, select the top ``cfg.budget`` by ``cfg.by`` and write every output; returns the summary that is
-    also written to ``summary.json``."""
+def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
+    """Score, select the top ``cfg.budget`` by ``cfg.by`` (unless ``select`` is False) and write every output:
+    scores.parquet (selection.parquet, selected.jsonl), rejects.jsonl, summary.json, report.html. Returns the summary."""
     timer = Timer()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     prep, table, extra = score_dataset(cfg, timer)
     write_rejects(prep.rejects, out / "rejects.jsonl")
     with timer("select + write"):
-        picked = topk.pick(table, None, SelectConfig(by=cfg.by, budget=cfg.budget, direction=cfg.direction))
-        table = write_selection(prep.examples, table, picked, out).table
-    counts = {**prep.counts(), "selected": int(table["selected"].sum())}
+        if select:
+            picked = topk.pick(table, None, SelectConfig(by=cfg.by, budget=cfg.budget, direction=cfg.direction))
+            table = write_selection(prep.examples, table, picked, out).table
+        else:
+            with atomic_write(out / "scores.parquet") as tmp:
+                table.to_parquet(tmp, index=False)
+    counts = {**prep.counts(), **({"selected": int(table["selected"].sum())} if select else {})}
+    files = ("scores.parquet",) + (("selection.parquet", "selected.jsonl") if select else ()) + (
+        "rejects.jsonl", "summary.json", "report.html")
     summary = {
         "data": str(cfg.data), "format": prep.dataset.format, "model": cfg.model, "counts": counts,
-        "selection": {"by": cfg.by, "budget": cfg.budget, "direction": direction(cfg.by, cfg.direction)},
+        "rejects_by_reason": rejects_by_reason(prep.rejects),
+        "selection": {"by": cfg.by, "budget": cfg.budget, "direction": direction(cfg.by, cfg.direction)} if select else None,
         "score_means": {k: finite_mean(table[k]) for k in SCORES if k in table},
         "non_finite_scores": extra["guarded"],
         "length_correlations": length_correlations(table),
         "timings_s": timer.times,
+        "precision": extra["precision"],
         "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
-        "outputs": {k: str(out / k) for k in ("scores.parquet", "selection.parquet", "selected.jsonl",
-                                              "rejects.jsonl", "summary.json", "report.html")},
+        "outputs": {k: str(out / k) for k in files},
     }
     with atomic_write(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
@@ -88,18 +96,12 @@ def run_davir(cfg: RunConfig) -> dict:
     return summary
 
 
-def score_to_file(cfg: RunConfig) -> tuple[pd.DataFrame, dict]:
-    """``score_dataset`` and write ``OUT/scores.parquet``; returns the table and the length correlations."""
-    prep, table, extra = score_dataset(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "scores.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
-    return table, {"length_correlations": length_correlations(table), "non_finite": extra["guarded"]}
-
-
-def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, *, format: str | None = None) -> list:
-    """``siftlm train``: the reference fine-tune with its trajectory; returns the frames P_0..P_n."""
-    lm = load_model(model)
+def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, *,
+                  format: str | None = None) -> tuple[list, Prepared]:
+    """``siftlm train``: the reference fine-tune with its trajectory (and ``OUT/rejects.jsonl``); returns the frames
+    P_0..P_n and the prepared data."""
+    lm = load_model(model, dtype=signals.dtype, master_fp32=tcfg.full)
     prep = prepare(read_dataset(data, format=format), lm.tokenizer, signals)
-    return train_reference(lm, prep, out, tcfg)[0]
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
+    return train_reference(lm, prep, out, tcfg)[0], prep

@@ -33,7 +33,7 @@ def policy_reference_table(lm, prep: Prepared) -> pd.DataFrame:
 def run_dpo(data: str, model: str, out: str | Path, signals: SignalConfig, dcfg: DPOTrainConfig, *,
             format: str | None = None, callbacks=None) -> tuple[Prepared, dict]:
     """Encode the pairs, write their rejects, run (or reuse) the reference pair pass and train with TRL."""
-    lm = load_model(model)
+    lm = load_model(model, dtype=signals.dtype, master_fp32=dcfg.full)
     prep = prepare_pairs(read_dataset(data, format=format), lm.tokenizer, signals)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

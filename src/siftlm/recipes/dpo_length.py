@@ -50,7 +50,7 @@ def analyze_dpo_length(data: str, adapter: str, model: str, out: str | Path, sig
                        with_values: bool = False):
     """Write ``pairs.parquet``, ``dpo_length.json``, ``dpo_length.png`` and ``report.html`` into ``out``; returns
     the correlation table (and, ``with_values``, the per-pair objectives and the pair table too)."""
-    lm = load_model(model, adapter=str(adapter))
+    lm = load_model(model, adapter=str(adapter), dtype=signals.dtype)
     pairs = policy_reference_table(lm, prepare_pairs(read_dataset(data, format=format), lm.tokenizer, signals))
     table, values = length_table(pairs, beta, davir_beta=davir_beta)
     out = Path(out)

@@ -171,7 +171,7 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, data=cfg.data or str(demo_data("alpaca_en_demo")), pairs=cfg.pairs or str(demo_data("dpo_en_demo")))
     timer, rows = Timer(), []
-    lm = load_model(cfg.model)
+    lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
     if set(tables) & {"davir-table1", "davir-table2", "lp-table3", "dpp-eq3"}:
         run = RunConfig(data=cfg.data, model=cfg.model, out=str(out), ifd=False, signals=cfg.signals, train=cfg.train)
         with timer("score (base pass, reference fine-tune, trajectory)"):

@@ -7,32 +7,42 @@ from pathlib import Path
 import pandas as pd
 
 from siftlm.config import GradConfig, SignalConfig
-from siftlm.data import read_dataset
+from siftlm.data import read_dataset, write_rejects
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.signals.passes import PASSES, run_pass
-from siftlm.signals.prepare import prepare, prepare_pairs, prepare_texts
+from siftlm.signals.prepare import Prepared, prepare, prepare_pairs, prepare_texts
 from siftlm.signals.table import write_frame
+
+
+def rejects_path(out: str | Path | None, store: str, data: str) -> Path:
+    """Where ``siftlm signals`` writes its rejects: beside ``--out`` (``<out>.rejects.jsonl``), else in the store."""
+    if out:
+        return Path(f"{out}.rejects.jsonl")
+    return Path(store) / f"rejects-{Path(data).stem}.jsonl"
 
 
 def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | None = None, adapter: str | None = None,
                     grad: GradConfig | None = None, text: str = "full", format: str | None = None,
-                    out: str | Path | None = None) -> pd.DataFrame:
+                    out: str | Path | None = None) -> tuple[pd.DataFrame, Prepared]:
     """Rows of pass ``name`` for the dataset (``pairs`` with an adapter: policy and reference, plus the pair
-    scores); also written to ``out`` (.parquet or .npy) when given."""
+    scores), and the prepared data; written to ``out`` (.parquet or .npy) when given, the rejects beside it."""
     if name not in PASSES:
         raise ValueError(f"unknown pass {name!r}; known: {', '.join(PASSES)}")
     ds = read_dataset(data, format=format)
     if name == "embed":
         lm = load_sentence_model(model or "builtin:all-minilm-l6-v2")
-        frame = run_pass(prepare_texts(ds, cfg, part=text), "embed", lm.model, lm.fingerprint, options={"part": text},
-                         label="sentence embeddings")
+        prep = prepare_texts(ds, cfg, part=text)
+        frame = run_pass(prep, "embed", lm.model, lm.fingerprint, options={"part": text}, label="sentence embeddings")
     else:
-        lm = load_model(model or "builtin:smollm2", adapter=adapter)
+        lm = load_model(model or "builtin:smollm2", adapter=adapter, dtype=cfg.dtype)
         if name == "pairs":
-            frame = policy_reference_table(lm, prepare_pairs(ds, lm.tokenizer, cfg))
+            prep = prepare_pairs(ds, lm.tokenizer, cfg)
+            frame = policy_reference_table(lm, prep)
         else:
-            frame = run_pass(prepare(ds, lm.tokenizer, cfg), name, lm.model, lm.fingerprint, options={"grad": grad})
+            prep = prepare(ds, lm.tokenizer, cfg)
+            frame = run_pass(prep, name, lm.model, lm.fingerprint, options={"grad": grad})
+    write_rejects(prep.rejects, rejects_path(out, cfg.store, data))
     if out:
         write_frame(frame, out)
-    return frame
+    return frame, prep

@@ -20,9 +20,26 @@ from siftlm.data.io import atomic_write, content_id
 from siftlm.select.run import run_selection
 
 
+def safe_name(name, where: str) -> str:
+    """A source name used as a folder name: one plain path component (no separators, not '.', '..' or hidden)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or \
+            any(c in name for c in "/\\\0") or Path(name).is_absolute():
+        raise ValueError(f"{where}: name {name!r} must be a plain file name (letters, digits, '-', '_'; no '/', "
+                         "'..' or leading '.')")
+    return name
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """``path`` if it resolves under ``folder``, else a ValueError (nothing is written outside the output folder)."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{path}: outside the output folder {folder}")
+    return path
+
+
 def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
-    """A mix file (YAML): ``{sources: [{name, scores, data, method, budget, ...}, ...], out: folder}``; the
-    paths of each source are relative to the file."""
+    """A mix file (YAML): ``{sources: [{name, scores, data, method, budget, ...}, ...], out: folder}``. Every path
+    in it (each source's scores, data and features, and ``out``, default ``siftlm-mix``) is relative to the file's
+    folder. Source names become folder names, so each must be a plain file name."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such mix file")
@@ -41,11 +58,14 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
             if key not in s:
                 raise ValueError(f"{path}: sources[{i}] needs '{key}'")
         s = {**s, **{k: str(path.parent / s[k]) for k in ("scores", "data", "features") if s.get(k)}}
-        cfgs.append(SelectConfig(**{"name": s.get("name") or Path(s["data"]).stem, **s}))
+        name = safe_name(s.get("name") or Path(s["data"]).stem, f"{path}: sources[{i}]")
+        cfgs.append(SelectConfig(**{**s, "name": name}))
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: source names must be unique; got {names}")
-    return cfgs, {k: v for k, v in spec.items() if k != "sources"}
+    extra = {k: v for k, v in spec.items() if k != "sources"}
+    extra["out"] = str(path.parent / (extra.get("out") or "siftlm-mix"))
+    return cfgs, extra
 
 
 def mix(sources: list[SelectConfig], out: str | Path) -> dict:
@@ -58,7 +78,7 @@ def mix(sources: list[SelectConfig], out: str | Path) -> dict:
     out = Path(out)
     parts, rows, seen, summary = [], [], set(), {"sources": {}, "duplicates_across_sources": 0}
     for cfg in sources:
-        res = run_selection(cfg, out / "sources" / cfg.name)
+        res = run_selection(cfg, inside(out, out / "sources" / safe_name(cfg.name, "mix")))
         sel = res.selection.assign(source=cfg.name, method=cfg.method)
         content = [content_id(e.messages, e.chosen, e.rejected) for e in res.examples]   # own ids may repeat
         keep = pd.Series([c not in seen for c in content], index=sel.index)

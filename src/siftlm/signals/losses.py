@@ -59,7 +59,7 @@ def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
     sums = torch.zeros((5, n_rows), dtype=torch.float64, device=h.device)  # nll, entropy, el2n, correct, count
     for s in range(0, h.shape[0], chunk):
         t = targets[s:s + chunk]
-        logp_t, entropy, p2, argmax = _softmax_stats(logits(p.head, h[s:s + chunk], p.transform), t)  # (C, V) -> (C,)
+        logp_t, entropy, p2, argmax = _softmax_stats(logits(p.head, h[s:s + chunk], p.transform, model), t)  # (C, V) -> (C,)
         # ||p - onehot(y)||_2^2 = sum p^2 - 2 p_y + 1
         el2n = torch.sqrt(torch.clamp(p2 - 2 * logp_t.exp() + 1, min=0))
         correct = (argmax == t).double()

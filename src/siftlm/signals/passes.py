@@ -25,6 +25,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from siftlm.config import GradConfig
+from siftlm.models import precision
 from siftlm.progress import bar
 from siftlm.signals import PASS_HELP, store
 from siftlm.signals.embed import lm_embed_pass
@@ -103,7 +104,7 @@ def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | N
         return store.PassSpec(name, prep.fingerprint, model_fp,
                               {"part": options.get("part", "full"), "normalize": True, "engine": ENGINE_VERSION})
     cfg = prep.cfg
-    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": str(next(model.parameters()).dtype),
+    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": precision.tag(model),
                 "engine": ENGINE_VERSION}
     data_fp = prep.fingerprint
     if name == "uncond":
@@ -112,6 +113,15 @@ def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | N
         gcfg = options.get("grad") or GradConfig()
         settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(model.parameters()).device)}
     return store.PassSpec(name, data_fp, model_fp, settings)
+
+
+def _weights(prep: Prepared) -> list[int]:
+    """Work per example in tokens: a sequence's length, both sequences of a pair, ~4 characters per text token."""
+    if prep.kind == "pairs":
+        return [2 * len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in prep.encoded]
+    if prep.kind == "text":
+        return [max(1, len(t) // 4) for t in prep.encoded]
+    return [len(e.input_ids) for e in prep.encoded]
 
 
 def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | None = None,
@@ -132,5 +142,5 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
             nonlocal compute
             compute = compute or p.bind(model, prep, options)     # nothing is set up when every shard is stored
             return compute(start, stop, advance)
-        return store.run_pass(prep.cfg.store, spec, prep.ids, shard, shard_size=prep.cfg.shard_size,
-                              on_skip=lambda n: advance(p.units * n))
+        bounds = store.shard_bounds(_weights(prep), target=prep.cfg.shard_tokens, size=prep.cfg.shard_size)
+        return store.run_pass(prep.cfg.store, spec, prep.ids, shard, bounds=bounds, on_skip=lambda n: advance(p.units * n))

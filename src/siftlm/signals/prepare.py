@@ -2,7 +2,7 @@
 
 One ``Prepared`` shape serves three kinds of input: ``sft`` (prompt + response as token ids with a
 response-only label mask), ``pairs`` (one shared prompt and two responses, for DPO) and ``text`` (plain text
-for a sentence embedder). Its counts always add up: read = kept + rejected + unused_by_limit.
+for a sentence embedder). Its counts always add up: read = kept + rejected + skipped (blank lines) + unused_by_limit.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class Prepared:
         return [e.id for e in self.examples]
 
     def counts(self) -> dict:
-        """read = kept + rejected + unused_by_limit, checked."""
+        """read = kept + rejected + skipped (blank lines) + unused_by_limit, checked."""
         c = {"read": self.dataset.n_read, "kept": len(self.examples), "rejected": len(self.rejects),
-             "unused_by_limit": self.n_unused}
-        assert c["read"] == c["kept"] + c["rejected"] + c["unused_by_limit"], c
+             "skipped": self.dataset.n_skipped, "unused_by_limit": self.n_unused}
+        assert c["read"] == c["kept"] + c["rejected"] + c["skipped"] + c["unused_by_limit"], c
         return c
 
     def uncond(self) -> list[Encoded]:

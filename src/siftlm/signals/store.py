@@ -1,16 +1,23 @@
 """Keyed, sharded, resumable signal store.
 
 A pass is identified by (dataset fingerprint, model fingerprint, pass name, pass settings); its folder
-``<root>/<pass>-<key>`` holds ``meta.json``, one Parquet file per shard of scalar columns keyed by example
-id, and a ``.done`` marker per shard. Shards are fixed slices of the example list, so a rerun computes
-only the shards without a marker; a changed input or setting gives a new key, never a stale read.
-Every file is written under a temporary name and renamed.
+``<root>/<pass>-<key>`` holds ``meta.json``, one Parquet file per shard of columns keyed by example id, and a
+``.done`` marker per shard. Shards are contiguous slices of the example list sized by work (about the same number
+of tokens each, so a shard is roughly a minute of compute whatever the lengths), so a rerun computes only the
+shards without a marker; a changed input or setting gives a new key, never a stale read. Every file is written
+under a temporary name and renamed.
+
+Several processes may run the same pass on the same store: a shard is taken with an atomic lock file holding the
+owner's host and pid, others skip it and come back for its result; a lock whose process has died is taken over.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from siftlm.data.io import atomic_write
+
+POLL_S = 0.5        # how often a process waiting for another's shard looks again
 
 
 def fingerprint(obj) -> str:
@@ -51,6 +60,23 @@ def pass_dir(root: str | Path, spec: PassSpec) -> Path:
     return Path(root) / f"{spec.name}-{spec.key}"
 
 
+def shard_bounds(weights: Sequence[int], *, target: int | None = None, size: int | None = None) -> list[list[int]]:
+    """[start, stop) of each shard: ``size`` examples each, or contiguous runs of about ``target`` total weight
+    (tokens) each; at least one example per shard."""
+    n = len(weights)
+    if size:
+        return [[s, min(n, s + size)] for s in range(0, max(n, 1), size)]
+    bounds, start, acc = [], 0, 0
+    for i, w in enumerate(weights):
+        acc += w
+        if acc >= target:
+            bounds.append([start, i + 1])
+            start, acc = i + 1, 0
+    if start < n or not bounds:
+        bounds.append([start, n])
+    return bounds
+
+
 def is_complete(root: str | Path, spec: PassSpec) -> bool:
     meta = pass_dir(root, spec) / "meta.json"
     if not meta.exists():
@@ -59,44 +85,93 @@ def is_complete(root: str | Path, spec: PassSpec) -> bool:
     return all((pass_dir(root, spec) / f"shard-{s:05d}.done").exists() for s in range(n))
 
 
+def _alive(owner: dict) -> bool:
+    """Whether a lock's owner may still be working: another host is assumed alive; here, the pid must exist."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def _lock(path: Path) -> bool:
+    """Take the shard's lock (atomic create); a lock left by a dead process is removed and taken."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text() or "{}")
+            except (OSError, json.JSONDecodeError):
+                owner = {}                       # being written right now: its owner is alive
+            if owner and not _alive(owner):
+                path.unlink(missing_ok=True)
+                continue
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
+        return True
+    return False
+
+
 def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
-             compute: Callable[[int, int], dict[str, np.ndarray]], *, shard_size: int = 512,
+             compute: Callable[[int, int], dict[str, np.ndarray]], *, bounds: list[list[int]] | None = None,
              on_skip: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Run ``compute(start, stop)`` for every shard of ``ids`` not yet done; return all rows in ``ids`` order.
 
-    ``compute`` returns columns for examples ``ids[start:stop]``; they are stored with an ``id`` column.
-    ``on_skip(n)`` reports examples served from finished shards (for progress bars).
+    ``bounds``: the shards' [start, stop) (default: one shard). ``compute`` returns columns for examples
+    ``ids[start:stop]``; they are stored with an ``id`` column. ``on_skip(n)`` reports examples served from
+    finished shards (for progress bars).
     """
+    bounds = bounds or [[0, len(ids)]]
     folder = pass_dir(root, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    n_shards = max(1, -(-len(ids) // shard_size))
     meta = {"pass": spec.name, "dataset": spec.dataset, "model": spec.model, "settings": spec.settings,
-            "n_examples": len(ids), "shard_size": shard_size, "n_shards": n_shards}
+            "n_examples": len(ids), "n_shards": len(bounds), "bounds": bounds}
     meta_path = folder / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        if old["n_shards"] != n_shards or old["shard_size"] != shard_size:
-            raise RuntimeError(f"{folder}: existing pass has a different sharding; remove the folder to recompute")
+        if old.get("bounds") != bounds:
+            raise RuntimeError(f"{folder}: the stored pass has other shards (shard size changed); run again with the "
+                               "same --shard-size, or remove the folder to recompute")
     else:
         with atomic_write(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=2, default=str))
-    frames = []
-    for s in range(n_shards):
-        start, stop = s * shard_size, min(len(ids), (s + 1) * shard_size)
-        shard, done = folder / f"shard-{s:05d}.parquet", folder / f"shard-{s:05d}.done"
-        if done.exists() and shard.exists():
-            frame = pd.read_parquet(shard)
-            if on_skip:
-                on_skip(stop - start)
-        else:
-            cols = compute(start, stop)
-            frame = pd.DataFrame({"id": list(ids[start:stop]), **cols})
-            with atomic_write(shard) as tmp:
-                frame.to_parquet(tmp, index=False)
-            with atomic_write(done) as tmp:
-                tmp.write_text("")
-        frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
+    frames: dict[int, pd.DataFrame] = {}
+    pending = list(range(len(bounds)))
+    while pending:
+        waiting = []
+        for s in pending:
+            start, stop = bounds[s]
+            shard, done, lock = (folder / f"shard-{s:05d}.{ext}" for ext in ("parquet", "done", "lock"))
+            if done.exists() and shard.exists():
+                frames[s] = pd.read_parquet(shard)
+                if on_skip:
+                    on_skip(stop - start)
+                continue
+            if not _lock(lock):
+                waiting.append(s)            # another process is computing it: come back for its result
+                continue
+            try:
+                if done.exists() and shard.exists():     # finished between our look and our lock
+                    frames[s] = pd.read_parquet(shard)
+                    continue
+                frame = pd.DataFrame({"id": list(ids[start:stop]), **compute(start, stop)})
+                with atomic_write(shard) as tmp:
+                    frame.to_parquet(tmp, index=False)
+                with atomic_write(done) as tmp:
+                    tmp.write_text("")
+                frames[s] = frame
+            finally:
+                lock.unlink(missing_ok=True)
+        if waiting and len(waiting) == len(pending):
+            time.sleep(POLL_S)
+        pending = waiting
+    out = pd.concat([frames[s] for s in range(len(bounds))], ignore_index=True)
     if list(out["id"]) != list(ids):
         raise RuntimeError(f"{folder}: stored ids do not match the dataset; remove the folder to recompute")
     return out

@@ -10,6 +10,7 @@ marker written only after that epoch's evaluation is stored.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable
@@ -20,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from siftlm.config import TrainConfig
+from siftlm.config import TrainConfig, from_dict
 from siftlm.models.batching import collate, plan_batches
 from siftlm.models.forward import response_nll
-from siftlm.models.load import folder_fingerprint, load_model
+from siftlm.models.load import folder_fingerprint, load_model, save_folder
 from siftlm.models.template import Encoded
 from siftlm.progress import bar
 from siftlm.signals import store
@@ -42,13 +43,22 @@ def _finished_epochs(out: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in out.glob("epoch-*") if (p / "siftlm-done").exists())
 
 
+MIN_FREE_BYTES = 64 << 20     # below this, a failed write is taken for a full disk
+
+
 def _save(model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer) -> None:
+    """Write the epoch folder under a temporary name and rename it; a failed write leaves nothing behind and a full
+    disk is reported as one (torch reports it as "PytorchStreamWriter failed writing file")."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    if cfg.full and tokenizer is not None:  # a full model folder must load on its own
-        tokenizer.save_pretrained(tmp)
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "siftlm-optimizer.pt")
+    try:
+        save_folder(model, tmp, tokenizer if cfg.full else None)    # a full model folder must load on its own
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "siftlm-optimizer.pt")
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, OSError) and shutil.disk_usage(tmp.parent).free < MIN_FREE_BYTES:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp)) from e
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -70,6 +80,8 @@ def train(model, base_fp: str, encoded: list[Encoded], out: str | Path, cfg: Tra
     torch.manual_seed(cfg.seed)
     finished = _finished_epochs(out)
     evaluate(model, base_fp, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not cfg.full:
         from peft import LoraConfig, get_peft_model
 
@@ -130,7 +142,7 @@ def _load_weights(model, folder: Path, cfg: TrainConfig) -> None:
 def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
     """Model fingerprints of P_0..P_n for a finished training folder."""
     out = Path(out)
-    cfg = TrainConfig(**json.loads((out / "siftlm-train.json").read_text()))
+    cfg = from_dict(TrainConfig, json.loads((out / "siftlm-train.json").read_text()))
     finished = _finished_epochs(out)
     if finished != list(range(1, cfg.epochs + 1)):
         raise FileNotFoundError(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
@@ -144,10 +156,13 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
     and settings is reused as it is; one for other data is an error, never silently mixed.
     """
     out = Path(out)
-    ident = {"dataset": prep.fingerprint, "base": lm.fingerprint, "config": asdict(tcfg)}
+    ident = {"dataset": prep.fingerprint, "base": lm.fingerprint, "config": tcfg.identity()}
     ident_file = out / "siftlm-identity.json"
-    if ident_file.exists() and json.loads(ident_file.read_text()) != ident:
-        raise RuntimeError(f"{out}: holds a training run on other data, model or settings; choose another folder")
+    if ident_file.exists():
+        stored = json.loads(ident_file.read_text())      # settings added since it was written count as defaults
+        stored["config"] = from_dict(TrainConfig, stored.get("config", {})).identity()
+        if stored != ident:
+            raise RuntimeError(f"{out}: holds a training run on other data, model or settings; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     ident_file.write_text(json.dumps(ident, indent=2))
     try:
@@ -171,9 +186,9 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
 def _load_epoch(lm, folder: Path, tcfg: TrainConfig, fp: str):
     """The model saved after one epoch, loaded on its own (LoRA adapter over the base, or a full model)."""
     device = str(next(lm.model.parameters()).device)
-    dtype = next(lm.model.parameters()).dtype
-    loaded = (load_model(str(folder), device=device, dtype=dtype) if tcfg.full
-              else load_model(lm.path, adapter=str(folder), device=device, dtype=dtype))
+    same = {"device": device, "dtype": lm.model.siftlm_compute_dtype, "quiet": True,   # the trained model's precision
+            "master_fp32": next(lm.model.parameters()).dtype == torch.float32}
+    loaded = (load_model(str(folder), **same) if tcfg.full else load_model(lm.path, adapter=str(folder), **same))
     if loaded.fingerprint != fp:
         raise RuntimeError(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
     return loaded.model

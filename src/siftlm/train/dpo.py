@@ -23,6 +23,7 @@ from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
 from siftlm.config import DPOTrainConfig
+from siftlm.models.load import normalize_saved
 from siftlm.scores.pair_margin import MIN_REF_NATS
 from siftlm.train.dpo_losses import LOSSES, default_beta
 
@@ -130,7 +131,8 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, report_to=[], precompute_ref_log_probs=True, max_length=None, seed=cfg.seed,
-        use_cpu=device.type == "cpu", bf16=False, fp16=False, dataloader_num_workers=0,
+        use_cpu=device.type == "cpu", bf16=getattr(lm.model, "siftlm_compute_dtype", None) == torch.bfloat16, fp16=False,
+        dataloader_num_workers=0,
         activation_checkpointing=cfg.activation_checkpointing)
     peft_config = None if cfg.full else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",
                                                    target_modules=cfg.target_modules)
@@ -143,6 +145,7 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
     result = trainer.train(resume_from_checkpoint=resume)
     final = out / "final"
     trainer.save_model(str(final))
+    normalize_saved(final)
     summary = {"config": asdict(cfg), "beta": beta, "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
                "n_pairs": len(prep.encoded), "metrics": result.metrics, "log_history": trainer.state.log_history}
     (out / "siftlm-dpo.json").write_text(json.dumps(summary, indent=2, default=str))
