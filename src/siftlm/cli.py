@@ -28,7 +28,7 @@ from siftlm.config import (
     SignalConfig,
     TrainConfig,
 )
-from siftlm.data import read_dataset, summarize, write_rejects
+from siftlm.data import open_dataset, summarize, write_rejects
 from siftlm.data.io import rejects_by_reason
 from siftlm.options import Fail, fail, load_config, verb
 from siftlm.signals import PASS_HELP
@@ -39,7 +39,8 @@ analyze_app = typer.Typer(no_args_is_help=True, help="Analyses of trained models
 app.add_typer(analyze_app, name="analyze")
 console = Console()
 
-DATA = typer.Argument(..., help="dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder")
+DATA = typer.Argument(None, help="dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder (or --dataset-name)",
+                      show_default=False)
 MODEL = typer.Option("builtin:smollm2", help="causal LM: a folder, a .gguf file, builtin:<name> or a hub id")
 DEMO_DEFAULTS = {"out": "siftlm-demo", "limit": 128, "lr": 1e-3, "max_length": 512, "train_budget": 1024}
 # demo: 128 examples ran in 7.9 min for 150 on 2 CPU cores with a fresh cache; lr 1e-3 and 512 tokens let a 2-epoch
@@ -85,10 +86,10 @@ def show_summary(summary: dict, out) -> None:
 
 
 @verb(app, configs={"src": DataConfig})
-def inspect(data: Path = DATA, rejects: Optional[Path] = typer.Option(None, help="write every reject to this jsonl"),
+def inspect(data: Optional[Path] = DATA, rejects: Optional[Path] = typer.Option(None, help="write every reject to this jsonl"),
             show_n: int = typer.Option(10, "--show", help="rejects to print"), *, src: DataConfig):
     """Detect the format, count examples and rejects, show the first rejects."""
-    ds = read_dataset(data, format=src.format)
+    ds = open_dataset(data, src)
     s = summarize(ds)
     show(f"{data}  ({s['format']})", [("read", s["n_read"]), ("kept", s["n_kept"]), ("rejected", s["n_rejected"]),
                                        ("skipped (blank)", s["n_skipped"])]
@@ -104,7 +105,7 @@ def inspect(data: Path = DATA, rejects: Optional[Path] = typer.Option(None, help
 
 
 @verb(app, configs={"sig": SignalConfig, "grad": GradConfig, "src": DataConfig})
-def signals(data: Path = DATA, pass_: str = typer.Option("loss", "--pass", help="; ".join(f"{k}: {v}" for k, v in
+def signals(data: Optional[Path] = DATA, pass_: str = typer.Option("loss", "--pass", help="; ".join(f"{k}: {v}" for k, v in
                                                                                        PASS_HELP.items())),
             model: Optional[str] = typer.Option(None, help="causal LM (default builtin:smollm2) or, for --pass embed, a "
                                                 "sentence-transformers model (default builtin:all-minilm-l6-v2)"),
@@ -118,10 +119,10 @@ def signals(data: Path = DATA, pass_: str = typer.Option("loss", "--pass", help=
         rejects_path,
     )
 
-    frame, prep = compute_signals(str(data), pass_, sig, model=model, adapter=str(adapter) if adapter else None,
-                                  grad=grad, text=text, format=src.format, out=out)
+    frame, prep = compute_signals(data, pass_, sig, model=model, adapter=str(adapter) if adapter else None,
+                                  grad=grad, text=text, src=src, out=out)
     show_counts(prep.counts(), rejects_by_reason(prep.rejects))
-    console.print(f"rejects -> {rejects_path(out, sig.store, str(data))}")
+    console.print(f"rejects -> {rejects_path(out, sig.store, prep.dataset.path)}")
     scalars = [c for c in frame.columns if c not in ("id", "vector")]
     dims = [("vector dim", len(frame["vector"].iloc[0]))] if "vector" in frame else []
     show(f"pass {pass_}: {len(frame)} examples" + (f" -> {out}" if out else ""),
@@ -130,13 +131,13 @@ def signals(data: Path = DATA, pass_: str = typer.Option("loss", "--pass", help=
 
 @verb(app, configs={"sig": SignalConfig, "tcfg": TrainConfig, "src": DataConfig}, presets=PRESETS,
       preset_help=PRESET_HELP)
-def train(data: Path = DATA, model: str = MODEL,
+def train(data: Optional[Path] = DATA, model: str = MODEL,
           out: Path = typer.Option(Path("siftlm-reference"), help="training folder (epoch-N adapters)"), *,
           sig: SignalConfig, tcfg: TrainConfig, src: DataConfig):
     """Fine-tune on all examples (the reference model), evaluating every example before and after each epoch."""
     from siftlm.recipes.davir import train_on_data
 
-    frames, prep = train_on_data(str(data), model, str(out), sig, tcfg, format=src.format)
+    frames, prep = train_on_data(data, model, str(out), sig, tcfg, src)
     show_counts(prep.counts(), rejects_by_reason(prep.rejects))
     show(f"trajectory in {out}", [(i, f"{f['loss'].mean():.4f}", f"{f['acc'].mean():.4f}") for i, f in enumerate(frames)],
          ("epoch", "mean loss", "token acc"))
@@ -213,12 +214,12 @@ def diversity(features: list[Path] = typer.Argument(..., help="feature files: .n
 
 
 @verb(app, configs={"sig": SignalConfig, "dcfg": DPOTrainConfig, "src": DataConfig})
-def dpo(data: Path = DATA, model: str = typer.Option("builtin:smollm2", help="the policy's start, also the reference"),
+def dpo(data: Optional[Path] = DATA, model: str = typer.Option("builtin:smollm2", help="the policy's start, also the reference"),
         out: Path = typer.Option(Path("siftlm-dpo")), *, sig: SignalConfig, dcfg: DPOTrainConfig, src: DataConfig):
     """DPO through TRL's trainer (LoRA by default), reference log-probs from siftlm's cached pair pass."""
     from siftlm.recipes.dpo import run_dpo
 
-    prep, summary = run_dpo(str(data), model, out, sig, dcfg, format=src.format)
+    prep, summary = run_dpo(data, model, out, sig, dcfg, src=src)
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
     show(f"dpo --loss {dcfg.loss}: {len(prep.encoded)} pairs -> {summary['final']}",
          [(f"pairs {k}", v) for k, v in prep.counts().items()] + [("beta", f"{summary['beta']:.4g}"),
@@ -227,7 +228,7 @@ def dpo(data: Path = DATA, model: str = typer.Option("builtin:smollm2", help="th
 
 
 @verb(analyze_app, "dpo-length", configs={"sig": SignalConfig, "src": DataConfig})
-def dpo_length(data: Path = DATA, adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
+def dpo_length(data: Optional[Path] = DATA, adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
                model: str = typer.Option("builtin:smollm2", help="the reference model the adapter was trained on"),
                beta: float = typer.Option(0.1, help="beta of TRL's loss types"),
                davir_beta: Optional[float] = typer.Option(None, help="beta of davir (default as in training: 0.1 x "
@@ -236,8 +237,7 @@ def dpo_length(data: Path = DATA, adapter: Path = typer.Option(..., help="the tr
     """Correlation of each DPO loss type's per-pair objective with the response-length difference (DavIR Table 3)."""
     from siftlm.recipes.dpo_length import analyze_dpo_length
 
-    table = analyze_dpo_length(str(data), str(adapter), model, out, sig, beta=beta, davir_beta=davir_beta,
-                               format=src.format)
+    table = analyze_dpo_length(data, str(adapter), model, out, sig, beta=beta, davir_beta=davir_beta, src=src)
     show(f"DPO objective vs response-length difference: {table['n_pairs'].max()} pairs (DavIR Table 3)",
          [(r["loss"], f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}", f"{r['mean_objective']:.4g}", f"{r['beta']:.4g}")
           for _, r in table.iterrows()], ("loss", "pearson", "spearman", "mean objective", "beta"))

@@ -22,10 +22,26 @@ def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tup
     return field(default=default, metadata=meta)
 
 
+class UsageError(ValueError):
+    """A wrong option value (unknown name, impossible combination): the CLI exits with code 2, like a usage error."""
+
+
 def closest(name: str, known) -> str:
     """' (did you mean X?)' for the closest of ``known`` to ``name``, or '' when nothing is close."""
     match = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def parse_number(text: str) -> int | float:
+    """'10' -> 10 (a count), '0.1' / '1.0' / '1e-1' -> a float (a fraction): how a budget is written decides."""
+    text = str(text).strip()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"not a number: {text!r}") from None
 
 
 def from_dict(cls, values: dict, *, where: str = ""):
@@ -47,7 +63,13 @@ def from_dict(cls, values: dict, *, where: str = ""):
 @dataclass
 class DataConfig:
     format: str | None = opt(None, "override format detection: alpaca | sharegpt | messages | prompt_completion | "
-                                   "preference")
+                                   "preference | text")
+    split: str | None = opt(None, "the split of a DatasetDict (a save_to_disk folder or --dataset-name); needed when "
+                                  "it has several")
+    columns: str | None = opt(None, "rename keys before reading, e.g. prompt=question,response=answer (also a mapping "
+                                    "in YAML)")
+    dataset_name: str | None = opt(None, "a Hugging Face hub dataset to read instead of DATA (when online)")
+    subset: str | None = opt(None, "the hub dataset's configuration (subset) name")
 
 
 @dataclass
@@ -111,7 +133,8 @@ class SelectConfig:
     method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup")
     by: str | None = opt(None, "score to rank by (topk, cluster; default davir), the DPP quality with --lam > 0, or "
                                "the order dedup walks in (default: input order)")
-    budget: float | None = opt(None, "fraction (< 1) or count (>= 1); default 0.1 (dedup: every non-duplicate)")
+    budget: int | float | None = opt(None, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written "
+                                           "as an integer (10); default 0.1 (dedup: every non-duplicate)")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     features: str | None = opt(None, "dpp / cluster / dedup: .npy rows in scores order, or .parquet id + vector "
                                      "(from `siftlm signals --out`)")
@@ -156,12 +179,14 @@ class DPOTrainConfig:
 
 @dataclass
 class RunConfig:
-    data: str = opt("", "dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder", argument=True)
+    data: str = opt("", "dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder (or --dataset-name)",
+                    argument="optional")
     model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
-    out: str = opt("siftlm-out", "output folder")
-    format: str | None = opt(None, "override format detection")
+    out: str = opt("siftlm-out", "output folder", aliases=("output-dir",))
+    input: DataConfig = opt(factory=DataConfig)
     by: str = opt("davir", "score to select by")
-    budget: float = opt(0.1, "fraction (< 1) or count (>= 1)")
+    budget: int | float = opt(0.1, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written as an "
+                                   "integer (10)")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     ifd: bool = opt(True, "run the response-only pass for IFD")
     reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "
@@ -176,7 +201,7 @@ class ReproduceConfig:
     data: str = opt("", "SFT data for the DavIR, LP and DPP tables (default: the built-in alpaca_en_demo)")
     pairs: str = opt("", "preference pairs for DavIR Table 3 (default: the built-in dpo_en_demo)")
     out: str = opt("siftlm-reproduce", "output folder")
-    budget: float = opt(0.25, "dpp-eq3: subset size, fraction or count")
+    budget: int | float = opt(0.25, "dpp-eq3: subset size, a fraction in (0, 1] or an integer count")
     dpo_steps: int = opt(40, "davir-table3: steps of the vanilla DPO run (2 pairs per step)")
     dpo_lr: float = opt(5e-4, "davir-table3: learning rate of the DPO run")
     pair_limit: int | None = opt(64, "davir-table3: pairs used")

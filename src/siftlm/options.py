@@ -19,7 +19,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from siftlm.config import closest
+from siftlm.config import UsageError, closest, parse_number
 from siftlm.data import DataError
 from siftlm.data.io import disk_error
 
@@ -60,10 +60,18 @@ def _flatten(cls, prefix: tuple = ()) -> list[tuple[tuple, object, object, type]
     return out
 
 
+def _numeric(typ) -> bool:
+    """int | float (| None): written on the command line as text, parsed by ``parse_number`` (10 vs 0.1 vs 1.0)."""
+    args = set(typing.get_args(typ))
+    return {int, float} <= args
+
+
 def _option(f, typ, default, flag: str):
     help_ = f.metadata.get("help", "")
     if f.metadata.get("argument"):
-        return typer.Argument(... if default in ("", None) else default, help=help_)
+        optional = f.metadata["argument"] == "optional"
+        return typer.Argument(None if optional else (... if default in ("", None) else default), help=help_,
+                              show_default=False)
     if typ is bool:
         return typer.Option(default, f"--{flag}/--no-{flag}", help=help_)
     return typer.Option(default, f"--{flag}", *(f"--{a}" for a in f.metadata.get("aliases", ())), help=help_)
@@ -103,6 +111,7 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
         names = {p.name for p in own}
         owners: dict[str, list[tuple[str, tuple]]] = {}
         sources: dict[str, tuple[str, str]] = {}        # option -> (config class, field): what a preset sets
+        numeric: set[str] = set()                       # int | float options, parsed from their text
         fixed: list[tuple[str, tuple, object]] = []     # excluded options with a verb-specific default
         extra = []
         for key, cls in configs.items():
@@ -124,30 +133,41 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
                     continue
                 owners[pname] = [(key, path)]
                 sources[pname] = owner.__name__, f.name
+                if _numeric(typ):
+                    numeric.add(pname)
+                    typ, default = typing.Optional[str], None if default is None else str(default)
                 extra.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY,
                                                default=_option(f, typ, default, flag), annotation=typ))
 
-        @functools.wraps(fn)
-        def wrapper(**kw):
-            ctx = kw.pop("siftlm_ctx")
+        def build(ctx, kw: dict) -> dict:
+            """The verb's configs from the parsed options (preset values where an option was not given)."""
             values: dict[str, dict] = {key: {} for key in configs}
             for key, path, v in fixed:
                 values[key][path] = v
             preset = kw.pop("preset", None) if presets else None
             if preset is not None and preset not in presets:
-                fail(f"unknown preset {preset!r}{closest(preset, presets)}; known: {', '.join(presets)}", code=2)
+                raise UsageError(f"unknown preset {preset!r}{closest(preset, presets)}; known: {', '.join(presets)}")
             for pname, targets in owners.items():
                 v = kw.pop(pname)
+                if pname in numeric and v is not None:
+                    v = parse_number(v)
                 cls_name, fname = sources[pname]
                 if preset and fname in presets[preset].get(cls_name, {}) and not _given(ctx, pname):
                     v = presets[preset][cls_name][fname]
                 for key, path in targets:
                     values[key][path] = str(v) if isinstance(v, Path) else v
+            return {key: _build(cls, values[key]) for key, cls in configs.items()}
+
+        @functools.wraps(fn)
+        def wrapper(**kw):
+            ctx = kw.pop("siftlm_ctx")
             try:
-                built = {key: _build(cls, values[key]) for key, cls in configs.items()}
+                built = build(ctx, kw)
                 return fn(**kw, **built)
             except Fail as e:
                 fail(str(e))
+            except UsageError as e:
+                fail(_message(e), code=2)
             except USER_ERRORS as e:
                 if os.environ.get("SIFTLM_DEBUG"):
                     raise

@@ -122,7 +122,7 @@ def test_detect_and_convert(fmt: str, record: dict, messages: list, chosen: str 
 
 
 def test_formats_is_the_documented_set():
-    assert set(FORMATS) == {"alpaca", "sharegpt", "messages", "prompt_completion", "preference"}
+    assert set(FORMATS) == {"alpaca", "sharegpt", "messages", "prompt_completion", "preference", "text"}
 
 
 def test_detection_is_majority_vote_and_prefers_preference():
@@ -134,8 +134,18 @@ def test_detection_is_majority_vote_and_prefers_preference():
 
 
 def test_detection_failure_names_keys():
-    with pytest.raises(DataError, match="keys seen: foo, text"):
-        detect_format([{"text": "x", "foo": 1}])
+    with pytest.raises(DataError, match="keys seen: foo, txt"):
+        detect_format([{"txt": "x", "foo": 1}])
+
+
+def test_common_shapes_are_detected():
+    assert detect_format([{"text": "plain text"}]) == "text"
+    assert convert_record({"text": "plain"}, "text") == ([{"role": "assistant", "content": "plain"}], None, None)
+    assert detect_format([{"question": "q", "answer": "a"}]) == "prompt_completion"
+    assert convert_record({"question": "q", "answer": "a"}, "prompt_completion")[0] == [
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    conv = {"conversation": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    assert detect_format([conv]) == "sharegpt" and convert_record(conv, "sharegpt")[0] == conv["conversation"]
 
 
 def test_unknown_format_name_lists_formats():

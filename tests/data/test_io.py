@@ -62,7 +62,7 @@ def test_every_reject_reason(tmp_path: Path):
         (8, "history[0][1]", "empty response"),
         (9, "id", "duplicate id 1 (first seen at line 1)"),
         (10, "output", "text too long: 50 characters"),
-        (12, "id", f"duplicate id {ds.examples[1].id} (first seen at line 11)"),
+        (12, "id", "duplicate of line 11 (same content)"),
         (13, "id", "expected string or integer"),
     ]
     assert len(got) == len(expected)
@@ -75,7 +75,7 @@ def test_every_reject_reason(tmp_path: Path):
     assert summary["n_kept"] == 2 and summary["n_rejected"] == 10 and summary["n_read"] == 13
     assert summary["n_skipped"] == 1
     assert summary["rejects_by_reason"]["empty response"] == 2
-    assert summary["rejects_by_reason"]["duplicate id"] == 2
+    assert summary["rejects_by_reason"]["duplicate id"] == 1 and summary["rejects_by_reason"]["duplicate of line"] == 1
     assert summary["kinds"] == {"sft": 2}
 
 
@@ -156,8 +156,25 @@ def test_hf_dataset_dict_split(tmp_path: Path):
     path = tmp_path / "dd"
     datasets.DatasetDict({"test": datasets.Dataset.from_list(ROWS)}).save_to_disk(str(path))
     assert len(read_dataset(path, split="test").examples) == 3
-    with pytest.raises(DataError, match="available splits: test"):
-        read_dataset(path)
+    assert len(read_dataset(path).examples) == 3                           # the only split
+    with pytest.raises(DataError, match="split 'train' not found; pass --split .available splits: test"):
+        read_dataset(path, split="train")
+    two = tmp_path / "two"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:1])}
+                         ).save_to_disk(str(two))
+    with pytest.raises(DataError, match="holds several splits; pass --split"):     # never a silent choice
+        read_dataset(two)
+    assert len(read_dataset(two, split="test").examples) == 1
+
+
+def test_in_memory_datasets_and_column_maps(tmp_path: Path):
+    import datasets
+
+    rows = [{"question": f"q{i}", "reply": f"a{i}"} for i in range(3)]
+    ds = read_dataset(datasets.Dataset.from_list(rows), columns={"prompt": "question", "response": "reply"})
+    assert ds.format == "prompt_completion" and len(ds.examples) == 3 and ds.path == "<Dataset>"
+    assert ds.examples[1].messages == [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]
+    assert ds.examples[1].raw == rows[1]                                     # selected.jsonl keeps the user's record
 
 
 def test_nested_parquet_is_plain_python(tmp_path: Path):
@@ -192,8 +209,8 @@ def test_whole_file_errors_name_the_file(tmp_path: Path):
         read_dataset(broken)
     with pytest.raises(DataError, match="missing.jsonl"):
         read_dataset(tmp_path / "missing.jsonl")
-    unknown = write_lines(tmp_path / "unknown.jsonl", [json.dumps({"text": "x"})])
-    with pytest.raises(DataError, match=r"unknown\.jsonl.*keys seen: text"):
+    unknown = write_lines(tmp_path / "unknown.jsonl", [json.dumps({"txt": "x"})])
+    with pytest.raises(DataError, match=r"unknown\.jsonl.*keys seen: txt"):
         read_dataset(unknown)
 
 

@@ -49,3 +49,21 @@ def test_faiss_kmeans_finds_planted_clusters():
     labels = kmeans(x, n_clusters=5, backend="faiss", seed=0)
     assert len(set(labels)) == 5 and all(len(set(labels[i * 40:(i + 1) * 40])) == 1 for i in range(5))
     assert kmeans(x, n_clusters=5, backend="faiss", seed=0).tolist() == labels.tolist()
+
+
+def test_cluster_selection_warns_when_clustering_cannot_do_its_job():
+    import pandas as pd
+
+    from siftlm.config import SelectConfig
+    from siftlm.select.cluster import pick_cluster
+
+    rng = np.random.default_rng(0)
+    t = pd.DataFrame({"id": [f"e{i:02d}" for i in range(36)], "s": rng.random(36)})
+    x = rng.standard_normal((36, 4))
+    one = pick_cluster(t, x, SelectConfig(method="cluster", by="s", budget=5))           # 36 / 50 -> 1 cluster
+    assert "k-means made 1 cluster (the default N / 50 for 36 examples)" in one.note
+    assert one.positions.tolist() == np.argsort(-t["s"].to_numpy())[:5].tolist()        # so it is plain top-k
+    many = pick_cluster(t, x, SelectConfig(method="cluster", by="s", budget=3, clusters=6))
+    assert "3 of 6 clusters get no pick" in many.note
+    fine = pick_cluster(t, x, SelectConfig(method="cluster", by="s", budget=12, clusters=3))
+    assert fine.note == ""

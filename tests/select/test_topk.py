@@ -45,3 +45,17 @@ def test_pick_names_the_score_and_its_signals():
     assert p.reasons[0] == "davir=0.75 (base_loss=4, ref_loss=1): rank 1 of 3, top 2 by highest davir"
     low = pick(t, None, SelectConfig(by="davir", budget=1, direction="low"))
     assert low.positions.tolist() == [2] and "by lowest davir" in low.reasons[0]
+
+
+def test_a_budget_is_a_count_when_written_as_an_integer_and_a_fraction_otherwise():
+    from siftlm.config import UsageError, parse_number
+
+    assert budget_count(parse_number("1"), 50) == 1 and budget_count(parse_number("1.0"), 50) == 50
+    assert budget_count(parse_number("10"), 50) == 10 and budget_count(parse_number("0.1"), 50) == 5
+    assert budget_count(parse_number("1e-1"), 50) == 5 and budget_count(12.0, 50) == 12     # an old config's float
+    with pytest.raises(UsageError, match="whole number"):
+        budget_count(2.5, 50)
+    with pytest.raises(UsageError, match="positive"):
+        budget_count(-1, 50)
+    with pytest.raises(UsageError, match="not a number"):
+        parse_number("ten")

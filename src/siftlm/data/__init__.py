@@ -4,6 +4,7 @@ from siftlm.data.formats import FORMATS, DataError, Example, Reject, detect_form
 from siftlm.data.io import (
     Dataset,
     atomic_write,
+    open_dataset,
     read_dataset,
     summarize,
     write_jsonl,
@@ -19,6 +20,7 @@ __all__ = [
     "Reject",
     "atomic_write",
     "detect_format",
+    "open_dataset",
     "read_dataset",
     "summarize",
     "write_jsonl",

@@ -236,8 +236,11 @@ def convert_alpaca(record: dict) -> Converted:
     return [*messages, {"role": "assistant", "content": output}], None, None
 
 
+CONVERSATION_KEYS = ("conversations", "messages", "conversation")
+
+
 def convert_sharegpt(record: dict) -> Converted:
-    key = "messages" if _has(record, "messages") and not _has(record, "conversations") else "conversations"
+    key = next((k for k in CONVERSATION_KEYS if _has(record, k)), "conversations")
     messages = _with_system(_turns(_require(record, key), key), record)
     return _finish_sft(messages, key), None, None
 
@@ -256,10 +259,12 @@ def _side(value: Any, path: str, role: str) -> list[dict]:
 
 
 COMPLETION_KEYS = ("completion", "response", "output", "answer")   # TRL's name first, then common ones
+PROMPT_KEYS = ("prompt", "question")
 
 
 def convert_prompt_completion(record: dict) -> Converted:
-    prompt = _finish_prompt(_side(_require(record, "prompt"), "prompt", "user"), "prompt")
+    pkey = next((k for k in PROMPT_KEYS if _has(record, k)), "prompt")
+    prompt = _with_system(_finish_prompt(_side(_require(record, pkey), pkey, "user"), pkey), record)
     key = next((k for k in COMPLETION_KEYS if _has(record, k)), None)
     if key is None:
         raise RecordError("completion", f"missing required field 'completion' (or {', '.join(COMPLETION_KEYS[1:])})")
@@ -305,12 +310,21 @@ def convert_preference(record: dict) -> Converted:
     return prompt, chosen, rejected
 
 
+def convert_text(record: dict) -> Converted:
+    """TRL's plain ``text`` records: the whole text is what is learned (scored with no template, see prepare)."""
+    text = _str(_require(record, "text"), "text")
+    if not text.strip():
+        raise RecordError("text", "empty text")
+    return [{"role": "assistant", "content": text}], None, None
+
+
 FORMATS: dict[str, Callable[[dict], Converted]] = {
     "alpaca": convert_alpaca,
     "sharegpt": convert_sharegpt,
     "messages": convert_messages,
     "prompt_completion": convert_prompt_completion,
     "preference": convert_preference,
+    "text": convert_text,
 }
 
 
@@ -328,15 +342,17 @@ def guess_format(record: dict) -> str | None:
     """The format one record looks like, or None. Preference wins whenever chosen+rejected exist."""
     if _has(record, "chosen") and _has(record, "rejected"):
         return "preference"
-    if _has(record, "prompt") and any(_has(record, k) for k in COMPLETION_KEYS):
+    if any(_has(record, k) for k in PROMPT_KEYS) and any(_has(record, k) for k in COMPLETION_KEYS):
         return "prompt_completion"
     if _has(record, "messages"):
         first = _first_item(record["messages"])
         return "sharegpt" if "from" in first and "role" not in first else "messages"
-    if _has(record, "conversations"):
+    if _has(record, "conversations") or _has(record, "conversation"):
         return "sharegpt"
     if _has(record, "instruction") or (_has(record, "output") and _has(record, "input")):
         return "alpaca"
+    if _has(record, "text") and isinstance(record["text"], str):
+        return "text"
     return None
 
 

@@ -55,6 +55,7 @@ REASON_KINDS = (
     "wrong type",
     "empty response",
     "empty prompt",
+    "empty text",
     "empty conversation",
     "unknown role",
     "no assistant turn",
@@ -191,27 +192,87 @@ def _read_csv(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         raise DataError(f"{path}: cannot read CSV file: {e}") from e
 
 
-def _read_hf(path: Path, split: str) -> Iterator[tuple[int, dict | None, str | None]]:
+def pick_split(loaded, split: str | None, where: str):
+    """One split of a DatasetDict: the one named, or the only one; several and none named is an error."""
+    import datasets  # a dependency, imported when a datasets object is read
+
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    if split is None and len(loaded) == 1:
+        return next(iter(loaded.values()))
+    if split is None or split not in loaded:
+        said = f"split {split!r} not found" if split else "holds several splits"
+        raise DataError(f"{where}: {said}; pass --split (available splits: {', '.join(loaded)})")
+    return loaded[split]
+
+
+def _read_hf(path: Path, split: str | None) -> Iterator[tuple[int, dict | None, str | None]]:
     import datasets
 
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as e:
         raise DataError(f"{path}: cannot load datasets folder: {e}") from e
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise DataError(f"{path}: split '{split}' not found; available splits: {', '.join(loaded)}")
-        loaded = loaded[split]
-    for n, record in enumerate(loaded, start=1):
+    for n, record in enumerate(pick_split(loaded, split, str(path)), start=1):
         yield _check_dict(n, record)
 
 
-def read_records(path: str | Path, *, split: str = "train") -> Iterator[tuple[int, dict | None, str | None]]:
+def load_hub_dataset(name: str, *, subset: str | None = None, split: str | None = None):
+    """A dataset from the Hugging Face hub by name (when online): the split asked for, or the only one."""
+    import datasets
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise DataError(f"offline: {name} is a hub dataset; save it with datasets' save_to_disk and pass the folder")
+    try:
+        loaded = datasets.load_dataset(name, subset, split=split)
+    except Exception as e:
+        raise DataError(f"{name}: cannot load from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "offline? save it with datasets' save_to_disk and pass the folder") from e
+    return pick_split(loaded, split, name)
+
+
+def parse_columns(columns) -> dict[str, str] | None:
+    """'prompt=question,response=answer' (or a mapping) -> {"prompt": "question", "response": "answer"}."""
+    if not columns or isinstance(columns, dict):
+        return columns or None
+    pairs = [p.split("=", 1) for p in str(columns).split(",") if p.strip()]
+    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise DataError(f"--columns {columns!r}: write it as target=source pairs, e.g. prompt=question,response=answer")
+    return {t.strip(): s.strip() for t, s in pairs}
+
+
+def open_dataset(data, cfg) -> Dataset:
+    """The dataset a verb reads: ``data`` (a path or a datasets object) or ``cfg.dataset_name`` from the hub, with
+    ``cfg``'s format, split and column map (``siftlm.config.DataConfig``)."""
+    columns = parse_columns(cfg.columns)
+    if cfg.dataset_name:
+        loaded = load_hub_dataset(cfg.dataset_name, subset=cfg.subset, split=cfg.split)
+        return read_dataset(loaded, format=cfg.format, columns=columns, source=cfg.dataset_name)
+    if data is None or data == "":
+        raise DataError("no data: give a dataset file or folder, or --dataset-name")
+    return read_dataset(data, format=cfg.format, split=cfg.split, columns=columns)
+
+
+def rename_columns(record: dict, columns: dict[str, str] | None) -> dict:
+    """``columns``: {siftlm's key: the record's key}, e.g. {"prompt": "question", "response": "answer"}."""
+    if not columns:
+        return record
+    out = {k: v for k, v in record.items() if k not in columns.values()}
+    for target, source in columns.items():
+        if source in record:
+            out[target] = record[source]
+    return out
+
+
+def read_records(path, *, split: str | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield (line or record number, record or None, parse error or None) for every record in path.
 
     jsonl and csv: 1-based file line numbers (blank lines yield the error ``BLANK``). Other types: 1-based record
     numbers.
     """
+    if not isinstance(path, (str, Path)):       # a datasets.Dataset (or DatasetDict) already in memory
+        return (_check_dict(n, r) for n, r in enumerate(pick_split(path, split, "in-memory dataset"), start=1))
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
@@ -265,19 +326,20 @@ def _too_long(obj: Any, limit: int, path: str = "") -> tuple[str, int] | None:
     return None
 
 
-def read_dataset(
-    path: str | Path, *, format: str | None = None, max_chars: int = 100_000, split: str = "train"
-) -> Dataset:
+def read_dataset(path, *, format: str | None = None, max_chars: int = 100_000, split: str | None = None,
+                 columns: dict[str, str] | None = None, source: str | None = None) -> Dataset:
     """Read, convert and validate every record; bad records become Rejects, never exceptions.
 
+    ``path``: a file, a save_to_disk folder, or a ``datasets.Dataset`` / ``DatasetDict`` in memory; ``split`` picks
+    one split of a DatasetDict (needed when it has several); ``columns`` renames keys first ({"prompt": "question"}).
     Raises DataError only for problems with the input as a whole (missing/unsupported/broken file,
     unknown or undetectable format).
     """
-    source = str(path)
+    source = source or (str(path) if isinstance(path, (str, Path)) else f"<{type(path).__name__}>")
     rows = list(read_records(path, split=split))
     if format is not None and format not in FORMATS:
         raise DataError(f"{source}: unknown format '{format}'; supported formats: {', '.join(FORMATS)}")
-    records = [r for _, r, _ in rows if r is not None]
+    records = [rename_columns(r, columns) for _, r, _ in rows if r is not None]
     if format is not None:
         fmt = format
     elif records:
@@ -302,7 +364,7 @@ def read_dataset(
         own_id = None
         try:
             own_id = _record_id(record)
-            messages, chosen, rejected = convert_record(record, fmt)
+            messages, chosen, rejected = convert_record(rename_columns(record, columns), fmt)
         except RecordError as e:
             rejects.append(Reject(source, n, e.field, e.reason, own_id))
             continue
@@ -313,7 +375,8 @@ def read_dataset(
             rejects.append(Reject(source, n, long[0], reason, ex_id))
             continue
         if ex_id in first_seen:
-            reason = f"duplicate id {ex_id} (first seen at line {first_seen[ex_id]})"
+            reason = (f"duplicate id {ex_id} (first seen at line {first_seen[ex_id]})" if own_id else
+                      f"duplicate of line {first_seen[ex_id]} (same content)")
             rejects.append(Reject(source, n, "id", reason, ex_id))
             continue
         first_seen[ex_id] = n

@@ -19,6 +19,7 @@ import torch
 
 from siftlm import assets
 from siftlm.assets import cache_dir
+from siftlm.config import UsageError, closest
 from siftlm.data.io import umask_permissions
 from siftlm.models import precision
 from siftlm.models.precision import Precision
@@ -117,12 +118,43 @@ def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Pat
     return out
 
 
+HUB_TIMEOUT_S = 3.0
+
+
+def _hub_reachable() -> bool:
+    """Whether the model hub answers within a few seconds (and offline mode is not set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=HUB_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    """org/name or a bare name ("gpt2"): not a path (no leading ./ ~ /, no backslash, not a .gguf)."""
+    parts = spec.split("/")
+    return (len(parts) in (1, 2) and all(parts) and not spec.startswith((".", "~")) and "\\" not in spec
+            and not spec.endswith(".gguf"))
+
+
 def resolve_model_path(spec: str) -> str:
     """Turn a model spec into something ``from_pretrained`` reads: a folder, or a hub id.
 
-    ``builtin:smollm2`` and ``builtin:gemma3-270m`` name the models that ship inside PyPI packages.
+    ``builtin:smollm2`` and ``builtin:gemma3-270m`` name the models that ship inside PyPI packages. A folder that
+    does not exist, a mistyped built-in name, or a hub id while the hub cannot be reached is a one-line error.
     """
-    if spec in assets.BUILTIN_MODELS:
+    if spec.startswith("builtin:"):
+        if spec not in assets.BUILTIN_MODELS:
+            raise UsageError(f"unknown built-in model {spec!r}{closest(spec, assets.BUILTIN_MODELS)}; known: "
+                             f"{', '.join(assets.BUILTIN_MODELS)}")
         spec = str(assets.builtin_gguf(spec))
     p = Path(spec).expanduser()
     if p.suffix == ".gguf":
@@ -133,7 +165,13 @@ def resolve_model_path(spec: str) -> str:
         if not (p / "config.json").exists():
             raise FileNotFoundError(f"{spec}: folder has no config.json (not a transformers model folder)")
         return str(p)
-    return spec  # a hub id; works when online
+    if not _looks_like_hub_id(spec):
+        raise FileNotFoundError(f"{spec}: no such model folder or file (a hub id looks like org/name; built-in: "
+                                f"{', '.join(assets.BUILTIN_MODELS)})")
+    if not _hub_reachable():
+        raise RuntimeError(f"offline: {spec} is a hub id and the model hub cannot be reached; use a local folder or "
+                           f"{' / '.join(assets.BUILTIN_MODELS)}")
+    return spec  # a hub id
 
 
 def default_device() -> str:

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from siftlm.config import UsageError
+
 CHOICES = ("auto", "float32", "bfloat16")
 PROBE_RATIO = 1.5      # without a capability flag, bf16 must time at least this much faster than fp32 to be picked
 
@@ -58,7 +60,7 @@ def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision
     """The compute precision for ``device``: as ``asked``, or for ``auto`` bf16 on CUDA devices that support it and on
     CPUs with AMX (from torch, or a timed matmul probe when torch does not say), fp32 otherwise."""
     if asked not in CHOICES:
-        raise ValueError(f"unknown dtype {asked!r}; known: {', '.join(CHOICES)}")
+        raise UsageError(f"unknown dtype {asked!r}; known: {', '.join(CHOICES)}")
     device = torch.device(device)
     if asked != "auto":
         return Precision(getattr(torch, asked), f"{asked} as asked")

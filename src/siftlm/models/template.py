@@ -79,9 +79,25 @@ def _chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
     return [s for s in segs if s[0]]
 
 
+TEMPLATES = ("auto", "chat", "alpaca", "plain")
+LOSS_ON = ("assistant", "completion", "all")
+
+
+def _plain_segments(messages: list[dict], eos: str) -> list[tuple[str, bool]]:
+    """No template: the contents one after another (blank line between), assistant text labelled, EOS after the last
+    one (TRL's plain ``text`` datasets train on the text as it is)."""
+    segs = []
+    for i, m in enumerate(messages):
+        last = i == len(messages) - 1
+        segs.append((m["content"] + (eos if last and m["role"] == "assistant" else ""), m["role"] == "assistant"))
+        if not last:
+            segs.append(("\n\n", False))
+    return segs
+
+
 def _use_chat(tokenizer, template: str) -> bool:
-    if template not in ("auto", "chat", "alpaca"):
-        raise ValueError(f"unknown template {template!r}; known: auto, chat, alpaca")
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
     return template == "chat" or bool(template == "auto" and getattr(tokenizer, "chat_template", None))
 
 
@@ -89,6 +105,8 @@ def response_headers(tokenizer, messages: list[dict], *, template: str = "auto")
     """The text the template puts right before each assistant turn, without the conversation before it: the
     generation prompt (ChatML's "<|im_start|>assistant\n", Llama 3's "<|start_header_id|>assistant<|end_header_id|>
     \n\n", Alpaca's "### Response:\n"). Empty when the template adds nothing for a generation prompt."""
+    if template == "plain":
+        return ["" for m in messages if m["role"] == "assistant"]
     if not _use_chat(tokenizer, template):
         return [ALPACA_RESPONSE_HEADER for m in messages if m["role"] == "assistant"]
     headers = []
@@ -99,8 +117,37 @@ def response_headers(tokenizer, messages: list[dict], *, template: str = "auto")
     return headers
 
 
-def segments(tokenizer, messages: list[dict], *, template: str = "auto") -> list[tuple[str, bool]]:
-    """(text, is_response) pieces of one conversation. ``template``: auto | chat | alpaca."""
+def _loss_on(segs: list[tuple[str, bool]], messages: list[dict], loss_on: str) -> list[tuple[str, bool]]:
+    """Which pieces are labelled: every assistant turn, only the completion (the trailing run of assistant turns,
+    after the last user turn: what TRL trains on prompt/completion data), or every token."""
+    if loss_on == "assistant":
+        return segs
+    if loss_on == "all":
+        return [(t, True) for t, _ in segs]
+    if loss_on != "completion":
+        raise ValueError(f"unknown loss_on {loss_on!r}; known: {', '.join(LOSS_ON)}")
+    responses = [i for i, (_, r) in enumerate(segs) if r]
+    keep = set(responses[len(responses) - _completion_turns(messages):])
+    return [(t, i in keep) for i, (t, _) in enumerate(segs)]
+
+
+def _completion_turns(messages: list[dict]) -> int:
+    """How many assistant turns end the conversation (after its last non-assistant turn)."""
+    n = 0
+    while n < len(messages) and messages[len(messages) - 1 - n]["role"] == "assistant":
+        n += 1
+    return n
+
+
+def segments(tokenizer, messages: list[dict], *, template: str = "auto", loss_on: str = "assistant") -> list[tuple[str, bool]]:
+    """(text, is_response) pieces of one conversation. ``template``: auto | chat | alpaca | plain; ``loss_on``:
+    assistant (every assistant turn) | completion (the trailing assistant turns) | all (every token)."""
+    return _loss_on(_segments(tokenizer, messages, template), messages, loss_on)
+
+
+def _segments(tokenizer, messages: list[dict], template: str) -> list[tuple[str, bool]]:
+    if template == "plain":
+        return _plain_segments(messages, tokenizer.eos_token or "")
     if _use_chat(tokenizer, template):
         return _chat_segments(tokenizer, messages)
     return _alpaca_segments(messages, tokenizer.eos_token or "")
@@ -138,9 +185,9 @@ def _tokenize(tokenizer, segs: list[tuple[str, bool]]) -> tuple[list[int], list[
 
 
 def encode(tokenizer, example_id: str, messages: list[dict], *, max_length: int | None = None,
-           template: str = "auto") -> Encoded:
-    """Token ids and response-only labels for one conversation (loss on every assistant turn)."""
-    segs = segments(tokenizer, messages, template=template)
+           template: str = "auto", loss_on: str = "assistant") -> Encoded:
+    """Token ids and labels for one conversation: loss on every assistant turn (``loss_on``: see ``segments``)."""
+    segs = segments(tokenizer, messages, template=template, loss_on=loss_on)
     ids, labels = _tokenize(tokenizer, segs)
     bos = _bos(tokenizer)
     if bos and not (ids and ids[0] == bos[0]):
@@ -149,8 +196,8 @@ def encode(tokenizer, example_id: str, messages: list[dict], *, max_length: int 
     return _apply_max_length(example_id, ids, labels, max_length, keep=keep)
 
 
-def encode_response_only(tokenizer, example_id: str, messages: list[dict], *,
-                         max_length: int | None = None, template: str = "auto") -> Encoded:
+def encode_response_only(tokenizer, example_id: str, messages: list[dict], *, max_length: int | None = None,
+                         template: str = "auto", loss_on: str = "assistant") -> Encoded:
     """The responses without their prompts, for s(A) in IFD: BOS (or EOS when there is no BOS), then for every
     assistant turn its response header (unlabelled) and its response (labelled, exactly as ``encode`` labels it).
 
@@ -160,7 +207,10 @@ def encode_response_only(tokenizer, example_id: str, messages: list[dict], *,
     """
     responses = [text for text, is_resp in segments(tokenizer, messages, template=template) if is_resp]
     headers = response_headers(tokenizer, messages, template=template)
-    segs = [s for h, r in zip(headers, responses, strict=True) for s in ((h, False), (r, True)) if s[0]]
+    turns = list(zip(headers, responses, strict=True))
+    if loss_on == "completion":                      # only the turns the conditional pass scores
+        turns = turns[len(turns) - _completion_turns(messages):]
+    segs = [s for h, r in turns for s in ((h, False), (r, True)) if s[0]]
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     ids, labels = _tokenize(tokenizer, segs)
     return _apply_max_length(example_id, [start] + ids, [IGNORE] + labels, max_length, keep=1)

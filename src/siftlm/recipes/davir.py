@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from siftlm.config import RunConfig, SelectConfig, TrainConfig, from_dict
-from siftlm.data import read_dataset, write_rejects
+from siftlm.config import DataConfig, RunConfig, SelectConfig, TrainConfig, from_dict
+from siftlm.data import open_dataset, write_rejects
 from siftlm.data.io import atomic_write, rejects_by_reason
 from siftlm.models.load import load_model
 from siftlm.progress import Timer
@@ -44,7 +44,7 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tup
         with timer("load model"):
             lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
     with timer("read + encode"):
-        prep = prepare(read_dataset(cfg.data, format=cfg.format), lm.tokenizer, cfg.signals)
+        prep = prepare(open_dataset(cfg.data, cfg.input), lm.tokenizer, cfg.signals)
     with timer("base loss pass"):
         base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base loss")
     uncond = None
@@ -96,12 +96,11 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
     return summary
 
 
-def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, *,
-                  format: str | None = None) -> tuple[list, Prepared]:
+def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, src: DataConfig) -> tuple[list, Prepared]:
     """``siftlm train``: the reference fine-tune with its trajectory (and ``OUT/rejects.jsonl``); returns the frames
     P_0..P_n and the prepared data."""
     lm = load_model(model, dtype=signals.dtype, master_fp32=tcfg.full)
-    prep = prepare(read_dataset(data, format=format), lm.tokenizer, signals)
+    prep = prepare(open_dataset(data, src), lm.tokenizer, signals)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
     return train_reference(lm, prep, out, tcfg)[0], prep

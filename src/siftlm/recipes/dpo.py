@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from siftlm.config import DPOTrainConfig, SignalConfig
-from siftlm.data import read_dataset, write_rejects
+from siftlm.config import DataConfig, DPOTrainConfig, SignalConfig
+from siftlm.data import open_dataset, write_rejects
 from siftlm.models.load import load_model
 from siftlm.scores import add_scores
 from siftlm.signals.passes import run_pass
@@ -31,10 +31,10 @@ def policy_reference_table(lm, prep: Prepared) -> pd.DataFrame:
 
 
 def run_dpo(data: str, model: str, out: str | Path, signals: SignalConfig, dcfg: DPOTrainConfig, *,
-            format: str | None = None, callbacks=None) -> tuple[Prepared, dict]:
+            src: DataConfig | None = None, callbacks=None) -> tuple[Prepared, dict]:
     """Encode the pairs, write their rejects, run (or reuse) the reference pair pass and train with TRL."""
     lm = load_model(model, dtype=signals.dtype, master_fp32=dcfg.full)
-    prep = prepare_pairs(read_dataset(data, format=format), lm.tokenizer, signals)
+    prep = prepare_pairs(open_dataset(data, src or DataConfig()), lm.tokenizer, signals)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, out / "rejects.jsonl")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from siftlm.config import SignalConfig
-from siftlm.data import read_dataset
+from siftlm.config import DataConfig, SignalConfig
+from siftlm.data import open_dataset, write_rejects
 from siftlm.data.io import atomic_write
 from siftlm.models.load import load_model
 from siftlm.recipes.dpo import policy_reference_table
@@ -46,12 +46,14 @@ def length_table(pairs: pd.DataFrame, beta: float = 0.1, losses: list[str] | Non
 
 
 def analyze_dpo_length(data: str, adapter: str, model: str, out: str | Path, signals: SignalConfig, *,
-                       beta: float = 0.1, davir_beta: float | None = None, format: str | None = None,
+                       beta: float = 0.1, davir_beta: float | None = None, src: DataConfig | None = None,
                        with_values: bool = False):
     """Write ``pairs.parquet``, ``dpo_length.json``, ``dpo_length.png`` and ``report.html`` into ``out``; returns
     the correlation table (and, ``with_values``, the per-pair objectives and the pair table too)."""
     lm = load_model(model, adapter=str(adapter), dtype=signals.dtype)
-    pairs = policy_reference_table(lm, prepare_pairs(read_dataset(data, format=format), lm.tokenizer, signals))
+    prep = prepare_pairs(open_dataset(data, src or DataConfig()), lm.tokenizer, signals)
+    write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
+    pairs = policy_reference_table(lm, prep)
     table, values = length_table(pairs, beta, davir_beta=davir_beta)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

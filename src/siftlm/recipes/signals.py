@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from siftlm.config import GradConfig, SignalConfig
-from siftlm.data import read_dataset, write_rejects
+from siftlm.config import DataConfig, GradConfig, SignalConfig, UsageError, closest
+from siftlm.data import open_dataset, write_rejects
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.signals.passes import PASSES, run_pass
@@ -19,17 +19,17 @@ def rejects_path(out: str | Path | None, store: str, data: str) -> Path:
     """Where ``siftlm signals`` writes its rejects: beside ``--out`` (``<out>.rejects.jsonl``), else in the store."""
     if out:
         return Path(f"{out}.rejects.jsonl")
-    return Path(store) / f"rejects-{Path(data).stem}.jsonl"
+    return Path(store) / f"rejects-{Path(str(data)).stem.replace('/', '_')}.jsonl"
 
 
 def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | None = None, adapter: str | None = None,
-                    grad: GradConfig | None = None, text: str = "full", format: str | None = None,
+                    grad: GradConfig | None = None, text: str = "full", src: DataConfig | None = None,
                     out: str | Path | None = None) -> tuple[pd.DataFrame, Prepared]:
     """Rows of pass ``name`` for the dataset (``pairs`` with an adapter: policy and reference, plus the pair
     scores), and the prepared data; written to ``out`` (.parquet or .npy) when given, the rejects beside it."""
     if name not in PASSES:
-        raise ValueError(f"unknown pass {name!r}; known: {', '.join(PASSES)}")
-    ds = read_dataset(data, format=format)
+        raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
+    ds = open_dataset(data, src or DataConfig())
     if name == "embed":
         lm = load_sentence_model(model or "builtin:all-minilm-l6-v2")
         prep = prepare_texts(ds, cfg, part=text)
@@ -42,7 +42,7 @@ def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | Non
         else:
             prep = prepare(ds, lm.tokenizer, cfg)
             frame = run_pass(prep, name, lm.model, lm.fingerprint, options={"grad": grad})
-    write_rejects(prep.rejects, rejects_path(out, cfg.store, data))
+    write_rejects(prep.rejects, rejects_path(out, cfg.store, ds.path))
     if out:
         write_frame(frame, out)
     return frame, prep

@@ -90,7 +90,19 @@ def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None) -
     what = f"{how}est {by}" if by else f"random (seed {cfg.seed})"
     reasons = [f"cluster {labels[p]} (size {sizes[labels[p]]}, quota {quota[labels[p]]}): {what}"
                + (f" {by}={scores[p]:.4g}" if by else "") for p in pos]
-    return Picked(pos, reasons, scores[pos] if by else np.full(len(pos), np.nan), {"cluster": labels})
+    return Picked(pos, reasons, scores[pos] if by else np.full(len(pos), np.nan), {"cluster": labels},
+                  _warning(len(sizes), sum(q == 0 for q in quota.values()), n, k, cfg.clusters))
+
+
+def _warning(n_clusters: int, empty: int, n: int, k: int, asked: int | None) -> str:
+    """Why a per-cluster selection may not be what the user expects, or ''."""
+    if n_clusters < 2:
+        how = "as asked" if asked else f"the default N / 50 for {n} examples"
+        return f"k-means made {n_clusters} cluster ({how}): this is plain {'top-k' if k else 'selection'}; pass --clusters"
+    if empty:
+        return (f"{empty} of {n_clusters} clusters get no pick: the budget ({k}) is too small for that many clusters; "
+                "lower --clusters or raise --budget")
+    return ""
 
 
 def pick_cluster(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:

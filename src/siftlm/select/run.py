@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siftlm.config import SelectConfig
+from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.data import Example, read_dataset, write_selected
 from siftlm.data.io import atomic_write
 from siftlm.select import cluster, dedup, dpp, sample, topk
@@ -56,7 +56,8 @@ def resolve(cfg: SelectConfig) -> SelectConfig:
     if method.endswith("+dpp"):
         method, by, lam = "dpp", method[: -len("+dpp")], DEFAULT_QUALITY_LAMBDA if lam is None else lam
     if method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(METHODS)}, <score>+dpp")
+        raise UsageError(f"unknown method {cfg.method!r}{closest(cfg.method, METHODS)}; known: {', '.join(METHODS)}, "
+                         "<score>+dpp")
     if method != "dedup":
         by = by or DEFAULT_BY
         budget = DEFAULT_BUDGET if budget is None else budget

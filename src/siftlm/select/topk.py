@@ -5,19 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from siftlm.config import SelectConfig
+from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.scores import SCORES, direction, inputs_of
 from siftlm.select.picked import Picked
 
 
-def budget_count(budget: float, n: int) -> int:
-    """A budget given as a count (>= 1, integer) or a fraction of ``n`` (0 < f < 1, rounded to nearest, at least 1)."""
-    if budget <= 0:
-        raise ValueError(f"budget must be positive, got {budget}")
-    if budget < 1:
+def budget_count(budget: int | float, n: int) -> int:
+    """How many of ``n`` examples a budget keeps: an int is a count; a float in (0, 1] is a fraction of ``n``
+    (rounded to nearest, at least 1; 1.0 keeps all). A float above 1 with no fractional part is taken as a count
+    (as written in older configs); any other value is an error."""
+    if isinstance(budget, bool) or budget <= 0:
+        raise UsageError(f"budget must be a positive count or a fraction in (0, 1], got {budget}")
+    if isinstance(budget, (int, np.integer)):
+        return int(budget)
+    if budget <= 1:
         return max(1, int(np.floor(budget * n + 0.5)))
     if budget != int(budget):
-        raise ValueError(f"a budget >= 1 is a count and must be an integer, got {budget}")
+        raise UsageError(f"a budget above 1 is a count and must be a whole number, got {budget}")
     return int(budget)
 
 
@@ -50,7 +54,8 @@ def topk(ids, scores, *, budget: float, direction: str = "high") -> np.ndarray:
 def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     """The top ``cfg.budget`` rows by ``cfg.by``; each reason names the score and the signals behind it."""
     if cfg.by not in table:
-        raise KeyError(f"no score column {cfg.by!r}; have {[c for c in table.columns if c in SCORES]}")
+        have = [c for c in table.columns if c in SCORES] or [c for c in table.columns if c != "id"]
+        raise UsageError(f"no score column {cfg.by!r}{closest(cfg.by, have)} in the scores table; have {', '.join(have)}")
     how = direction(cfg.by, cfg.direction)
     values = table[cfg.by].to_numpy()
     pos = topk(table["id"].to_numpy(), values, budget=cfg.budget, direction=how)

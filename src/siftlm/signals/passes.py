@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from siftlm.config import GradConfig
+from siftlm.config import GradConfig, UsageError, closest
 from siftlm.models import precision
 from siftlm.progress import bar
 from siftlm.signals import PASS_HELP, store
@@ -130,7 +130,7 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
     the store does not hold yet. ``options``: ``grad`` (a GradConfig) for grads; ``part`` and ``batch_size``
     for embed."""
     if name not in PASSES:
-        raise ValueError(f"unknown pass {name!r}; known: {', '.join(PASSES)}")
+        raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
     if prep.kind != p.kind:
         raise ValueError(f"pass {name} takes {p.kind} data, got {prep.kind}")
