@@ -338,3 +338,48 @@ def test_signals_and_score_write_rejects_and_counts_and_fail_in_one_line(tmp_pat
     assert summary["rejects_by_reason"] == {"malformed JSON": 1, "response does not fit in max_length": 1}
     assert "rejected: response does not fit in max_length" in res.output
     assert (tmp_path / "run" / "report.html").exists() and len((tmp_path / "run" / "rejects.jsonl").read_text().splitlines()) == 2
+
+
+def test_score_finds_the_reference_train_made_and_refuses_a_folder_of_other_data_before_any_pass(
+        tmp_path, alpaca_file, model_dir, monkeypatch):
+    import siftlm.signals.trajectory as trajectory
+
+    common = ["--model", str(model_dir), "--store", str(tmp_path / "st"), "--epochs", "2", "--train-budget", "512"]
+    res = runner.invoke(app, ["train", str(alpaca_file), "--out", str(tmp_path / "ref"), *common])
+    assert res.exit_code == 0, res.output
+    monkeypatch.setattr(trajectory, "train", lambda *a, **k: pytest.fail("trained the reference again"))
+    res = runner.invoke(app, ["score", str(alpaca_file), "--out", str(tmp_path / "run"), *common])
+    assert res.exit_code == 0 and "reference: reusing" in res.output, res.output
+    assert not (tmp_path / "run" / "reference").exists()
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"instruction": f"x{i}", "output": f"y{i}"}) + "\n" for i in range(5)))
+    monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: pytest.fail("a pass ran before the check"))
+    res = runner.invoke(app, ["score", str(other), "--out", str(tmp_path / "run"), "--reference", str(tmp_path / "ref"),
+                              *common], env={"COLUMNS": "300"})
+    assert res.exit_code == 1 and "holds a reference trained on other data" in res.output, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
+
+
+def test_the_spellings_of_transformers_and_trl_are_accepted(monkeypatch, tmp_path):
+    import siftlm.recipes.dpo as dpo_recipe
+
+    seen = {}
+
+    def record(data, model, out, sig, dcfg, **k):
+        seen.update(out=out, dcfg=dcfg)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(dpo_recipe, "run_dpo", record)
+    res = runner.invoke(app, ["dpo", "p.jsonl", "--learning-rate", "1e-5", "--num-train-epochs", "3",
+                              "--per-device-train-batch-size", "8", "--gradient-accumulation-steps", "2",
+                              "--gradient-checkpointing", "--output-dir", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "stop here" in res.output, res.output
+    d = seen["dcfg"]
+    assert (d.lr, d.epochs, d.batch_size, d.grad_accum, d.activation_checkpointing) == (1e-5, 3.0, 8, 2, True)
+    assert seen["out"] == tmp_path / "o"
+
+
+def test_demo_help_says_why_its_defaults_differ():
+    res = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "300"})
+    text = " ".join(res.output.split())
+    assert "here 0.001: a 2-epoch LoRA reference on 128 examples needs a larger step" in text

@@ -41,10 +41,18 @@ console = Console()
 
 DATA = typer.Argument(None, help="dataset: jsonl, json, parquet, csv or a datasets save_to_disk folder (or --dataset-name)",
                       show_default=False)
+def out_option(default: str, help: str = "output folder"):
+    return typer.Option(Path(default), "--out", "--output-dir", help=help)
+
+
 MODEL = typer.Option("builtin:smollm2", help="causal LM: a folder, a .gguf file, builtin:<name> or a hub id")
-DEMO_DEFAULTS = {"out": "siftlm-demo", "limit": 128, "lr": 1e-3, "max_length": 512, "train_budget": 1024}
-# demo: 128 examples ran in 7.9 min for 150 on 2 CPU cores with a fresh cache; lr 1e-3 and 512 tokens let a 2-epoch
-# LoRA reference move on this little data within the time (train/score keep 2e-4 and 1024 for real data)
+DEMO_DEFAULTS = {  # where the demo differs from siftlm's defaults, and why
+    "out": "siftlm-demo",
+    "limit": (128, "the demo runs in under 10 minutes on 2 CPU cores (150 examples took 7.9 min on a fresh cache)"),
+    "lr": (1e-3, "a 2-epoch LoRA reference on 128 examples needs a larger step to move; real data keeps 2e-4"),
+    "max_length": (512, "alpaca_en_demo's examples fit; shorter batches keep the demo fast"),
+    "train_budget": (1024, "smaller steps give the short demo run more optimizer steps"),
+}
 
 
 @app.callback()
@@ -132,7 +140,7 @@ def signals(data: Optional[Path] = DATA, pass_: str = typer.Option("loss", "--pa
 @verb(app, configs={"sig": SignalConfig, "tcfg": TrainConfig, "src": DataConfig}, presets=PRESETS,
       preset_help=PRESET_HELP)
 def train(data: Optional[Path] = DATA, model: str = MODEL,
-          out: Path = typer.Option(Path("siftlm-reference"), help="training folder (epoch-N adapters)"), *,
+          out: Path = out_option("siftlm-reference", "training folder (epoch-N adapters)"), *,
           sig: SignalConfig, tcfg: TrainConfig, src: DataConfig):
     """Fine-tune on all examples (the reference model), evaluating every example before and after each epoch."""
     from siftlm.recipes.davir import train_on_data
@@ -163,7 +171,7 @@ def run(*, cfg: RunConfig):
 
 
 @verb(app, "select", configs={"cfg": SelectConfig})
-def select_(out: Path = typer.Option(Path("siftlm-selection"), help="output folder"), *, cfg: SelectConfig):
+def select_(out: Path = out_option("siftlm-selection", "output folder"), *, cfg: SelectConfig):
     """Keep the top examples by a score, a diverse set (DPP), or per-cluster shares: selected.jsonl + selection.parquet."""
     from siftlm.select.run import run_selection
 
@@ -215,7 +223,7 @@ def diversity(features: list[Path] = typer.Argument(..., help="feature files: .n
 
 @verb(app, configs={"sig": SignalConfig, "dcfg": DPOTrainConfig, "src": DataConfig})
 def dpo(data: Optional[Path] = DATA, model: str = typer.Option("builtin:smollm2", help="the policy's start, also the reference"),
-        out: Path = typer.Option(Path("siftlm-dpo")), *, sig: SignalConfig, dcfg: DPOTrainConfig, src: DataConfig):
+        out: Path = out_option("siftlm-dpo"), *, sig: SignalConfig, dcfg: DPOTrainConfig, src: DataConfig):
     """DPO through TRL's trainer (LoRA by default), reference log-probs from siftlm's cached pair pass."""
     from siftlm.recipes.dpo import run_dpo
 
@@ -228,12 +236,13 @@ def dpo(data: Optional[Path] = DATA, model: str = typer.Option("builtin:smollm2"
 
 
 @verb(analyze_app, "dpo-length", configs={"sig": SignalConfig, "src": DataConfig})
-def dpo_length(data: Optional[Path] = DATA, adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
+def dpo_length(data: Optional[Path] = DATA,
+               adapter: Path = typer.Option(..., help="the trained policy's adapter (e.g. siftlm-dpo/final)"),
                model: str = typer.Option("builtin:smollm2", help="the reference model the adapter was trained on"),
                beta: float = typer.Option(0.1, help="beta of TRL's loss types"),
                davir_beta: Optional[float] = typer.Option(None, help="beta of davir (default as in training: 0.1 x "
                                                           "median |log pi_ref(y|x)|)"),
-               out: Path = typer.Option(Path("siftlm-dpo-length")), *, sig: SignalConfig, src: DataConfig):
+               out: Path = out_option("siftlm-dpo-length"), *, sig: SignalConfig, src: DataConfig):
     """Correlation of each DPO loss type's per-pair objective with the response-length difference (DavIR Table 3)."""
     from siftlm.recipes.dpo_length import analyze_dpo_length
 

@@ -77,7 +77,11 @@ class SignalConfig:
     store: str = opt("siftlm-store", "signal store folder (cached, resumable model passes)")
     max_length: int = opt(1024, "max tokens per example; the prompt is cut from the left first, else the example is "
                                 "rejected")
-    template: str = opt("auto", "auto (the tokenizer's chat template when it has one) | chat | alpaca")
+    template: str = opt("auto", "auto (the tokenizer's chat template when it has one; none for plain text records) | "
+                                "chat | alpaca | plain (no template)")
+    loss_on: str = opt("auto", "which tokens are scored: auto (the completion for prompt/completion data, as TRL trains "
+                               "it; every assistant turn otherwise, the papers' L(y|x)) | assistant | completion | all "
+                               "(every token: TRL's default for messages data)")
     token_budget: int = opt(4096, "padded tokens per forward batch")
     shard_size: int | None = opt(None, "examples per stored shard, the unit of resume (default: shards of about "
                                        "--shard-tokens tokens each)")
@@ -91,8 +95,8 @@ class SignalConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(2, ">= 2 so LP(1) is informative")
-    lr: float = opt(2e-4, "learning rate (LoRA; full fine-tuning usually wants ~1e-5)")
+    epochs: int = opt(2, ">= 2 so LP(1) is informative", aliases=("num-train-epochs",))
+    lr: float = opt(2e-4, "learning rate (LoRA; full fine-tuning usually wants ~1e-5)", aliases=("learning-rate",))
     token_budget: int = opt(2048, "padded tokens per optimizer step", cli="train-budget")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(16, "LoRA alpha")
@@ -161,18 +165,20 @@ class DPOTrainConfig:
                              "bco_pair | apo_zero | apo_down")
     beta: float | None = opt(None, "default 0.1; for davir 0.1 x the median |log pi_ref(y|x)| of the data (see "
                                    "siftlm.train.dpo_losses.default_beta)")
-    lr: float = opt(5e-5, "learning rate")
-    epochs: float = opt(1.0, "training epochs")
+    lr: float = opt(5e-5, "learning rate: a LoRA DPO rate, lower than SFT's 2e-4 because the preference loss's "
+                          "gradients are larger (TRL's own 1e-6 default is for full fine-tuning)",
+                    aliases=("learning-rate",))
+    epochs: float = opt(1.0, "training epochs", aliases=("num-train-epochs",))
     max_steps: int = opt(-1, "> 0 overrides --epochs")
-    batch_size: int = opt(4, "pairs per device step")
-    grad_accum: int = opt(1, "gradient accumulation steps")
+    batch_size: int = opt(4, "pairs per device step", aliases=("per-device-train-batch-size",))
+    grad_accum: int = opt(1, "gradient accumulation steps", aliases=("gradient-accumulation-steps",))
     full: bool = opt(False, "full fine-tuning instead of LoRA")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(16, "LoRA alpha")
     target_modules: str = opt("all-linear", "LoRA target modules")
     save_steps: int = opt(50, "checkpoint interval; a rerun resumes from the newest checkpoint")
     activation_checkpointing: bool = opt(False, "activation checkpointing (less memory, ~30% slower)",
-                                         cli="checkpointing")
+                                         cli="gradient-checkpointing")
     logging_steps: int = opt(1, hidden=True)
     seed: int = opt(0, "seed of the LoRA initialisation and the data order")
 
@@ -200,7 +206,7 @@ class ReproduceConfig:
     model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
     data: str = opt("", "SFT data for the DavIR, LP and DPP tables (default: the built-in alpaca_en_demo)")
     pairs: str = opt("", "preference pairs for DavIR Table 3 (default: the built-in dpo_en_demo)")
-    out: str = opt("siftlm-reproduce", "output folder")
+    out: str = opt("siftlm-reproduce", "output folder", aliases=("output-dir",))
     budget: int | float = opt(0.25, "dpp-eq3: subset size, a fraction in (0, 1] or an integer count")
     dpo_steps: int = opt(40, "davir-table3: steps of the vanilla DPO run (2 pairs per step)")
     dpo_lr: float = opt(5e-4, "davir-table3: learning rate of the DPO run")

@@ -66,14 +66,15 @@ def _numeric(typ) -> bool:
     return {int, float} <= args
 
 
-def _option(f, typ, default, flag: str):
-    help_ = f.metadata.get("help", "")
+def _option(f, typ, default, flag: str, why: str | None = None):
+    help_ = f.metadata.get("help", "") + (f"; here {default}: {why}" if why else "")
     if f.metadata.get("argument"):
         optional = f.metadata["argument"] == "optional"
         return typer.Argument(None if optional else (... if default in ("", None) else default), help=help_,
                               show_default=False)
     if typ is bool:
-        return typer.Option(default, f"--{flag}/--no-{flag}", help=help_)
+        names = [flag, *f.metadata.get("aliases", ())]
+        return typer.Option(default, *(f"--{n}/--no-{n}" for n in names), help=help_)
     return typer.Option(default, f"--{flag}", *(f"--{a}" for a in f.metadata.get("aliases", ())), help=help_)
 
 
@@ -118,7 +119,8 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
             for path, f, typ, owner in _flatten(cls):
                 flag = f.metadata.get("cli") or f.name.replace("_", "-")
                 pname = flag.replace("-", "_")
-                default = defaults.get(pname, _default(f))
+                default, why = defaults.get(pname, (_default(f), None)) if isinstance(defaults.get(pname), tuple) \
+                    else (defaults.get(pname, _default(f)), None)
                 if pname in exclude:
                     if pname in defaults:
                         fixed.append((key, path, default))
@@ -137,7 +139,7 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
                     numeric.add(pname)
                     typ, default = typing.Optional[str], None if default is None else str(default)
                 extra.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY,
-                                               default=_option(f, typ, default, flag), annotation=typ))
+                                               default=_option(f, typ, default, flag, why), annotation=typ))
 
         def build(ctx, kw: dict) -> dict:
             """The verb's configs from the parsed options (preset values where an option was not given)."""

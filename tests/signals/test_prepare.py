@@ -53,3 +53,36 @@ def test_prepare_texts_keeps_every_valid_record(tmp_path):
     assert prep.counts() == {"read": 5, "kept": 3, "rejected": 0, "skipped": 0, "unused_by_limit": 2}
     other = prepare_texts(read_dataset(path), SignalConfig(limit=3, progress=False), part="full")
     assert other.fingerprint != prep.fingerprint
+
+
+def test_prompt_completion_data_is_scored_on_its_completion_and_loss_on_overrides(tmp_path, tokenizer):
+    from siftlm.models.template import IGNORE
+
+    row = {"prompt": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                      {"role": "user", "content": "q2"}], "completion": [{"role": "assistant", "content": "a2"}]}
+    path = tmp_path / "pc.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    msgs_path = tmp_path / "m.jsonl"
+    msgs_path.write_text(json.dumps({"messages": row["prompt"] + row["completion"]}) + "\n")
+
+    def labelled(p, **kw):
+        prep = prepare(read_dataset(p), tokenizer, SignalConfig(progress=False, **kw))
+        e = prep.encoded[0]
+        return tokenizer.decode([t for t in e.labels if t != IGNORE]), e.n_response
+
+    assert labelled(path)[0] == "a2</s>"                                     # auto: the completion, as TRL trains it
+    assert labelled(msgs_path)[0] == "a1</s>a2</s>"                          # auto: every assistant turn
+    assert labelled(msgs_path, loss_on="completion")[0] == "a2</s>"
+    text, n_all = labelled(msgs_path, loss_on="all")
+    assert "q1" in text and "a2" in text and n_all > labelled(msgs_path)[1]
+
+
+def test_plain_text_records_are_scored_whole_without_a_template(tmp_path, tokenizer):
+    from siftlm.models.template import IGNORE
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"text": "hello world"}) + "\n")
+    prep = prepare(read_dataset(path), tokenizer, SignalConfig(progress=False))
+    e = prep.encoded[0]
+    assert prep.template == "plain" and tokenizer.decode(e.input_ids) == "<s>hello world</s>"
+    assert tokenizer.decode([t for t in e.labels if t != IGNORE]) == "hello world</s>" and e.n_prompt == 1

@@ -62,7 +62,7 @@ def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca
 def test_other_data_in_the_same_folder_is_an_error(tmp_path, model_dir, alpaca_file):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
     train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
-    with pytest.raises(RuntimeError, match="other data, model or settings"):
+    with pytest.raises(RuntimeError, match=r"holds a reference trained on epochs 1 \(now 2\); use another --out"):
         train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))
 
 

@@ -58,6 +58,9 @@ def test_trl_trainer_loss_equals_the_per_pair_formula(tmp_path, tokenizer, pairs
     assert got == pytest.approx(expect, rel=2e-4, abs=1e-6)
     if loss == "davir":
         assert abs(expect - per_pair("sigmoid", table.iloc[rows], 0.1).mean().item()) > 1e-3   # not the same loss
+        logged = trainer._metrics["eval" if not trainer.model.training else "train"]
+        assert logged["logps/chosen"][-1] == pytest.approx(table.iloc[rows]["policy_chosen_logp"].mean(), rel=1e-4)
+        assert logged["logps/rejected"][-1] == pytest.approx(table.iloc[rows]["policy_rejected_logp"].mean(), rel=1e-4)
 
 
 def test_trl_calls_the_overridden_methods_and_never_its_own(tmp_path, tokenizer, pairs, monkeypatch):

@@ -18,7 +18,7 @@ from siftlm.config import DataConfig, RunConfig, SelectConfig, TrainConfig, from
 from siftlm.data import open_dataset, write_rejects
 from siftlm.data.io import atomic_write, rejects_by_reason
 from siftlm.models.load import load_model
-from siftlm.progress import Timer
+from siftlm.progress import Timer, console
 from siftlm.report.selection import write_report
 from siftlm.report.stats import finite_mean, length_correlations
 from siftlm.scores import SCORES, add_scores, direction
@@ -27,13 +27,31 @@ from siftlm.select.run import write_selection
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import Prepared, prepare
 from siftlm.signals.table import signals_table
-from siftlm.signals.trajectory import train_reference
+from siftlm.signals.trajectory import check_folder, find_reference, identity, stored_identity, train_reference
 
 
 def reference_config(folder: Path, given: TrainConfig) -> TrainConfig:
     """The settings of an existing siftlm training folder (so it is reused as it is), else ``given``."""
     ident = folder / "siftlm-identity.json"
     return from_dict(TrainConfig, json.loads(ident.read_text())["config"]) if ident.exists() else given
+
+
+def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path, TrainConfig]:
+    """Where the reference model is (or will be trained) and with which settings: ``--reference``, else a finished
+    training of this data, model and settings recorded in the store, else OUT/reference. A folder holding a run on
+    other data is an error here, before any model pass."""
+    if cfg.reference:
+        folder = Path(cfg.reference)
+    else:
+        folder = Path(cfg.out) / "reference"
+        if stored_identity(folder) is None:
+            found = find_reference(prep, base_fp, cfg.train)
+            if found is not None:
+                console.print(f"reference: reusing {found} (same data, model and settings)", highlight=False)
+                folder = found
+    tcfg = reference_config(folder, cfg.train)
+    check_folder(folder, identity(prep, base_fp, tcfg))
+    return folder, tcfg
 
 
 def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tuple[Prepared, pd.DataFrame, dict]:
@@ -45,14 +63,13 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tup
             lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
     with timer("read + encode"):
         prep = prepare(open_dataset(cfg.data, cfg.input), lm.tokenizer, cfg.signals)
+    ref_dir, tcfg = reference_folder(cfg, prep, lm.fingerprint)     # checked before any pass runs
     with timer("base loss pass"):
         base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base loss")
     uncond = None
     if cfg.ifd:
         with timer("unconditional pass (IFD)"):
             uncond = run_pass(prep, "uncond", lm.model, lm.fingerprint, label="response-only loss")
-    ref_dir = Path(cfg.reference) if cfg.reference else Path(cfg.out) / "reference"
-    tcfg = reference_config(ref_dir, cfg.train)
     with timer("reference fine-tune + trajectory"):
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
     table, guarded = add_scores(signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj))

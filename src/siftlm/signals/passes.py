@@ -104,7 +104,7 @@ def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | N
         return store.PassSpec(name, prep.fingerprint, model_fp,
                               {"part": options.get("part", "full"), "normalize": True, "engine": ENGINE_VERSION})
     cfg = prep.cfg
-    settings = {"template": cfg.template, "max_length": cfg.max_length, "dtype": precision.tag(model),
+    settings = {"template": prep.template, "max_length": cfg.max_length, "dtype": precision.tag(model),
                 "engine": ENGINE_VERSION}
     data_fp = prep.fingerprint
     if name == "uncond":

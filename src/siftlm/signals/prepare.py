@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from siftlm.config import SignalConfig
+from siftlm.config import SignalConfig, UsageError
 from siftlm.data import Dataset, Example, Reject
-from siftlm.models.template import Encoded, EncodedPair, EncodeError, encode, encode_pair, encode_response_only
+from siftlm.models.template import (
+    LOSS_ON,
+    Encoded,
+    EncodedPair,
+    EncodeError,
+    encode,
+    encode_pair,
+    encode_response_only,
+)
 from siftlm.signals import store
 from siftlm.signals.sentence import example_text
 
@@ -30,6 +38,8 @@ class Prepared:
     fingerprint: str                 # identifies the encoded data (ids, tokens and masks, order)
     tokenizer: object = None
     cfg: SignalConfig = field(default_factory=SignalConfig)
+    template: str = "auto"           # as resolved for this data (plain for text records)
+    loss_on: str = "assistant"       # as resolved for this data (completion for prompt/completion records)
     _uncond: list[Encoded] | None = None
 
     @property
@@ -48,8 +58,8 @@ class Prepared:
         if self.kind != "sft":
             raise ValueError(f"response-only encodings exist for SFT examples, not {self.kind}")
         if self._uncond is None:
-            self._uncond = [encode_response_only(self.tokenizer, e.id, e.messages, template=self.cfg.template)
-                            for e in self.examples]
+            self._uncond = [encode_response_only(self.tokenizer, e.id, e.messages, template=self.template,
+                                                 loss_on=self.loss_on) for e in self.examples]
         return self._uncond
 
 
@@ -77,16 +87,29 @@ def _prepare(ds: Dataset, cfg: SignalConfig, kind: str, encode_one: Callable[[Ex
     return examples, encoded, rejects, n_unused
 
 
+def resolved(ds: Dataset, cfg: SignalConfig) -> tuple[str, str]:
+    """(template, loss_on) for this data: plain text records get no template; prompt/completion records are scored
+    on their completion, as TRL trains them; everything else on every assistant turn."""
+    template = "plain" if cfg.template == "auto" and ds.format == "text" else cfg.template
+    loss_on = cfg.loss_on
+    if loss_on == "auto":
+        loss_on = "completion" if ds.format == "prompt_completion" else "assistant"
+    if loss_on not in LOSS_ON:
+        raise UsageError(f"unknown --loss-on {loss_on!r}; known: auto, {', '.join(LOSS_ON)}")
+    return template, loss_on
+
+
 def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid SFT example; those that cannot be encoded under the max_length policy become rejects."""
     if any(e.kind != "sft" for e in ds.examples):
         raise ValueError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
                          "(use `siftlm signals --pass pairs`, `siftlm dpo`, `siftlm analyze dpo-length`)")
+    template, loss_on = resolved(ds, cfg)
     examples, encoded, rejects, n_unused = _prepare(
-        ds, cfg, "sft", lambda ex: encode(tokenizer, ex.id, ex.messages, max_length=cfg.max_length,
-                                          template=cfg.template), lambda ex: None)
+        ds, cfg, "sft", lambda ex: encode(tokenizer, ex.id, ex.messages, max_length=cfg.max_length, template=template,
+                                          loss_on=loss_on), lambda ex: None)
     fp = store.dataset_fingerprint([e.id for e in encoded], [e.input_ids + e.labels for e in encoded])
-    return Prepared(ds, "sft", examples, encoded, rejects, n_unused, fp, tokenizer, cfg)
+    return Prepared(ds, "sft", examples, encoded, rejects, n_unused, fp, tokenizer, cfg, template, loss_on)
 
 
 def prepare_pairs(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:

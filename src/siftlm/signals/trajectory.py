@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from siftlm.config import TrainConfig, from_dict
+from siftlm.data.io import atomic_write
 from siftlm.models.batching import collate, plan_batches
 from siftlm.models.forward import response_nll
 from siftlm.models.load import folder_fingerprint, load_model, save_folder
@@ -149,22 +150,63 @@ def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
     return [base_fp] + [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]
 
 
+def identity(prep: Prepared, base_fp: str, tcfg: TrainConfig) -> dict:
+    """What a reference training is: the data as encoded, the base model's weights, the settings that change weights."""
+    return {"dataset": prep.fingerprint, "base": base_fp, "config": tcfg.identity()}
+
+
+def stored_identity(folder: str | Path) -> dict | None:
+    """A training folder's identity (settings added since it was written count as their defaults), or None."""
+    path = Path(folder) / "siftlm-identity.json"
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    stored["config"] = from_dict(TrainConfig, stored.get("config", {})).identity()
+    return stored
+
+
+def check_folder(folder: str | Path, ident: dict) -> None:
+    """An error saying what differs, when ``folder`` holds a training run of another identity."""
+    stored = stored_identity(folder)
+    if stored is None or stored == ident:
+        return
+    what = [w for w, k in (("other data", "dataset"), ("another base model", "base")) if stored.get(k) != ident[k]]
+    what += [f"{k} {stored['config'].get(k)!r} (now {v!r})" for k, v in ident["config"].items()
+             if stored["config"].get(k) != v]
+    raise RuntimeError(f"{folder}: holds a reference trained on {', '.join(what)}; use another --out, or point "
+                       "--reference at a training folder for this data")
+
+
+def _index(store_root: str | Path, ident: dict) -> Path:
+    return Path(store_root) / "references" / f"{store.fingerprint(ident)}.json"
+
+
+def find_reference(prep: Prepared, base_fp: str, tcfg: TrainConfig) -> Path | None:
+    """A finished reference training of this identity saved anywhere through the same store (``siftlm train --out
+    X`` then ``siftlm score`` finds X), or None."""
+    entry = _index(prep.cfg.store, identity(prep, base_fp, tcfg))
+    if not entry.exists():
+        return None
+    folder = Path(json.loads(entry.read_text())["folder"])
+    try:
+        trajectory_fingerprints(folder, base_fp)
+    except (FileNotFoundError, ValueError):
+        return None
+    return folder if stored_identity(folder) == identity(prep, base_fp, tcfg) else None
+
+
 def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> tuple[list[pd.DataFrame], list[str]]:
     """Fine-tune the base on all examples with the trajectory evaluated into the store.
 
     Returns (loss-pass frames P_0..P_n, their model fingerprints). A finished folder for the same data, model
-    and settings is reused as it is; one for other data is an error, never silently mixed.
+    and settings is reused as it is; one for other data is an error, never silently mixed. The store records
+    where each finished reference lives (``find_reference``).
     """
     out = Path(out)
-    ident = {"dataset": prep.fingerprint, "base": lm.fingerprint, "config": tcfg.identity()}
-    ident_file = out / "siftlm-identity.json"
-    if ident_file.exists():
-        stored = json.loads(ident_file.read_text())      # settings added since it was written count as defaults
-        stored["config"] = from_dict(TrainConfig, stored.get("config", {})).identity()
-        if stored != ident:
-            raise RuntimeError(f"{out}: holds a training run on other data, model or settings; choose another folder")
+    ident = identity(prep, lm.fingerprint, tcfg)
+    check_folder(out, ident)
     out.mkdir(parents=True, exist_ok=True)
-    ident_file.write_text(json.dumps(ident, indent=2))
+    (out / "siftlm-identity.json").write_text(json.dumps(ident, indent=2))
     try:
         fps = trajectory_fingerprints(out, lm.fingerprint)
     except FileNotFoundError:
@@ -175,6 +217,8 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
             train(lm.model, lm.fingerprint, prep.encoded, out, tcfg, pad_id=prep.tokenizer.pad_token_id,
                   evaluate=evaluate, on_step=advance, tokenizer=prep.tokenizer)
         fps = trajectory_fingerprints(out, lm.fingerprint)
+    with atomic_write(_index(prep.cfg.store, ident)) as tmp:
+        tmp.write_text(json.dumps({"folder": str(out.resolve()), "identity": ident}, indent=2))
     frames = []
     for epoch, fp in enumerate(fps):  # cached when training ran here; recomputed from the saved weights if not
         cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", lm.model, fp))

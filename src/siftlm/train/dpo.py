@@ -8,7 +8,8 @@ DavIR-DPO without a fork of the trainer: TRL's sigmoid loss is -log sigmoid(beta
 with p the policy's summed per-token log-probs. For ``loss="davir"`` a forward hook scales each sequence's
 per-token log-probs by 1 / |r| of that sequence, and the batch's reference log-probs are replaced by
 r / |r| (= -1), so TRL computes (p - r) / |r| for every response: exactly eq. 4, logged by TRL as its rewards.
-TRL's ``logps/chosen`` and ``logps/rejected`` metrics are then p / |r| (about -1 at the start), not log-probs.
+TRL's ``logps/chosen`` and ``logps/rejected`` metrics would then be p / |r| (about -1); the real log-probs, taken
+before the scaling, are logged under those names instead.
 """
 
 from __future__ import annotations
@@ -79,8 +80,8 @@ class SiftDPOTrainer(DPOTrainer):
 
         def hook(module, args, kwargs, output):
             if kwargs.get("fused_lm_head") and getattr(output, "log_probs", None) is not None:
+                fired.append(output.log_probs.detach().sum(-1))      # the real log-probs, before the scaling
                 output.log_probs = output.log_probs * scale.to(output.log_probs)[:, None]
-                fired.append(True)
             return output
 
         handle = model.register_forward_hook(hook, with_kwargs=True)
@@ -90,7 +91,15 @@ class SiftDPOTrainer(DPOTrainer):
             handle.remove()
         if not fired:
             raise RuntimeError("the DavIR-DPO loss needs TRL's fused log-prob forward (TRL >= 1.16); it did not run")
+        self._log_real_logps(fired[0], n)
         return result
+
+    def _log_real_logps(self, logps: torch.Tensor, n: int) -> None:
+        """TRL logged p / |r| (about -1) as logps/chosen and logps/rejected; put the real sequence log-probs there."""
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        for key, part in (("logps/chosen", logps[:n]), ("logps/rejected", logps[n:])):
+            if metrics.get(key):
+                metrics[key][-1] = self.accelerator.gather(part).mean().item()
 
 
 def hf_dataset(prep, ref_frame):
