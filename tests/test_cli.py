@@ -383,3 +383,68 @@ def test_demo_help_says_why_its_defaults_differ():
     res = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "300"})
     text = " ".join(res.output.split())
     assert "here 0.001: a 2-epoch LoRA reference on 128 examples needs a larger step" in text
+
+
+def test_every_common_mistake_is_one_line_on_stderr_with_the_right_exit_code(tmp_path, alpaca_file, monkeypatch):
+    import numpy as np
+    from huggingface_hub import constants
+
+    table, _ = _scored(tmp_path, alpaca_file)
+    scores = str(tmp_path / "scores.parquet")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cases = [
+        (["signals", str(alpaca_file), "--model", "builtin:smollm3"], 2, "builtin:smollm3"),
+        (["signals", str(alpaca_file), "--model", str(tmp_path / "no-such-model")], 1, "no-such-model"),
+        (["signals", str(alpaca_file), "--model", "someorg/somemodel"], 1, "offline: someorg/somemodel"),
+        (["signals", str(tmp_path / "missing.jsonl")], 1, "missing.jsonl"),
+        (["select", str(tmp_path / "missing.parquet"), "--data", str(alpaca_file)], 1, "missing.parquet"),
+        (["select", scores, "--data", str(tmp_path / "nodata.jsonl")], 1, "nodata.jsonl"),
+        (["select", scores, "--data", str(alpaca_file), "--method", "dpp", "--features", str(tmp_path / "nofeat.npy")],
+         1, "nofeat.npy"),
+        (["select", scores, "--data", str(alpaca_file), "--method", "dppp"], 2, "unknown method 'dppp'"),
+        (["select", scores, "--data", str(alpaca_file), "--by", "davri"], 2, "no score column 'davri' (did you mean"),
+        (["select", scores, "--data", str(alpaca_file), "--budget", "ten"], 2, "not a number"),
+        (["mix", str(tmp_path / "nomix.yaml")], 1, "nomix.yaml"),
+        (["diversity", str(tmp_path / "nofeatures.parquet")], 1, "nofeatures.parquet"),
+        (["signals", str(alpaca_file), "--pass", "los"], 2, "unknown pass 'los'"),
+    ]
+    for args, code, text in cases:
+        res = runner.invoke(app, args, env={"COLUMNS": "300"})
+        err = res.stderr.strip().splitlines()
+        assert res.exit_code == code and len(err) == 1 and text in err[0], (args, res.exit_code, res.stderr)
+        assert "Traceback" not in res.output
+    x = np.random.default_rng(0).standard_normal((len(table), 8))
+    pd.DataFrame({"id": table["id"], "vector": list(x)}).to_parquet(tmp_path / "f.parquet")
+    pd.DataFrame({"id": table["id"][:10]}).to_parquet(tmp_path / "sel.parquet")
+    res = runner.invoke(app, ["diversity", str(tmp_path / "f.parquet"), "--selection", str(tmp_path / "sel.parquet"),
+                              "--json", str(tmp_path / "l.json"), "--plot", str(tmp_path / "l.png")])
+    assert res.exit_code == 0 and json.loads((tmp_path / "l.json").read_text())[str(tmp_path / "f.parquet")]["n"] == 10
+
+
+def test_select_prints_counts_threshold_and_score_summary(tmp_path, alpaca_file):
+    table, _ = _scored(tmp_path, alpaca_file)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--by", "davir",
+                              "--budget", "5", "--out", str(tmp_path / "s")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    threshold = table["davir"].sort_values(ascending=False).iloc[4]
+    assert f"{threshold:.4g}" in res.output and "threshold (last selected)" in res.output and "scored" in res.output
+
+
+def test_hub_datasets_by_name_and_a_clear_error_offline(monkeypatch):
+    import datasets
+    from huggingface_hub import constants
+
+    asked = {}
+
+    def fake_load(name, subset, split=None):
+        asked.update(name=name, subset=subset, split=split)
+        return datasets.Dataset.from_list([{"question": f"q{i}", "answer": f"a{i}"} for i in range(4)])
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    res = runner.invoke(app, ["inspect", "--dataset-name", "org/qa", "--subset", "en", "--split", "train"])
+    assert res.exit_code == 0 and "prompt_completion" in res.output, res.output
+    assert asked == {"name": "org/qa", "subset": "en", "split": "train"}
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    res = runner.invoke(app, ["inspect", "--dataset-name", "org/qa"])
+    assert res.exit_code == 1 and "offline: org/qa is a hub dataset" in res.stderr

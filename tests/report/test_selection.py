@@ -20,6 +20,6 @@ def test_report_shows_counts_plots_and_kept_rows(tmp_path):
                "timings_s": {"base loss pass": 1.25}}
     page = write_report(t, summary, tmp_path / "r.html", by="davir").read_text()
     assert page.count("data:image/png;base64,") == 4                       # score/length, rho+davir, trajectory, hist
-    assert "<td>rejected</td><td>2</td>" in page and "<td>base loss pass</td><td>1.2 s</td>" in page
+    assert "<td>rejected</td><td class='n'>2</td>" in page and "<td>base loss pass</td><td class='n'>1.2 s</td>" in page
     first = t["id"][top[0]].replace("<", "&lt;").replace(">", "&gt;")
-    assert f"<td>1</td><td>{first}</td>" in page
+    assert f"<td class='n'>1</td><td>{first}</td>" in page

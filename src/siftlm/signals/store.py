@@ -142,6 +142,7 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
         with atomic_write(meta_path) as tmp:
             tmp.write_text(json.dumps(meta, indent=2, default=str))
     frames: dict[int, pd.DataFrame] = {}
+    computed = 0
     pending = list(range(len(bounds)))
     while pending:
         waiting = []
@@ -166,6 +167,7 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
                 with atomic_write(done) as tmp:
                     tmp.write_text("")
                 frames[s] = frame
+                computed += 1
             finally:
                 lock.unlink(missing_ok=True)
         if waiting and len(waiting) == len(pending):
@@ -174,6 +176,7 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
     out = pd.concat([frames[s] for s in range(len(bounds))], ignore_index=True)
     if list(out["id"]) != list(ids):
         raise RuntimeError(f"{folder}: stored ids do not match the dataset; remove the folder to recompute")
+    out.attrs["computed_shards"] = computed          # 0: everything came from the store
     return out
 
 

@@ -207,9 +207,11 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
     check_folder(out, ident)
     out.mkdir(parents=True, exist_ok=True)
     (out / "siftlm-identity.json").write_text(json.dumps(ident, indent=2))
+    trained = False
     try:
         fps = trajectory_fingerprints(out, lm.fingerprint)
     except FileNotFoundError:
+        trained = True
         def evaluate(model, fp, epoch):
             run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}")
 
@@ -224,6 +226,7 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
         cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", lm.model, fp))
         model = lm.model if cached or epoch == 0 else _load_epoch(lm, epoch_dir(out, epoch), tcfg, fp)
         frames.append(run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}"))
+    frames[0].attrs["trained"] = trained
     return frames, fps
 
 
