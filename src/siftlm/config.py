@@ -216,6 +216,52 @@ class ReproduceConfig:
     train: TrainConfig = opt(factory=TrainConfig)
 
 
+@dataclass
+class EvaluateConfig:
+    eval: str = opt("builtin:alpaca-eval", "evaluation sets, comma-separated: builtin:alpaca-eval, builtin:mt-bench, or "
+                                           "data files (their assistant turns are the references)")
+    out: str = opt("siftlm-eval", "output folder", aliases=("output-dir",))
+    limit: int | None = opt(None, "use only the first N items of each set")
+    loss: bool = opt(True, "held-out loss of the reference answers")
+    generate: bool = opt(False, "generate answers (written in alpaca_eval's model-outputs format)")
+    max_new_tokens: int = opt(256, "generation: tokens per answer")
+    sample: bool = opt(False, "generation: sample (seeded) instead of greedy")
+    seed: int = opt(0, "seed of sampling and of the bootstrap")
+    generator: str = opt("", "generation: the name written in each output's generator field (default: the model)")
+    judge_url: str | None = opt(None, "judge: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (generates "
+                                      "first)")
+    judge_model: str = opt("gpt-4o-mini", "judge: the model's name at that endpoint")
+    judge_key_env: str = opt("OPENAI_API_KEY", "judge: the environment variable holding the API key (never logged)")
+    judge_mode: str = opt("auto", "judge: pairwise (against the references or --compare) | single (1-10 grades, "
+                                  "MT-bench style) | auto (single for MT-bench, pairwise otherwise)")
+    compare: str | None = opt(None, "judge: another model's outputs (alpaca_eval format JSON) to compare against instead "
+                                    "of the references")
+    concurrency: int = opt(4, "judge: requests in flight")
+    n_boot: int = opt(1000, "bootstrap resamples")
+    signals: SignalConfig = opt(factory=SignalConfig)
+
+
+@dataclass
+class ExperimentConfig:
+    """A grid of selection methods x budgets x seeds over one scored dataset; each cell: select -> fine-tune ->
+    evaluate. Filled from the grid YAML (unknown keys are errors)."""
+    data: str = opt("builtin:alpaca_en_demo", "the dataset the scores belong to (builtin:alpaca_en_demo or a file)")
+    scores: str = opt("", "scores.parquet of that data (siftlm score / run)")
+    model: str = opt("builtin:smollm2", "the model every cell fine-tunes")
+    features: str | None = opt(None, "features for dpp / cluster methods (.parquet id + vector)")
+    methods: list = opt(factory=lambda: ["random", "highest:davir", "full"],
+                        help="random | full | highest:<score> | lowest:<score> | cluster:<score> | cluster-random | dpp | "
+                             "<score>+dpp | or a mapping of select options with a name")
+    budgets: list = opt(factory=lambda: [0.1], help="fractions in (0, 1] or integer counts")
+    seeds: list = opt(factory=lambda: [0], help="seeds of the random selections and of every fine-tune")
+    eval: str = opt("builtin:alpaca-eval", "evaluation sets (held-out loss of their reference answers)")
+    eval_limit: int | None = opt(None, "use only the first N evaluation items")
+    out: str = opt("siftlm-experiment", "output folder")
+    n_boot: int = opt(1000, "bootstrap resamples")
+    signals: SignalConfig = opt(factory=SignalConfig)
+    train: TrainConfig = opt(factory=TrainConfig)
+
+
 # Paper settings as named presets: {config class: {field: value}}. A preset sets what the user did not set.
 PRESETS = {
     "lp-paper": {"TrainConfig": {"full": True, "epochs": 3, "lr": 2e-5}},

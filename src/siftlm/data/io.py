@@ -88,8 +88,9 @@ class Dataset:
     format: str
     examples: list[Example]
     rejects: list[Reject]
-    n_read: int          # == len(examples) + len(rejects) + n_skipped
+    n_read: int          # == len(examples) + len(rejects) + n_skipped + n_not_selected
     n_skipped: int = 0   # blank lines
+    n_not_selected: int = 0   # valid examples a selection left out (siftlm finetune --selection)
 
 
 # ---------------------------------------------------------------------------------------------

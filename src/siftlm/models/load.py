@@ -209,6 +209,10 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     reason are printed (unless ``quiet``) and kept in ``.precision``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    adapter_config = Path(spec).expanduser() / "adapter_config.json"
+    if adapter is None and adapter_config.exists() and not (adapter_config.parent / "config.json").exists():
+        adapter = str(adapter_config.parent)       # an adapter folder (siftlm finetune's OUT/final): load its base
+        spec = json.loads(adapter_config.read_text())["base_model_name_or_path"]
     device = device or default_device()
     prec = precision.choose(str(dtype).removeprefix("torch."), device)
     weights = torch.float32 if master_fp32 else prec.compute

@@ -184,6 +184,20 @@ def _tokenize(tokenizer, segs: list[tuple[str, bool]]) -> tuple[list[int], list[
     return list(enc["input_ids"]), labels
 
 
+def prompt_ids(tokenizer, messages: list[dict], *, template: str = "auto") -> list[int]:
+    """Token ids of a conversation that ends with a user turn, followed by the template's generation prompt: what a
+    model continues to answer (the same rendering and BOS rule as ``encode``)."""
+    if template == "plain":
+        text = "".join(t for t, _ in _plain_segments(messages, "")) + "\n\n"
+    elif _use_chat(tokenizer, template):
+        text = _render(tokenizer, messages, True)
+    else:
+        text = "".join(t for t, _ in _alpaca_segments(messages, tokenizer.eos_token or ""))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = _bos(tokenizer)
+    return bos + ids if bos and not (ids and ids[0] == bos[0]) else ids
+
+
 def encode(tokenizer, example_id: str, messages: list[dict], *, max_length: int | None = None,
            template: str = "auto", loss_on: str = "assistant") -> Encoded:
     """Token ids and labels for one conversation: loss on every assistant turn (``loss_on``: see ``segments``)."""

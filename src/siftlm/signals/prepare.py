@@ -50,7 +50,9 @@ class Prepared:
         """read = kept + rejected + skipped (blank lines) + unused_by_limit, checked."""
         c = {"read": self.dataset.n_read, "kept": len(self.examples), "rejected": len(self.rejects),
              "skipped": self.dataset.n_skipped, "unused_by_limit": self.n_unused}
-        assert c["read"] == c["kept"] + c["rejected"] + c["skipped"] + c["unused_by_limit"], c
+        if self.dataset.n_not_selected:
+            c["not_selected"] = self.dataset.n_not_selected
+        assert c["read"] == sum(v for k, v in c.items() if k != "read"), c
         return c
 
     def uncond(self) -> list[Encoded]:

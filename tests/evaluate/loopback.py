@@ -1,0 +1,58 @@
+"""A small OpenAI-compatible chat server on 127.0.0.1 with deterministic rules, for judge tests (nothing leaves the
+machine): pairwise prompts prefer the output containing GOOD (and say "Output (a)" when neither or both do: a
+position bias the two orders must cancel); grading prompts give [[9]] to answers with GOOD and [[2]] otherwise; an
+instruction containing UNPARSEABLE gets a reply with no verdict; the first requests can be made to fail."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Rules:
+    def __init__(self, fail_with: list[int] | None = None):
+        self.fail_with = list(fail_with or [])      # status codes of the first requests, in order
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    def reply(self, messages: list[dict]) -> str:
+        text = messages[-1]["content"]
+        if "UNPARSEABLE" in text:
+            return "I cannot decide between these."
+        m = re.search(r"# Output \(a\)\n(.*)\n\n# Output \(b\)\n(.*)\n\n# Which", text, re.S)
+        if m:
+            a, b = ("GOOD" in m.group(1)), ("GOOD" in m.group(2))
+            return "Output (b)" if b and not a else "Output (a)"
+        answer = text.split("[The assistant's answer to judge]\n", 1)[-1]
+        return "Solid answer. Rating: [[9]]" if "GOOD" in answer else "Weak. Rating: [[2]]"
+
+
+def serve(rules: Rules):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with rules.lock:
+                rules.requests += 1
+                status = rules.fail_with.pop(0) if rules.fail_with else 200
+            if status != 200:
+                payload = {"error": {"message": "injected", "type": "server_error", "code": status}}
+            else:
+                payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": rules.reply(body["messages"])}}],
+                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"

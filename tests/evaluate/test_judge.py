@@ -1,0 +1,71 @@
+"""The judge against a loopback OpenAI-compatible server: verdicts, both orders, the cache, retries, failures."""
+
+import pytest
+
+from siftlm.evaluate.judge import Judge, JudgeConfig, parse_pairwise, parse_rating
+from tests.evaluate.loopback import Rules, serve
+
+
+@pytest.fixture
+def server():
+    rules = Rules()
+    srv, url = serve(rules)
+    yield rules, url
+    srv.shutdown()
+
+
+def _judge(url, tmp_path, **kw):
+    return Judge(JudgeConfig(url, "judge-x", backoff_s=0.01, **kw), tmp_path / "cache")
+
+
+def test_parsers_never_guess():
+    assert parse_pairwise("Output (a)") == 1.0 and parse_pairwise("I pick output(b).") == 0.0
+    assert parse_pairwise("Output (a) or Output (b)") is None and parse_pairwise("neither") is None
+    assert parse_rating("Rating: [[7]]") == 7.0 and parse_rating("[[7.5]]") == 7.5
+    assert parse_rating("[[11]]") is None and parse_rating("Rating: 7") is None and parse_rating("[[3]] [[4]]") is None
+
+
+def test_pairwise_asks_both_orders_and_a_position_bias_cancels(server, tmp_path):
+    rules, url = server
+    judge = _judge(url, tmp_path)
+    out = judge.pairwise([("win", "q", "a GOOD answer", "a plain one"), ("lose", "q", "plain", "GOOD one"),
+                          ("tie", "q", "plain", "also plain")])
+    by = {r["id"]: r for r in out}
+    assert by["win"]["preference"] == 1.0 and by["lose"]["preference"] == 0.0
+    assert by["tie"]["model_first"] == 1.0 and by["tie"]["model_second"] == 0.0 and by["tie"]["preference"] == 0.5
+    assert rules.requests == 6 and judge.stats.requests == 6
+
+
+def test_the_cache_makes_a_rerun_free_and_retries_survive_rate_limits(server, tmp_path):
+    rules, url = server
+    items = [(f"i{k}", f"question {k}", "GOOD" if k % 2 else "meh", "other") for k in range(4)]
+    rules.fail_with = [429, 500, 429]
+    first = _judge(url, tmp_path, concurrency=1)
+    a = first.pairwise(items)
+    assert first.stats.retries == 3 and first.stats.errors == 0 and rules.requests == 8 + 3
+    again = _judge(url, tmp_path)
+    b = again.pairwise(items)
+    assert a == b and again.stats.cached == 8 and again.stats.requests == 0 and rules.requests == 11
+
+
+def test_failures_are_counted_never_scored(server, tmp_path):
+    rules, url = server
+    judge = _judge(url, tmp_path, max_retries=1)
+    out = judge.pairwise([("bad", "UNPARSEABLE instruction", "GOOD", "x"), ("ok", "q", "GOOD", "x")])
+    assert out[0]["preference"] is None and out[0]["orders_parsed"] == 0 and out[1]["preference"] == 1.0
+    assert judge.stats.parse_failures == 2 and {f["id"] for f in judge.stats.failures} == {"bad:model-first",
+                                                                                            "bad:model-second"}
+    rules.fail_with = [500, 500]
+    broken = _judge(url, tmp_path / "other", max_retries=1, concurrency=1)
+    res = broken.grade([("g", [{"role": "user", "content": "q"}], "GOOD answer", None)] * 1)
+    assert res[0]["grade"] is None and broken.stats.errors == 1 and broken.stats.retries == 1
+    assert broken.grade([("g2", [{"role": "user", "content": "q"}], "GOOD answer", "ref")])[0]["grade"] == 9.0
+
+
+def test_the_api_key_is_read_from_the_environment_and_never_stored(server, tmp_path, monkeypatch):
+    rules, url = server
+    monkeypatch.setenv("SIFTLM_TEST_KEY", "sk-secret-123")
+    judge = Judge(JudgeConfig(url, "judge-x", key_env="SIFTLM_TEST_KEY"), tmp_path / "cache")
+    judge.grade([("g", [{"role": "user", "content": "q"}], "GOOD", None)])
+    assert judge.client.api_key == "sk-secret-123"
+    assert not any("sk-secret" in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
