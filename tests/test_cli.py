@@ -226,7 +226,7 @@ def test_options_come_from_the_config_help_and_feed_the_config(monkeypatch, tmp_
     help_threshold = next(f.metadata["help"] for f in fields(SelectConfig) if f.name == "threshold")
     assert res.exit_code == 0 and help_threshold in " ".join(res.output.split())
     seen = {}
-    import siftlm.select.run as run_module
+    import siftlm.recipes.select as run_module
 
     def record(cfg, out):
         seen["cfg"] = cfg

@@ -124,6 +124,8 @@ class GradConfig:
                                             "e.g. q_proj,v_proj")
     seed: int = opt(0, "seed of A and of the JL projection")
     normalize: bool = opt(True, "grads: L2-normalise the projected gradients (the paper's normalised gradients)")
+    keep_layers: bool = opt(False, "grads: also keep every layer's gradient before projection, for DataInf (large: 4 "
+                                   "bytes x sum of out_features x r per example, 5 MB for SmolLM2 at r = 8)")
 
     def resolved_dim(self, device) -> int:
         """D for a torch device: the given dim, else 8192 on a GPU and 1024 on CPU."""
@@ -134,7 +136,8 @@ class GradConfig:
 class SelectConfig:
     scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column)", argument=True)
     data: str = opt("", "the dataset the scored ids come from (for selected.jsonl)")
-    method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup")
+    method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup | "
+                              "s2l (loss-trajectory clusters) | less | repr | datainf (toward --target)")
     by: str | None = opt(None, "score to rank by (topk, cluster; default davir), the DPP quality with --lam > 0, or "
                                "the order dedup walks in (default: input order)")
     budget: int | float | None = opt(None, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written "
@@ -154,6 +157,9 @@ class SelectConfig:
     kmeans: str = opt("sklearn", "cluster: k-means backend sklearn | faiss")
     threshold: float = opt(0.95, "dedup: cosine similarity that counts as a duplicate")
     seed: int = opt(0, "seed of random, cluster-random and k-means")
+    target: str | None = opt(None, "less / repr / datainf: the target set's features (.parquet from the same pass), or "
+                                   "its data file (the pass is run as the --features file was)")
+    aggregate: str = opt("max", "less: cosine to the target set's max | mean")
     format: str | None = opt(None, "override format detection of --data")
     name: str = opt("", "mix: the source name written in every row", hidden=True)
     checkpoint: str | None = opt(None, "dpp: folder of resumable state (default OUT/dpp-checkpoint)", hidden=True)
@@ -248,6 +254,8 @@ class ExperimentConfig:
     data: str = opt("builtin:alpaca_en_demo", "the dataset the scores belong to (builtin:alpaca_en_demo or a file)")
     scores: str = opt("", "scores.parquet of that data (siftlm score / run)")
     model: str = opt("builtin:smollm2", "the model every cell fine-tunes")
+    selector_model: str | None = opt(None, "the model the scores (and features) came from, when it is not --model "
+                                           "(small selects for large); recorded in the results")
     features: str | None = opt(None, "features for dpp / cluster methods (.parquet id + vector)")
     methods: list = opt(factory=lambda: ["random", "highest:davir", "full"],
                         help="random | full | highest:<score> | lowest:<score> | cluster:<score> | cluster-random | dpp | "

@@ -21,6 +21,8 @@ class Rules:
         text = messages[-1]["content"]
         if "UNPARSEABLE" in text:
             return "I cannot decide between these."
+        if text.startswith("# Instruction\n") and "\n\n# Response\n" in text:          # a data rating (AlpaGasus)
+            return "Score: 5\nAccurate." if "GOOD" in text.split("# Response\n", 1)[1] else "Score: 1\nWrong."
         m = re.search(r"# Output \(a\)\n(.*)\n\n# Output \(b\)\n(.*)\n\n# Which", text, re.S)
         if m:
             a, b = ("GOOD" in m.group(1)), ("GOOD" in m.group(2))

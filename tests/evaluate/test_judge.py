@@ -69,3 +69,34 @@ def test_the_api_key_is_read_from_the_environment_and_never_stored(server, tmp_p
     judge.grade([("g", [{"role": "user", "content": "q"}], "GOOD", None)])
     assert judge.client.api_key == "sk-secret-123"
     assert not any("sk-secret" in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+
+
+def test_data_ratings_alpagasus_style(server, tmp_path):
+    from siftlm.evaluate.judge import parse_score
+
+    rules, url = server
+    assert parse_score("Score: 4.5\nGood.") == 4.5 and parse_score("Score: 9") is None and parse_score("great") is None
+    out = _judge(url, tmp_path).rate([("a", "q", "a GOOD answer"), ("b", "q", "meh"), ("c", "UNPARSEABLE q", "x")])
+    assert [r["rating"] for r in out] == [5.0, 1.0, None]
+
+
+def test_rate_cli_then_select_by_rating(server, tmp_path):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+
+    rules, url = server
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": "GOOD" if i % 2 else "meh"}) + "\n"
+                            for i in range(6)))
+    res = CliRunner().invoke(app, ["rate", str(data), "--judge-url", url, "--judge-model", "j", "--out",
+                                   str(tmp_path / "r.parquet")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["select", str(tmp_path / "r.parquet"), "--data", str(data), "--by", "rating",
+                                   "--budget", "3", "--out", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    kept = [json.loads(x)["output"] for x in (tmp_path / "sel" / "selected.jsonl").read_text().splitlines()]
+    assert kept == ["GOOD"] * 3 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6

@@ -35,6 +35,13 @@ SINGLE_SYSTEM = ("You are a careful, impartial judge. Rate the AI assistant's an
                  "then give the rating strictly as [[rating]], for example: Rating: [[5]].")
 SINGLE_USER = "{conversation}\n\n[The assistant's answer to judge]\n{answer}"
 
+RATING_TEMPLATE = "siftlm-alpagasus-v1"
+RATING_SYSTEM = ("You rate training data for an AI assistant. Given an instruction and a response, rate how accurate "
+                 "and helpful the response is for the instruction, on a scale of 0 to 5 (5 = best). Write the score "
+                 "first, on a line of its own, as 'Score: <number>', then explain briefly, without bias towards length.")
+RATING_USER = "# Instruction\n{instruction}\n\n# Response\n{response}"
+SCORE_RE = re.compile(r"^\s*score\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE | re.MULTILINE)
+
 PAIRWISE_RE = re.compile(r"output\s*\(\s*([ab])\s*\)", re.IGNORECASE)
 RATING_RE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 
@@ -73,6 +80,15 @@ def parse_pairwise(text: str) -> float | None:
     """1.0 when the judge prefers Output (a), 0.0 for (b), None when the reply names neither or both."""
     found = {m.lower() for m in PAIRWISE_RE.findall(text or "")}
     return None if len(found) != 1 else (1.0 if found == {"a"} else 0.0)
+
+
+def parse_score(text: str) -> float | None:
+    """The 'Score: x' of a data rating (AlpaGasus' 0-5 scale), else None."""
+    m = SCORE_RE.findall(text or "")
+    if len(m) != 1:
+        return None
+    value = float(m[0])
+    return value if 0 <= value <= 5 else None
 
 
 def parse_rating(text: str) -> float | None:
@@ -158,6 +174,13 @@ class Judge:
                         "model_first": first, "model_second": None if second is None else 1 - second,
                         "orders_parsed": len(wins)})
         return out
+
+    def rate(self, items: list[tuple[str, str, str]]) -> list[dict]:
+        """(id, instruction, response) -> per item its 0-5 data rating (AlpaGasus), None when unparsed."""
+        jobs = [(iid, RATING_TEMPLATE, [{"role": "system", "content": RATING_SYSTEM},
+                                        {"role": "user", "content": RATING_USER.format(instruction=q, response=a)}],
+                 parse_score) for iid, q, a in items]
+        return [{"id": j[0], "rating": v.value} for j, v in zip(jobs, self._run(jobs), strict=True)]
 
     def grade(self, items: list[tuple[str, list[dict], str, str | None]]) -> list[dict]:
         """(id, conversation so far, answer, reference or None) -> per item its 1-10 grade, None if unparsed."""

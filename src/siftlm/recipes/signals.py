@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -44,5 +45,8 @@ def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | Non
             frame = run_pass(prep, name, lm.model, lm.fingerprint, options={"grad": grad})
     write_rejects(prep.rejects, rejects_path(out, cfg.store, ds.path))
     if out:
-        write_frame(frame, out)
+        meta = {"pass": name, "model": model, "adapter": adapter, "text": text,
+                "signals": {k: getattr(cfg, k) for k in ("max_length", "template", "loss_on", "dtype")},
+                "grad": asdict(grad) if grad is not None and name == "grads" else None}
+        write_frame(frame, out, meta)
     return frame, prep

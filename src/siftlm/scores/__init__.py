@@ -22,6 +22,7 @@ from siftlm.scores.lp import lp
 from siftlm.scores.lp_app import lp_app
 from siftlm.scores.pair_margin import davir_margin, dpo_margin
 from siftlm.scores.ppl import ppl
+from siftlm.scores.rating import rating
 from siftlm.scores.rho import rho
 from siftlm.scores.tokens import tokens_in, tokens_out, tokens_total
 from siftlm.signals.table import signal_arrays, trajectory_columns
@@ -45,6 +46,7 @@ SCORES = {
     "el2n": Score(el2n, ("base_el2n",), "high"),
     "forgetting": Score(forgetting, ("acc_trajectory",), "high"),
     "grad_norm": Score(grad_norm, ("grad_norm",), "high"),
+    "rating": Score(rating, ("rating",), "high"),
     "dpo_margin": Score(dpo_margin, PAIR_LOGPS, "high"),
     "davir_margin": Score(davir_margin, PAIR_LOGPS, "high"),
     "tokens_in": Score(tokens_in, ("n_prompt",), "high"),

@@ -21,7 +21,7 @@ import pandas as pd
 from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.data import Example, read_dataset, write_selected
 from siftlm.data.io import atomic_write
-from siftlm.select import cluster, dedup, dpp, sample, topk
+from siftlm.select import cluster, dedup, dpp, s2l, sample, targeted, topk
 from siftlm.select.picked import Picked
 from siftlm.signals.table import load_features
 
@@ -32,11 +32,16 @@ METHODS = {
     "cluster-random": cluster.pick_cluster_random,
     "random": sample.pick,
     "dedup": dedup.pick,
+    "s2l": s2l.pick,
+    "less": targeted.pick_less,
+    "repr": targeted.pick_repr,
+    "datainf": targeted.pick_datainf,
 }
 DEFAULT_BY = "davir"
 DEFAULT_BUDGET = 0.1
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
-SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain")
+SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain", "less_score", "repr_score",
+                     "datainf_score")
 
 
 @dataclass
@@ -102,7 +107,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     missing = [i for i in table["id"] if i not in by_id]
     if missing:
         raise ValueError(f"{len(missing)} ids of {cfg.scores} are not in {cfg.data} (first: {missing[0]}); wrong dataset?")
-    x = load_features(cfg.features, table["id"].tolist()) if cfg.features else None
+    x = load_features(cfg.features, table["id"].tolist()) if cfg.features and cfg.method != "datainf" else None
     if cfg.method == "dpp" and cfg.checkpoint is None:
         cfg = replace(cfg, checkpoint=str(out / "dpp-checkpoint"))
     picked = METHODS[cfg.method](table, x, cfg)

@@ -177,7 +177,9 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     """Per-example projected LoRA gradients of the mean response loss.
 
     Returns {"vector": float32 (D,) per example, "grad_norm": ||vec(grad_B)|| before projection,
-    "loss": the mean response NLL} in input order; vectors are L2-normalised when ``cfg.normalize``.
+    "loss": the mean response NLL} in input order; vectors are L2-normalised when ``cfg.normalize``. With
+    ``cfg.keep_layers`` also "layer_grads": every layer's vec(grad_B) before projection, concatenated in layer order
+    (float32; its per-layer sizes are ``layer_sizes(probe)``), for DataInf.
     """
     cfg = cfg or GradConfig()
     probe = probe or LoraGradProbe(model, cfg)
@@ -186,15 +188,20 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     vectors: list = [None] * len(encoded)
     norms = np.zeros(len(encoded))
     losses = np.zeros(len(encoded))
+    layers: list = [None] * len(encoded)
     try:
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
             y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)
             sq = torch.zeros(len(index), device=probe.device)
 
-            def sink(name, g, y_t=y_t, sq=sq):
+            kept: dict = {}
+
+            def sink(name, g, y_t=y_t, sq=sq, kept=kept):
                 probe.jl.add(name, g, y_t)
                 sq.add_(g.pow(2).sum(1))
+                if cfg.keep_layers:
+                    kept[name] = g.detach().float().cpu()
 
             loss = probe.per_example(batch, sink=sink)
             y = y_t.t()
@@ -205,11 +212,23 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
                 vectors[i] = y[row].astype(np.float32)
                 norms[i] = float(sq[row].sqrt())
                 losses[i] = float(loss[row])
+                if cfg.keep_layers:
+                    layers[i] = torch.cat([kept[n][row] if n in kept else torch.zeros(m.out_features * cfg.rank)
+                                           for n, m in probe.layers]).numpy()
             if on_batch:
                 on_batch(len(index))
     finally:
         model.train(was_training)
-    return {"vector": vectors, "grad_norm": norms, "loss": losses}
+    out = {"vector": vectors, "grad_norm": norms, "loss": losses}
+    if cfg.keep_layers:
+        out["layer_grads"] = layers
+        out["layer_sizes"] = [layer_sizes(probe)] * len(encoded)
+    return out
+
+
+def layer_sizes(probe: LoraGradProbe) -> list[int]:
+    """Length of each layer's vec(grad_B) in ``layer_grads``, in order: out_features x r."""
+    return [m.out_features * probe.cfg.rank for _, m in probe.layers]
 
 
 def reference_lora_grads(model, encoded: Encoded, *, pad_id: int, cfg: GradConfig | None = None) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ Feature files (``siftlm signals --out``) are ``.parquet`` (id, scalar columns, `
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,12 @@ def pair_table(reference: pd.DataFrame, policy: pd.DataFrame | None = None) -> p
     return t
 
 
-def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
-    """A pass's rows to ``path``: .parquet (id, scalars, vector) or .npy (the vectors, in row order)."""
+def write_frame(frame: pd.DataFrame, path: str | Path, meta: dict | None = None) -> Path:
+    """A pass's rows to ``path``: .parquet (id, scalars, vector; ``meta``, e.g. how the pass was run, in the file's
+    metadata) or .npy (the vectors, in row order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if path.suffix == ".npy" and "vector" not in frame:
         raise ValueError(f"{path}: this pass has no vectors; write it as .parquet")
@@ -95,8 +100,37 @@ def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
             with open(tmp, "wb") as f:
                 np.save(f, np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]]))
         else:
-            frame.to_parquet(tmp, index=False)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if meta:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                       b"siftlm": json.dumps(meta, default=str).encode()})
+            pq.write_table(table, tmp)
     return path
+
+
+def features_meta(path: str | Path) -> dict:
+    """How a Parquet feature file was made (``write_frame``'s ``meta``), {} when it does not say."""
+    import pyarrow.parquet as pq
+
+    if Path(path).suffix not in (".parquet", ".pq"):
+        return {}
+    raw = (pq.read_schema(path).metadata or {}).get(b"siftlm")
+    return json.loads(raw) if raw else {}
+
+
+def layer_gradients(path: str | Path, ids: list[str]) -> list[np.ndarray]:
+    """Per-layer gradients of a grads pass run with keep_layers (``layer_grads`` + ``layer_sizes``), aligned with
+    ``ids``: one (n, p_l) array per layer."""
+    frame = pd.read_parquet(path)
+    if "layer_grads" not in frame:
+        raise ValueError(f"{path}: no per-layer gradients; run the grads pass with --keep-layers")
+    by_id = dict(zip(frame["id"], frame["layer_grads"], strict=True))
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"{path}: no gradients for {len(missing)} ids (first: {missing[0]})")
+    flat = np.stack([np.asarray(by_id[i], dtype=np.float32) for i in ids])
+    bounds = np.cumsum([0, *frame["layer_sizes"].iloc[0]])
+    return [flat[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def load_features(path: str | Path, ids: list[str] | None = None) -> np.ndarray:

@@ -1,0 +1,88 @@
+"""Whether a selection trains a better model: evaluate, experiment, and ranking agreement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from siftlm.cli.common import analyze_app, app, console, out_option, show
+from siftlm.config import (
+    EvaluateConfig,
+)
+from siftlm.options import Fail, verb
+
+
+@verb(app, configs={"cfg": EvaluateConfig})
+def evaluate(model: str = typer.Argument(..., help="a model folder, builtin:<name>, hub id, or an adapter folder "
+                                         "(siftlm finetune's OUT/final)"),
+             adapter: Optional[Path] = typer.Option(None, help="a PEFT adapter on top of MODEL"), *, cfg: EvaluateConfig):
+    """Held-out loss of reference answers, generation, and judging through an OpenAI-compatible endpoint."""
+    from siftlm.evaluate.run import evaluate as run_evaluate
+
+    summary = run_evaluate(model, cfg, adapter=str(adapter) if adapter else None)
+    rows = []
+    for name, s in summary["sets"].items():
+        if "loss" in s:
+            rows.append((name, "held-out loss", f"{s['loss']['mean']:.4f} [{s['loss']['low']:.4f}, {s['loss']['high']:.4f}]",
+                         s["loss"]["n"]))
+        j = s.get("judge", {})
+        if "win_rate" in j:
+            w, lc = j["win_rate"], j["length_controlled"]
+            rows.append((name, f"win rate vs {j['against']}", f"{w['win_rate']:.1f} [{w['low']:.1f}, {w['high']:.1f}]",
+                         w["n"]))
+            rows.append((name, "length-controlled win rate", f"{lc['win_rate']:.1f}", lc["n"]))
+        if "grade" in j:
+            g = j["grade"]
+            rows.append((name, "judge grade (1-10)", f"{g['mean']:.2f} [{g['low']:.2f}, {g['high']:.2f}]", g["n"]))
+    show(f"evaluation -> {Path(cfg.out) / 'summary.json'}", rows, ("set", "metric", "mean [95% CI]", "n"))
+    if "judge" in summary:
+        j = summary["judge"]
+        console.print(f"judge: {j['requests']} requests, {j['cached']} cached, {j['retries']} retries, "
+                      f"{j['parse_failures']} unparsed, {j['errors']} failed")
+
+
+@verb(app)
+def experiment(grid: Path = typer.Argument(..., help="grid YAML: data, scores, model, methods, budgets, seeds, train, eval"),
+               out: Optional[Path] = typer.Option(None, "--out", "--output-dir", help="output folder (default: the grid's out)")):
+    """Select -> fine-tune -> evaluate for every method x budget x seed; a table with CIs and a paired comparison
+    with random. Finished cells are skipped on a rerun."""
+    from siftlm.recipes.experiment import load_grid, run_experiment
+
+    cfg = load_grid(grid)
+    if out:
+        cfg.out = str(out)
+    run_experiment(cfg)
+    console.print((Path(cfg.out) / "results.md").read_text())
+    console.print(f"-> {Path(cfg.out) / 'report.html'}, results.parquet, results.md")
+
+
+@verb(analyze_app, "agreement")
+def agreement(first: Path = typer.Argument(..., help="a scores table (parquet with id)"),
+              second: Optional[Path] = typer.Argument(None, help="another model's scores table of the same data (default: "
+                                                      "FIRST, comparing --by with --vs)"),
+              by: str = typer.Option("davir", help="the score to compare"),
+              vs: Optional[str] = typer.Option(None, help="the second table's score (default: --by), e.g. lp_app"),
+              budgets: str = typer.Option("0.05,0.1,0.3", help="budgets for the top-k overlap, comma-separated"),
+              out: Path = out_option("siftlm-agreement")):
+    """Kendall tau, Spearman rho and top-k overlap of two rankings of the same data (small selects for large)."""
+    import pandas as pd
+
+    from siftlm.config import parse_number
+    from siftlm.report.agreement import agreement as compute
+    from siftlm.report.agreement import write
+
+    for f in (first, second):
+        if f is not None and not f.exists():
+            raise Fail(f"{f}: no such scores file")
+    a = pd.read_parquet(first)
+    res = compute(a, pd.read_parquet(second) if second else a, by, vs,
+                  budgets=[parse_number(b) for b in budgets.split(",") if b.strip()])
+    write(res, (str(first), str(second or first)), out)
+    show(f"agreement of {by} ({first.name}) and {vs or by} ({(second or first).name}): {res['n']} examples",
+         [(k, f"{res[k]['value']:+.3f} [{res[k]['low']:+.3f}, {res[k]['high']:+.3f}]") for k in ("kendall", "spearman")]
+         + [(f"overlap at {o['budget']} (k={o['k']})",
+             f"{o['share']:.3f} (IoU {o['iou']:.3f}; unrelated {o['random_share']:.3f})") for o in res["overlap"]],
+         ("measure", "value"))
+    console.print(f"-> {out / 'report.html'}, {out / 'agreement.json'}")

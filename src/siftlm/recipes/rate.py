@@ -1,0 +1,31 @@
+"""``siftlm rate``: an LLM judge rates every example (AlpaGasus' data rating), through the evaluation's judge client
+(cached, retried, failures counted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from siftlm.config import DataConfig
+from siftlm.data import open_dataset, write_rejects
+from siftlm.data.io import atomic_write
+from siftlm.evaluate.judge import Judge, JudgeConfig
+
+
+def rate(data, judge_cfg: JudgeConfig, out: str | Path, *, src: DataConfig | None = None,
+         limit: int | None = None) -> tuple[pd.DataFrame, Judge]:
+    """Rate each valid SFT example's last response given the conversation before it; writes ``out`` (id, rating)."""
+    ds = open_dataset(data, src or DataConfig())
+    examples = [e for e in ds.examples if e.kind == "sft"][:limit]
+    out = Path(out)
+    judge = Judge(judge_cfg, out.parent / "judge-cache")
+    items = []
+    for e in examples:
+        prompt = "\n\n".join(m["content"] for m in e.messages[:-1] if m["role"] != "system")
+        items.append((e.id, prompt, e.messages[-1]["content"]))
+    frame = pd.DataFrame(judge.rate(items))
+    with atomic_write(out) as tmp:
+        frame.to_parquet(tmp, index=False)
+    write_rejects(ds.rejects, out.with_suffix(".rejects.jsonl"))
+    return frame, judge
