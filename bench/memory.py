@@ -15,6 +15,9 @@ key/value width, I the MLP width, V the vocabulary, C the logits chunk):
   (7H + 3Hkv + 4I) x 4 B (what a Llama-style layer keeps for its backward: two norms' inputs and outputs, q, k, v
   before and after RoPE, the attention output, the MLP's gate, up, activation and product) + the logits chunk.
   With gradient checkpointing only the layer inputs are kept: B x L x H x 4 B, plus one layer's activations.
+  Training also keeps each layer's attention scores and probabilities for the backward (CPU attention with a
+  padding mask runs the unfused path): L x 2 x heads x sum over the batch's sequences of T^2 x 4 B (one layer's
+  with checkpointing).
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ def child(args) -> dict:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)
         model.train()
-        batches = plan_batches([len(e.input_ids) for e in prep.encoded], tcfg.token_budget)[: args.steps]
+        lengths = [len(e.input_ids) for e in prep.encoded]
+        batches = plan_batches(lengths, tcfg.token_budget)[: args.steps]
+        attn_cells = max(len(b) * max(lengths[i] for i in b) ** 2 for b in batches)   # sequences x T^2, largest batch
         for b in batches:                                   # the longest batches first: the peak is in there
             s = time.perf_counter()
             nll, _ = response_nll(model, collate(prep.encoded, b, lm.tokenizer.pad_token_id))
@@ -107,9 +112,12 @@ def child(args) -> dict:
         formula = weights + budget * layers * (7 * h + 3 * hkv + 4 * inter) * 4 / 2**20 + logits
         goal = "within 20% of the formula"
     else:
-        per_token = layers * (h if "checkpointing" in args.what else 7 * h + 3 * hkv + 4 * inter)
-        extra = (7 * h + 3 * hkv + 4 * inter) if "checkpointing" in args.what else 0     # the layer being recomputed
-        formula = weights + 12 * n_train / 2**20 + budget * (per_token + extra) * 4 / 2**20 + logits
+        ckpt = "checkpointing" in args.what
+        per_token = layers * (h if ckpt else 7 * h + 3 * hkv + 4 * inter)
+        extra = (7 * h + 3 * hkv + 4 * inter) if ckpt else 0     # the layer being recomputed
+        heads = text.num_attention_heads
+        attention = (1 if ckpt else layers) * 2 * heads * attn_cells * 4 / 2**20    # scores and probabilities
+        formula = weights + 12 * n_train / 2**20 + budget * (per_token + extra) * 4 / 2**20 + logits + attention
         goal = "within 20% of the formula"
     return {"what": args.what, "model": args.model, "examples": len(prep.encoded), "token_budget": budget,
             "params_M": round(n_params / 1e6, 1), "weights_mb": round(weights), "rss_after_load_mb": round(loaded),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "siftlm"
-LAYERS = ["config", "assets", "progress", "data", "models", "signals", "scores", "select", "report", "diversity",
+LAYERS = ["config", "assets", "progress", "backends", "data", "models", "signals", "scores", "select", "report", "diversity",
           "train", "evaluate", "recipes", "options", "cli"]
 
 

@@ -72,6 +72,11 @@ class DataConfig:
     subset: str | None = opt(None, "the hub dataset's configuration (subset) name")
 
 
+BACKEND_HELP = ("where model passes, DPP parts and k-means assignment run: local (this process) | ray (a Ray cluster; "
+                "pip install 'siftlm[ray]')")
+RAY_ADDRESS_HELP = "--backend ray: the cluster to join (default: RAY_ADDRESS, else a new local cluster)"
+
+
 @dataclass
 class SignalConfig:
     store: str = opt("siftlm-store", "signal store folder (cached, resumable model passes)")
@@ -90,6 +95,10 @@ class SignalConfig:
     limit: int | None = opt(None, "use only the first N valid examples")
     dtype: str = opt("auto", "compute precision: auto (bfloat16 on GPUs that support it and CPUs with AMX, else float32) "
                              "| float32 | bfloat16; softmax statistics, losses and optimizer master weights stay fp32")
+    backend: str = opt("local", BACKEND_HELP)
+    ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
+    ray_actors: int | None = opt(None, "--backend ray: model replicas (default: one per GPU of the cluster, else one "
+                                       "per CPU)")
     progress: bool = opt(True, hidden=True)
 
 
@@ -153,8 +162,16 @@ class SelectConfig:
                                    "the score as given)")
     dpp_dtype: str = opt("auto", "dpp: auto (float64 unless it would not fit in half the free memory) | float64 | "
                                  "float32")
+    dpp_parts: int = opt(1, "dpp: split the items into this many random parts, run greedy in each, then greedy over "
+                            "the union of their picks (GreeDi; parts run as Ray tasks with --backend ray); 1 = one "
+                            "greedy over everything")
     clusters: int | None = opt(None, "cluster: k-means k (default N / 50)")
-    kmeans: str = opt("sklearn", "cluster: k-means backend sklearn | faiss")
+    kmeans: str = opt("sklearn", "cluster: k-means backend sklearn | faiss (trained on a sample of --kmeans-sample "
+                                 "rows, every row assigned; assignment in Ray tasks with --backend ray)")
+    kmeans_sample: int | None = opt(None, "cluster with faiss: rows to train k-means on (default all, at most "
+                                          "256 per cluster, faiss's own cap)")
+    backend: str = opt("local", BACKEND_HELP)
+    ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
     threshold: float = opt(0.95, "dedup: cosine similarity that counts as a duplicate")
     seed: int = opt(0, "seed of random, cluster-random and k-means")
     target: str | None = opt(None, "less / repr / datainf: the target set's features (.parquet from the same pass), or "
@@ -245,6 +262,24 @@ class EvaluateConfig:
     concurrency: int = opt(4, "judge: requests in flight")
     n_boot: int = opt(1000, "bootstrap resamples")
     signals: SignalConfig = opt(factory=SignalConfig)
+
+
+@dataclass
+class PlanConfig:
+    gpus: int = opt(0, "GPUs the run will use (0: this machine's CPU); passes split over them (--backend ray), training "
+                       "runs on one")
+    params: str | None = opt(None, "model size when the model is not on this machine, e.g. 7e9 or 7B (tokens are then "
+                                   "counted with builtin:smollm2's tokenizer, said in the output)")
+    scale_to: int | None = opt(None, "estimate for this many examples (token counts scaled from DATA's)")
+    sample: int = opt(2000, "examples tokenised to count tokens (a seeded random sample; the rest extrapolated)")
+    epochs: int = opt(2, "reference fine-tune epochs", aliases=("num-train-epochs",))
+    full: bool = opt(False, "full fine-tuning (6 x params FLOPs per token) instead of LoRA (4 x)")
+    mfu: float = opt(0.3, "assumed fraction of peak FLOP/s when no benchmark result exists for the model and device")
+    peak_tflops: float | None = opt(None, "peak TFLOP/s of one device (default: 989, an H100/H200's dense bf16, for GPUs; "
+                                          "a timed matmul on this CPU)")
+    bench: str = opt("bench/out,runs/results/bench", "folders of bench/loss_pass.py and bench/train_step.py results; "
+                                                      "a measured throughput for this model and device is used first")
+    device: str = opt("auto", "auto (cuda with --gpus, else cpu) | cpu | cuda: the device the estimate is for")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The DavIR pipeline's verbs: train (the reference), score, run, demo, reproduce."""
+"""The DavIR pipeline's verbs: train (the reference), score, run, demo, reproduce, plan (the cost before a run)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Optional
 
 import typer
 
-from siftlm.cli.common import DATA, MODEL, app, out_option, show, show_counts, show_summary
+from siftlm.cli.common import DATA, MODEL, app, console, out_option, show, show_counts, show_summary
 from siftlm.config import (
     PRESET_HELP,
     PRESETS,
     DataConfig,
+    PlanConfig,
     ReproduceConfig,
     RunConfig,
     SignalConfig,
@@ -83,3 +84,32 @@ def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-tab
     show(f"reproduction -> {Path(cfg.out) / 'report.html'}",
          [(r.table, r.quantity, r.paper[:40], f"{r.ours:+.3f} [{r.low:+.3f}, {r.high:+.3f}]", r.verdict) for r in rows],
          ("table", "quantity", "paper", "ours [95% CI]", "verdict"))
+
+
+PLAN_EXCLUDE = {"store", "token_budget", "shard_size", "shard_tokens", "limit", "dtype", "backend", "ray_address",
+                "ray_actors"}
+
+
+@verb(app, configs={"cfg": PlanConfig, "sig": SignalConfig, "src": DataConfig}, exclude=PLAN_EXCLUDE)
+def plan(data: Optional[Path] = DATA, model: str = MODEL,
+         out: Optional[Path] = typer.Option(None, help="also write the estimate as JSON"), *, cfg: PlanConfig,
+         sig: SignalConfig, src: DataConfig):
+    """Before a long run: tokens, FLOPs, hours and GPU-hours of each pass and of each selection flow."""
+    import json
+    from dataclasses import asdict
+
+    from siftlm.recipes.plan import plan as estimate
+
+    est = estimate(str(data) if data else "", model, cfg, src=src, signals=sig)
+    c = est["counts"]
+    unit = "GPU-h" if est["device"] == "cuda" else "CPU-h"
+    show(f"{est['examples']:,.0f} examples x {c['tokens_per_example']:.0f} tokens ({c['response_tokens']:.0f} response), "
+         f"{est['params'] / 1e9:.2f}B parameters, {est['devices']} {est['device']} device(s)",
+         [(s.name, f"{s.tokens / 1e6:,.1f}M", f"{s.flops / 1e15:,.1f}", f"{s.hours:,.2f}", f"{s.device_hours:,.2f}",
+           s.source) for s in est["steps"]], ("pass", "tokens", "PFLOP", "hours", unit, "from"))
+    show("selection flows", [(k, f"{h:,.2f}", f"{d:,.2f}") for k, (h, d) in est["flows"].items()],
+         ("flow", "hours", unit))
+    if c["note"]:
+        console.print(c["note"])
+    if out:
+        out.write_text(json.dumps({**est, "steps": [asdict(s) for s in est["steps"]]}, indent=2, default=str))

@@ -232,6 +232,9 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
         fp = f"{fp}+{folder_fingerprint(adapter)}"
     model.to(device).eval()
     model.siftlm_compute_dtype = prec.compute
+    # how another process (a Ray actor) loads the same weights in the same precision
+    model.siftlm_source = {"spec": spec, "adapter": adapter, "dtype": prec.name, "master_fp32": master_fp32,
+                           "trust_remote_code": trust_remote_code, "fingerprint": fp}
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not quiet:

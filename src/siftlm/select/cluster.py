@@ -12,22 +12,47 @@ from siftlm.scores import direction
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count, rank
 
+ASSIGN_ROWS = 65536        # rows per assignment task (one Ray task each with --backend ray)
+
+
+def _assign(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Nearest centroid (L2) of every row, exact (a flat faiss index)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    return index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
+
 
 def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, seed: int = 0,
-           backend: str = "sklearn") -> np.ndarray:
+           backend: str = "sklearn", sample: int | None = None, parallel: str = "local",
+           address: str | None = None) -> np.ndarray:
     """Cluster labels; default k = N / ``per_cluster`` (the paper's ~50 per cluster).
 
     ``backend``: "sklearn" (scikit-learn's KMeans, k-means++ init) or "faiss" (much faster at N ~ 1M and
-    k ~ 20k; ``pip install siftlm[faiss]``). Both are seeded.
+    k ~ 20k; ``pip install siftlm[faiss]``): centroids trained on a seeded random ``sample`` of the rows (default
+    min(N, 256 k): faiss would subsample to 256 per centroid itself), then every row assigned to its nearest
+    centroid in chunks of ``ASSIGN_ROWS``, as Ray tasks when ``parallel`` is "ray". Both are seeded.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     k = min(n_clusters or max(1, round(len(x) / per_cluster)), len(x))
     if backend == "faiss":
         import faiss
 
-        km = faiss.Kmeans(x.shape[1], k, niter=25, nredo=5, seed=seed, verbose=False)  # 5 restarts: no k-means++ init
-        km.train(x)
-        return km.index.search(x, 1)[1][:, 0].astype(np.int64)
+        rows = min(len(x), sample or 256 * k)
+        train = x if rows >= len(x) else x[np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))]
+        km = faiss.Kmeans(x.shape[1], k, niter=25, nredo=5, seed=seed, verbose=False,  # 5 restarts: no k-means++ init
+                          max_points_per_centroid=max(256, -(-rows // k)))
+        km.train(train)
+        chunks = [x[i:i + ASSIGN_ROWS] for i in range(0, len(x), ASSIGN_ROWS)]
+        if parallel == "ray":
+            from siftlm.backends import ray as ray_backend
+
+            ref = ray_backend.share(km.centroids, address)
+            parts = ray_backend.map_tasks(_assign, [(ref, c) for c in chunks], address=address)
+        else:
+            parts = [_assign(km.centroids, c) for c in chunks]
+        return np.concatenate(parts)
     if backend != "sklearn":
         raise ValueError(f"unknown k-means backend {backend!r}; known: sklearn, faiss")
     from sklearn.cluster import KMeans
@@ -81,7 +106,8 @@ def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None) -
                          "`siftlm signals --pass embed --out emb.parquet`)")
     n = len(table)
     k = budget_count(cfg.budget, n)
-    labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans)
+    labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans, sample=cfg.kmeans_sample,
+                    parallel=cfg.backend, address=cfg.ray_address)
     how = direction(by, cfg.direction) if by else None
     scores = table[by].to_numpy() if by else None
     pos = per_cluster(table["id"].tolist(), labels, k, scores=scores, direction=how or "high", seed=cfg.seed)

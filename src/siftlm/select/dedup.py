@@ -54,7 +54,10 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
             raise KeyError(f"no score column {cfg.by!r} to order dedup by")
         r = rank(ids, table[cfg.by].to_numpy(), direction=direction(cfg.by, cfg.direction))
         order = np.argsort(np.where(r > 0, r, np.iinfo(np.int64).max), kind="stable")
-    labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans) if n > CLUSTER_ABOVE else None
+    labels = None
+    if n > CLUSTER_ABOVE:
+        labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans, sample=cfg.kmeans_sample,
+                        parallel=cfg.backend, address=cfg.ray_address)
     pos, dropped = dedup(features, ids, threshold=cfg.threshold, labels=labels, order=order)
     if cfg.budget is not None:
         pos = pos[:budget_count(cfg.budget, n)]

@@ -37,7 +37,8 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
         raise UsageError("--method s2l needs the loss trajectory (ppl_0, ppl_1, ...): score with siftlm score first")
     traj = np.log(table[cols].to_numpy(dtype=np.float64))           # per-epoch mean response losses
     k = budget_count(cfg.budget, len(table))
-    labels = kmeans(traj, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans)
+    labels = kmeans(traj, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans,
+                    sample=cfg.kmeans_sample, parallel=cfg.backend, address=cfg.ray_address)
     clusters = sorted(set(labels.tolist()))
     members = [np.flatnonzero(labels == c) for c in clusters]
     take = balanced([len(m) for m in members], k)

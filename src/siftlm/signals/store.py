@@ -118,6 +118,56 @@ def _lock(path: Path) -> bool:
     return False
 
 
+def open_pass(root: str | Path, spec: PassSpec, n_examples: int, bounds: list[list[int]]) -> Path:
+    """The pass's folder, with its ``meta.json`` written (or checked against ``bounds`` when it exists)."""
+    folder = pass_dir(root, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"pass": spec.name, "dataset": spec.dataset, "model": spec.model, "settings": spec.settings,
+            "n_examples": n_examples, "n_shards": len(bounds), "bounds": bounds}
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("bounds") != bounds:
+            raise RuntimeError(f"{folder}: the stored pass has other shards (shard size changed); run again with the "
+                               "same --shard-size, or remove the folder to recompute")
+    else:
+        with atomic_write(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=str))
+    return folder
+
+
+def _paths(folder: Path, s: int) -> tuple[Path, Path, Path]:
+    return tuple(folder / f"shard-{s:05d}.{ext}" for ext in ("parquet", "done", "lock"))
+
+
+def shard_done(folder: Path, s: int) -> bool:
+    shard, done, _ = _paths(folder, s)
+    return done.exists() and shard.exists()
+
+
+def compute_shard(folder: Path, s: int, bounds: list[list[int]], ids: Sequence[str],
+                  compute: Callable[[int, int], dict[str, np.ndarray]]) -> str:
+    """Compute shard ``s`` and store it (parquet, then its done marker) under its lock: "done" when it was already
+    stored, "computed", or "busy" when another process holds its lock. Every backend stores shards through this."""
+    shard, done, lock = _paths(folder, s)
+    if shard_done(folder, s):
+        return "done"
+    if not _lock(lock):
+        return "busy"
+    try:
+        if shard_done(folder, s):                # finished between our look and our lock
+            return "done"
+        start, stop = bounds[s]
+        frame = pd.DataFrame({"id": list(ids[start:stop]), **compute(start, stop)})
+        with atomic_write(shard) as tmp:
+            frame.to_parquet(tmp, index=False)
+        with atomic_write(done) as tmp:
+            tmp.write_text("")
+        return "computed"
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
              compute: Callable[[int, int], dict[str, np.ndarray]], *, bounds: list[list[int]] | None = None,
              on_skip: Callable[[int], None] | None = None) -> pd.DataFrame:
@@ -128,56 +178,31 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
     finished shards (for progress bars).
     """
     bounds = bounds or [[0, len(ids)]]
-    folder = pass_dir(root, spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = {"pass": spec.name, "dataset": spec.dataset, "model": spec.model, "settings": spec.settings,
-            "n_examples": len(ids), "n_shards": len(bounds), "bounds": bounds}
-    meta_path = folder / "meta.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("bounds") != bounds:
-            raise RuntimeError(f"{folder}: the stored pass has other shards (shard size changed); run again with the "
-                               "same --shard-size, or remove the folder to recompute")
-    else:
-        with atomic_write(meta_path) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, default=str))
-    frames: dict[int, pd.DataFrame] = {}
+    folder = open_pass(root, spec, len(ids), bounds)
     computed = 0
     pending = list(range(len(bounds)))
     while pending:
         waiting = []
         for s in pending:
-            start, stop = bounds[s]
-            shard, done, lock = (folder / f"shard-{s:05d}.{ext}" for ext in ("parquet", "done", "lock"))
-            if done.exists() and shard.exists():
-                frames[s] = pd.read_parquet(shard)
-                if on_skip:
-                    on_skip(stop - start)
-                continue
-            if not _lock(lock):
+            state = compute_shard(folder, s, bounds, ids, compute)
+            if state == "busy":
                 waiting.append(s)            # another process is computing it: come back for its result
-                continue
-            try:
-                if done.exists() and shard.exists():     # finished between our look and our lock
-                    frames[s] = pd.read_parquet(shard)
-                    continue
-                frame = pd.DataFrame({"id": list(ids[start:stop]), **compute(start, stop)})
-                with atomic_write(shard) as tmp:
-                    frame.to_parquet(tmp, index=False)
-                with atomic_write(done) as tmp:
-                    tmp.write_text("")
-                frames[s] = frame
+            elif state == "computed":
                 computed += 1
-            finally:
-                lock.unlink(missing_ok=True)
+            elif on_skip:
+                on_skip(bounds[s][1] - bounds[s][0])
         if waiting and len(waiting) == len(pending):
             time.sleep(POLL_S)
         pending = waiting
-    out = pd.concat([frames[s] for s in range(len(bounds))], ignore_index=True)
+    out = read_shards(folder, len(bounds))
     if list(out["id"]) != list(ids):
         raise RuntimeError(f"{folder}: stored ids do not match the dataset; remove the folder to recompute")
     out.attrs["computed_shards"] = computed          # 0: everything came from the store
     return out
+
+
+def read_shards(folder: Path, n_shards: int) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(folder / f"shard-{s:05d}.parquet") for s in range(n_shards)], ignore_index=True)
 
 
 def load_pass(root: str | Path, spec: PassSpec) -> pd.DataFrame:
@@ -185,5 +210,4 @@ def load_pass(root: str | Path, spec: PassSpec) -> pd.DataFrame:
     folder = pass_dir(root, spec)
     if not is_complete(root, spec):
         raise FileNotFoundError(f"{folder}: pass {spec.name} is not complete; run it first")
-    n = json.loads((folder / "meta.json").read_text())["n_shards"]
-    return pd.concat([pd.read_parquet(folder / f"shard-{s:05d}.parquet") for s in range(n)], ignore_index=True)
+    return read_shards(folder, json.loads((folder / "meta.json").read_text())["n_shards"])
