@@ -148,3 +148,25 @@ def test_policy_and_reference_pair_passes_on_ray_equal_local(tmp_path, tokenizer
     assert not np.allclose(local["ref_chosen_logp"], local["policy_chosen_logp"])      # policy and reference differ
     for col in ("ref_chosen_logp", "ref_rejected_logp", "policy_chosen_logp", "policy_rejected_logp"):
         np.testing.assert_allclose(on_ray[col], local[col], atol=1e-5, err_msg=col)
+
+
+def test_signals_verb_with_backend_ray(tmp_path, model_dir, alpaca_file):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+
+    outs = []
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.parquet"
+        r = CliRunner().invoke(app, ["signals", str(alpaca_file), "--model", str(model_dir), "--pass", "lm-embed",
+                                     "--store", str(tmp_path / backend), "--shard-size", "8", "--backend", backend,
+                                     "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        outs.append(pd.read_parquet(out))
+    np.testing.assert_allclose(np.stack(outs[1]["vector"]), np.stack(outs[0]["vector"]), atol=1e-6)
+
+
+def test_a_failing_worker_is_one_line_naming_the_cause():
+    with pytest.raises(RuntimeError, match=r"a Ray worker failed after 0 of 2 shards .*rerun to resume.*division"):
+        ray_backend.run_shards([0, 1], lambda: (lambda s: 1 // 0))

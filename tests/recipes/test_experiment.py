@@ -8,7 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from siftlm.cli import app
+from siftlm.config import SignalConfig
+from siftlm.evaluate.sets import as_dataset, load_eval_set
+from siftlm.models.load import load_model
 from siftlm.recipes import experiment
+from siftlm.signals.losses import loss_pass
+from siftlm.signals.prepare import prepare
 from siftlm.train import sft
 from tests.conftest import alpaca_rows
 
@@ -39,7 +44,7 @@ train: {{epochs: 1, lr: 0.005, token_budget: 512}}
     return tmp_path / "grid.yaml"
 
 
-def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, monkeypatch):
+def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, monkeypatch, model_dir):
     res = runner.invoke(app, ["experiment", str(grid)])
     assert res.exit_code == 0, res.output
     out = tmp_path / "exp"
@@ -55,6 +60,17 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     got = next(p for p in summary["paired_vs_random"] if p["method"] == "highest:davir" and p["budget"] == 0.25)
     assert got["diff"] == pytest.approx(want, abs=1e-12) and got["low"] <= got["diff"] <= got["high"]
     assert "| highest:davir |" in (out / "results.md").read_text()
+    # each cell is evaluated with its own trained model: recomputed here without the store, and unlike the base's
+    cell = out / "cells" / "highest-davir-b0.25-s0"
+    items = as_dataset(load_eval_set(str(tmp_path / "eval.jsonl")), "eval")
+    direct = {}
+    for name, spec in (("trained", cell / "model" / "final"), ("base", model_dir)):
+        lm = load_model(str(spec), quiet=True)
+        prep = prepare(items, lm.tokenizer, SignalConfig(progress=False))
+        direct[name] = loss_pass(lm.model, prep.encoded, pad_id=lm.tokenizer.pad_token_id)["loss"]
+    stored = pd.read_parquet(cell / "losses.parquet")["loss"].to_numpy()
+    np.testing.assert_allclose(stored, direct["trained"], atol=1e-5)
+    assert np.abs(stored - direct["base"]).max() > 1e-3
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 1
     monkeypatch.setattr(sft, "train", lambda *a, **k: pytest.fail("a finished cell ran again"))
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: pytest.fail("a finished cell ran again"))

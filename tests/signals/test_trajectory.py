@@ -21,13 +21,23 @@ def _setup(model_dir, data, store):
 
 def test_trajectory_has_every_epoch_and_loss_drops(tmp_path, model_dir, alpaca_file):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    base = lm.fingerprint
     frames, fps = train_reference(lm, prep, tmp_path / "ref", CFG)
-    assert len(frames) == 3 and len(set(fps)) == 3 and fps[0] == lm.fingerprint
+    assert len(frames) == 3 and len(set(fps)) == 3 and fps[0] == base
     means = [f["loss"].mean() for f in frames]
     assert means[2] < means[1] < means[0]
     # the stored last epoch equals a fresh load of the saved adapter (the reference model)
     ref = load_model(str(model_dir), adapter=str(tmp_path / "ref" / "epoch-2"), device="cpu")
     assert ref.fingerprint == fps[2]
+    # lm.model was trained in place: its fingerprint follows, so a later pass is keyed by the weights it uses
+    assert lm.fingerprint == fps[2]
+    from siftlm.signals.losses import loss_pass
+
+    direct = loss_pass(lm.model, prep.encoded, pad_id=lm.tokenizer.pad_token_id)["loss"]
+    np.testing.assert_allclose(direct, frames[2]["loss"], atol=1e-5)
+    again, _ = _setup(model_dir, alpaca_file, tmp_path / "store")
+    train_reference(again, prep, tmp_path / "ref", CFG)                  # reused: the model is still the base
+    assert again.fingerprint == base
 
 
 def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca_file, monkeypatch):
@@ -62,8 +72,9 @@ def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca
 def test_other_data_in_the_same_folder_is_an_error(tmp_path, model_dir, alpaca_file):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
     train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
+    fresh, _ = _setup(model_dir, alpaca_file, tmp_path / "store")      # lm itself now holds the trained weights
     with pytest.raises(RuntimeError, match=r"holds a reference trained on epochs 1 \(now 2\); use another --out"):
-        train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))
+        train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))
 
 
 def test_trajectory_is_recomputed_from_saved_adapters_for_a_new_store(tmp_path, model_dir, alpaca_file):
@@ -106,4 +117,5 @@ def test_an_identity_written_before_a_setting_existed_still_matches(tmp_path, mo
     old = json.loads(ident.read_text())
     del old["config"]["max_grad_norm"]                               # as if written before the setting existed
     ident.write_text(json.dumps(old))
-    train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # reused, no error
+    fresh, _ = _setup(model_dir, alpaca_file, tmp_path / "store")      # lm itself now holds the trained weights
+    train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # reused, no error

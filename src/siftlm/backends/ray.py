@@ -14,6 +14,7 @@ deprecated), from 2.51 ``compute=ActorPoolStrategy(size=n)`` (``concurrency=`` w
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -79,6 +80,17 @@ class _ShardActor:
         return {"shard": np.asarray(batch["shard"]), "state": np.asarray(states)}
 
 
+def _cause(e: BaseException) -> str:
+    """The worker's own error line (e.g. "ZeroDivisionError: ..."), found in the traceback text Ray wraps it in."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(e).splitlines()]
+    own = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b[^:]*:", line)
+           and not re.match(r"^(ray\.[\w.]*|RayTaskError|UserCodeException)", line)]
+    if own:
+        return own[-1]
+    first = next((line for line in lines if line), "")
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def run_shards(shards: Sequence[int], factory: Callable[[], Callable[[int], str]], *, address: str | None = None,
                actors: int | None = None, on_shard: Callable[[int, str], None] | None = None) -> dict[int, str]:
     """Run ``factory()(shard)`` for every shard on a pool of actors (one per GPU, else one per CPU, at most one
@@ -93,10 +105,14 @@ def run_shards(shards: Sequence[int], factory: Callable[[], Callable[[int], str]
     out = ds.map_batches(_ShardActor, batch_size=1, fn_constructor_args=(factory,), num_gpus=1 if gpus else 0,
                          num_cpus=1 if not gpus else max(1, cpus // max(gpus, 1)), **actor_pool(size))
     states = {}
-    for row in out.iter_rows():
-        states[int(row["shard"])] = str(row["state"])
-        if on_shard:
-            on_shard(int(row["shard"]), str(row["state"]))
+    try:
+        for row in out.iter_rows():
+            states[int(row["shard"])] = str(row["state"])
+            if on_shard:
+                on_shard(int(row["shard"]), str(row["state"]))
+    except ray.exceptions.RayError as e:      # a worker's exception arrives wrapped: name the innermost cause
+        raise RuntimeError(f"a Ray worker failed after {len(states)} of {len(shards)} shards (finished shards are "
+                           f"stored; rerun to resume): {_cause(e)}") from e
     return states
 
 

@@ -37,6 +37,9 @@ from siftlm.train.sft import finetune, restrict
 BASELINE = "random"
 
 
+CELL_VERSION = 2     # 2: each cell is evaluated with the model loaded from its OUT/final (1 reused the base's passes)
+
+
 def load_grid(path: str | Path) -> ExperimentConfig:
     """A grid YAML as an ExperimentConfig; paths in it (data, scores, features, eval files, out) are relative to the
     file, unknown keys are errors."""
@@ -96,7 +99,8 @@ def run_cell(cfg: ExperimentConfig, name: str, method, budget, seed: int, folder
     times["select_s"] = time.perf_counter() - t
     tcfg = replace(cfg.train, seed=seed)
     lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=tcfg.full, quiet=True)   # fresh: LoRA goes in place
-    key = store.fingerprint([sorted(ids), lm.fingerprint, tcfg.identity(), cfg.eval, cfg.eval_limit, asdict(cfg.signals)])
+    key = store.fingerprint([sorted(ids), lm.fingerprint, tcfg.identity(), cfg.eval, cfg.eval_limit, asdict(cfg.signals),
+                             CELL_VERSION])
     done = folder / "cell.json"
     if done.exists() and json.loads(done.read_text()).get("key") == key:
         return json.loads(done.read_text())
@@ -109,7 +113,9 @@ def run_cell(cfg: ExperimentConfig, name: str, method, budget, seed: int, folder
     info = finetune(lm, prep, folder / "model", tcfg)
     times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    losses = heldout_loss(lm, eval_items, EvaluateConfig(signals=cfg.signals), "eval")   # lm.model is the trained one
+    del lm                      # trained in place, or not at all when training resumed past its last epoch
+    trained = load_model(info["final"], dtype=cfg.signals.dtype, quiet=True)   # its own fingerprint: its own passes
+    losses = heldout_loss(trained, eval_items, EvaluateConfig(signals=cfg.signals), "eval")
     with atomic_write(folder / "losses.parquet") as tmp:
         losses.to_parquet(tmp, index=False)
     times["evaluate_s"] = time.perf_counter() - t

@@ -26,6 +26,7 @@ import pandas as pd
 
 from siftlm.assets import demo_data
 from siftlm.config import DPOTrainConfig, GradConfig, ReproduceConfig, RunConfig, SelectConfig
+from siftlm.data import open_dataset
 from siftlm.data.io import atomic_write
 from siftlm.diversity import log_det_distance
 from siftlm.models.load import load_model
@@ -37,6 +38,7 @@ from siftlm.report import reproduce as page
 from siftlm.report.stats import bootstrap_ci, kendall, pearson, spearman
 from siftlm.select import dpp, sample, topk
 from siftlm.signals.passes import run_pass
+from siftlm.signals.prepare import prepare
 from siftlm.signals.table import trajectory_columns
 
 TABLES = ("davir-table1", "davir-table2", "davir-table3", "lp-table3", "dpp-eq3")
@@ -174,6 +176,11 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
     lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
     if set(tables) & {"davir-table1", "davir-table2", "lp-table3", "dpp-eq3"}:
         run = RunConfig(data=cfg.data, model=cfg.model, out=str(out), ifd=False, signals=cfg.signals, train=cfg.train)
+        g = None
+        if "dpp-eq3" in tables:     # the base model's LoRA gradients (DPP paper §3.3), before training changes it
+            with timer("grads pass (LoRA-gradient features)"):
+                g = run_pass(prepare(open_dataset(cfg.data, run.input), lm.tokenizer, cfg.signals), "grads", lm.model,
+                             lm.fingerprint, options={"grad": GradConfig()}, label="lora gradients")
         with timer("score (base pass, reference fine-tune, trajectory)"):
             prep, t, _ = score_dataset(run, timer, lm=lm)
         with atomic_write(out / "scores.parquet") as tmp:
@@ -181,10 +188,7 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
         for name, fn in (("davir-table1", davir_table1), ("davir-table2", davir_table2), ("lp-table3", lp_table3)):
             if name in tables:
                 rows += fn(t, cfg.n_boot)
-        if "dpp-eq3" in tables:
-            with timer("grads pass (LoRA-gradient features)"):
-                g = run_pass(prep, "grads", lm.model, lm.fingerprint, options={"grad": GradConfig()},
-                             label="lora gradients")
+        if g is not None:
             rows += dpp_eq3(t, np.stack(g["vector"].to_list()).astype(np.float64), cfg.budget)
     if "davir-table3" in tables:
         dcfg = DPOTrainConfig(loss="sigmoid", max_steps=cfg.dpo_steps, batch_size=2, lr=cfg.dpo_lr, save_steps=10_000)

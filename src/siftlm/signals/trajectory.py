@@ -200,7 +200,9 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
 
     Returns (loss-pass frames P_0..P_n, their model fingerprints). A finished folder for the same data, model
     and settings is reused as it is; one for other data is an error, never silently mixed. The store records
-    where each finished reference lives (``find_reference``).
+    where each finished reference lives (``find_reference``). Training changes ``lm.model`` in place, so when it
+    runs here ``lm.fingerprint`` becomes the trained model's: a later pass with ``lm`` is keyed by the weights it
+    really uses (the base passes a caller needs must run before this).
     """
     out = Path(out)
     ident = identity(prep, lm.fingerprint, tcfg)
@@ -227,6 +229,8 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
         model = lm.model if cached or epoch == 0 else _load_epoch(lm, epoch_dir(out, epoch), tcfg, fp)
         frames.append(run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}"))
     frames[0].attrs["trained"] = trained
+    if trained:
+        lm.fingerprint = fps[-1]       # lm.model now holds the last epoch's weights
     return frames, fps
 
 
