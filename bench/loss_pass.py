@@ -17,7 +17,6 @@ compared with the fp32 ones (median relative difference, max absolute difference
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
@@ -25,11 +24,10 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from _common import save_result, slug
+from _common import cpu_record, save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
-from siftlm.models import precision
 from siftlm.models.load import load_model
 from siftlm.models.template import IGNORE
 from siftlm.signals.losses import loss_pass, pass_padding
@@ -86,7 +84,7 @@ def main() -> None:
 
     res = {
         "model": args.model, "device": str(next(lm.model.parameters()).device),
-        "cpu": platform.processor() or platform.machine(), "amx": precision._amx(),
+        **cpu_record(),
         "threads": torch.get_num_threads(), "n_examples": len(enc), "real_tokens": real_tokens,
         "response_tokens": int(sum(e.n_response for e in enc)), "token_budget": args.token_budget,
         "loop_s": round(t_loop, 2), "loop_tok_s": round(real_tokens / t_loop, 1),

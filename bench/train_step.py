@@ -11,18 +11,16 @@ Both start from the same LoRA initialisation on the same real alpaca_en_demo exa
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 
 import torch
 from scipy import stats
 
-from _common import save_result, slug
+from _common import cpu_record, save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
-from siftlm.models import precision
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.signals.prepare import prepare
@@ -83,7 +81,7 @@ def main() -> None:
     naive_epoch(load_model(args.model, device="cpu", dtype="float32").model, enc, per_step, 1e-3)
     t_naive = time.perf_counter() - t
 
-    res = {"model": args.model, "cpu": platform.processor() or platform.machine(), "amx": precision._amx(),
+    res = {"model": args.model, **cpu_record(),
            "n_examples": len(enc), "real_tokens": tokens, "optimizer_steps": n_steps, "examples_per_step": per_step,
            "naive_s": round(t_naive, 2), "naive_tok_s": round(tokens / t_naive, 1)}
     print(f"{'':26s}{'seconds':>10s}{'real tok/s':>12s}{'vs loop':>9s}")

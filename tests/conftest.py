@@ -102,8 +102,10 @@ def pair_file(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fp32_everywhere(monkeypatch):
-    """`--dtype auto` picks bf16 on CPUs with AMX; the suite's exact comparisons are written for fp32, so every test
-    sees a CPU without AMX (tests/models/test_precision.py checks the choice itself and the bf16 path)."""
+    """`--dtype auto` picks bf16 on CPUs with AMX or a fast AVX-512 BF16; the suite's exact comparisons are written for
+    fp32, so every test sees a CPU with neither (tests/models/test_precision.py checks the choice itself and the bf16
+    path)."""
     from siftlm.models import precision
 
     monkeypatch.setattr(precision, "_amx", lambda: False)
+    monkeypatch.setattr(precision, "_avx512_bf16", lambda: False)

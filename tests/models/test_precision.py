@@ -20,11 +20,19 @@ def test_auto_picks_bf16_only_where_it_is_fast(monkeypatch):
     monkeypatch.setattr(precision, "_amx", lambda: True)
     p = precision.choose("auto", "cpu")
     assert p.compute == torch.bfloat16 and "AMX" in p.reason
+    timed = []
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: timed.append(1) or 0.3)
     monkeypatch.setattr(precision, "_amx", lambda: False)
+    monkeypatch.setattr(precision, "_avx512_bf16", lambda: False)             # emulated bf16: fp32, no timing
     p = precision.choose("auto", "cpu")
-    assert p.compute == torch.float32 and "no AMX" in p.reason
+    assert p.compute == torch.float32 and "neither AMX nor AVX-512 BF16" in p.reason and not timed
+    monkeypatch.setattr(precision, "_avx512_bf16", lambda: True)              # native bf16 without AMX: time it
+    p = precision.choose("auto", "cpu")
+    assert p.compute == torch.float32 and "0.30x" in p.reason and "AVX-512 BF16" in p.reason and timed
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: 2.4)
+    p = precision.choose("auto", "cpu")
+    assert p.compute == torch.bfloat16 and "2.4x faster" in p.reason
     monkeypatch.setattr(precision, "_amx", lambda: None)                      # torch does not say: time it
-    monkeypatch.setattr(precision, "bf16_speedup", lambda: 3.0)
     assert precision.choose("auto", "cpu").compute == torch.bfloat16
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.3)
     p = precision.choose("auto", "cpu")

@@ -5,8 +5,13 @@ elsewhere, chosen once per process and said out loud.
 stays in fp32: softmax statistics, losses and score arithmetic (the output layer's result is cast to fp32 before any
 of them), and the optimizer's master weights. Frozen weights (a model only scored, or the base under a LoRA adapter)
 are stored in bf16; trained weights (LoRA adapters, or every weight in full fine-tuning) stay fp32 and autocast casts
-them per product: fp32 master weights, so small updates are not lost to bf16 rounding. On a CPU without AMX bf16
-matrix products are 3-6x slower than fp32, so ``auto`` never picks it there.
+them per product: fp32 master weights, so small updates are not lost to bf16 rounding.
+
+On CPUs the speed of bf16 depends on the processor, so ``auto`` decides from what the CPU has: AMX tiles (Intel
+Sapphire Rapids and later: bf16 several times fp32) pick bf16; AVX-512 BF16 without AMX varies by processor (measured:
+an AMD EPYC ran a 512-square bf16 matmul 2.4x faster than fp32 and siftlm's loss pass 1.9x, another machine with the
+same flag ran the loss pass at 0.4-0.6x fp32), so a timed matmul decides; with neither, bf16 is emulated and 3-6x
+slower, so fp32.
 """
 
 from __future__ import annotations
@@ -33,13 +38,23 @@ class Precision(NamedTuple):
         return str(self.compute).removeprefix("torch.")
 
 
-def _amx() -> bool | None:
-    """Whether this CPU has AMX tiles, from torch; None when torch does not say."""
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+def _cpu_flag(name: str) -> bool | None:
+    """A capability torch reports for this CPU (a private API): None when torch does not say."""
+    probe = getattr(getattr(torch, "cpu", None), name, None)
     try:
         return bool(probe()) if probe is not None else None
-    except Exception:  # a private API: absent or failing means "unknown"
+    except Exception:  # absent or failing means "unknown"
         return None
+
+
+def _amx() -> bool | None:
+    """Whether this CPU has AMX tiles, from torch; None when torch does not say."""
+    return _cpu_flag("_is_amx_tile_supported")
+
+
+def _avx512_bf16() -> bool | None:
+    """Whether this CPU has native bf16 dot products (AVX-512 BF16), from torch; None when torch does not say."""
+    return _cpu_flag("_is_avx512_bf16_supported")
 
 
 @lru_cache(maxsize=1)
@@ -57,8 +72,9 @@ def bf16_speedup(n: int = 512, reps: int = 3) -> float:
 
 
 def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision:
-    """The compute precision for ``device``: as ``asked``, or for ``auto`` bf16 on CUDA devices that support it and on
-    CPUs with AMX (from torch, or a timed matmul probe when torch does not say), fp32 otherwise."""
+    """The compute precision for ``device``: as ``asked``, or for ``auto`` bf16 on CUDA devices that support it, on
+    CPUs with AMX, and on CPUs with AVX-512 BF16 (or that torch says nothing about) where a timed matmul runs bf16 at
+    least ``PROBE_RATIO`` times faster; fp32 otherwise."""
     if asked not in CHOICES:
         raise UsageError(f"unknown dtype {asked!r}; known: {', '.join(CHOICES)}")
     device = torch.device(device)
@@ -71,12 +87,14 @@ def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision
     amx = _amx()
     if amx is True:
         return Precision(torch.bfloat16, "auto: the CPU has AMX (bf16 matrix products run several times faster)")
-    if amx is False:
-        return Precision(torch.float32, "auto: the CPU has no AMX (bf16 would be slower than fp32)")
+    native = _avx512_bf16() if amx is False else None
+    if amx is False and native is False:
+        return Precision(torch.float32, "auto: the CPU has neither AMX nor AVX-512 BF16 (bf16 would be slower)")
     ratio = bf16_speedup()
+    why = "no AMX but AVX-512 BF16" if native else "torch does not report AMX"
     if ratio >= PROBE_RATIO:
-        return Precision(torch.bfloat16, f"auto: a bf16 matmul timed {ratio:.1f}x faster than fp32 on this CPU")
-    return Precision(torch.float32, f"auto: a bf16 matmul timed {ratio:.2f}x fp32 on this CPU")
+        return Precision(torch.bfloat16, f"auto: {why}, and a bf16 matmul timed {ratio:.1f}x faster than fp32")
+    return Precision(torch.float32, f"auto: {why}, and a bf16 matmul timed only {ratio:.2f}x fp32")
 
 
 def autocast(model) -> contextlib.AbstractContextManager:
