@@ -18,7 +18,8 @@ def real():
     from siftlm.models.load import load_model
     from siftlm.signals.prepare import prepare
 
-    lm = load_model("builtin:smollm2", device="cpu")
+    # fp32 as written: a module fixture is built before the function-scoped fixture that hides AMX / AVX-512 BF16
+    lm = load_model("builtin:smollm2", device="cpu", dtype="float32")
     prep = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,
                    SignalConfig(limit=8, max_length=512, progress=False))
     return lm, prep
