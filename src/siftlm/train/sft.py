@@ -38,7 +38,9 @@ def restrict(ds: Dataset, selection: str | Path) -> Dataset:
 
 def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
     """Train on every prepared example (resuming after the last finished epoch) and put the result in ``OUT/final``;
-    returns what was trained: {"final", "fingerprint", "epochs", "examples", "tokens", "config"}."""
+    returns what was trained: {"final", "fingerprint", "epochs", "examples", "tokens", "config"}. As in
+    ``train_reference``, training changes ``lm.model`` in place, so when it runs here ``lm.fingerprint`` becomes the
+    trained model's; when a finished folder is reused ``lm`` stays the base (load ``OUT/final`` for the trained one)."""
     out = Path(out)
     ident = identity(prep, lm.fingerprint, tcfg)
     check_folder(out, ident)
@@ -51,6 +53,7 @@ def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
             train(lm.model, lm.fingerprint, prep.encoded, out, tcfg, pad_id=prep.tokenizer.pad_token_id,
                   evaluate=lambda *a: None, on_step=advance, tokenizer=prep.tokenizer)
         fps = trajectory_fingerprints(out, lm.fingerprint)
+        lm.fingerprint = fps[-1]       # lm.model now holds the last epoch's weights
     final = out / "final"
     if not (final / "siftlm-done").exists():
         tmp = out / "final.tmp"

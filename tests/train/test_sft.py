@@ -1,0 +1,36 @@
+"""`finetune` on a tiny model: the in-place model's fingerprint follows its weights, so passes are keyed truly."""
+
+import numpy as np
+
+from siftlm.config import SignalConfig, TrainConfig
+from siftlm.data import read_dataset
+from siftlm.models.load import load_model
+from siftlm.signals.losses import loss_pass
+from siftlm.signals.passes import run_pass
+from siftlm.signals.prepare import prepare
+from siftlm.train.sft import finetune
+
+CFG = TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0)
+
+
+def _setup(model_dir, data, store):
+    lm = load_model(str(model_dir), device="cpu")
+    return lm, prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=str(store), progress=False))
+
+
+def test_finetune_moves_the_fingerprint_with_the_weights(tmp_path, model_dir, alpaca_file):
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
+    base_fp = lm.fingerprint
+    base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base")        # stored under the base's key
+    info = finetune(lm, prep, tmp_path / "ft", CFG)
+    final = load_model(info["final"], device="cpu")
+    assert lm.fingerprint == info["fingerprint"] == final.fingerprint != base_fp
+    # a pass through lm now is the trained model's, not the base's cached one
+    after = run_pass(prep, "loss", lm.model, lm.fingerprint, label="after")
+    direct = loss_pass(final.model, prep.encoded, pad_id=prep.tokenizer.pad_token_id)["loss"]
+    np.testing.assert_allclose(after["loss"], direct, atol=1e-5)
+    assert np.abs(after["loss"].to_numpy() - base["loss"].to_numpy()).max() > 1e-3
+    # a finished folder is reused without training: a fresh base model keeps the base's fingerprint
+    again, _ = _setup(model_dir, alpaca_file, tmp_path / "store")
+    assert finetune(again, prep, tmp_path / "ft", CFG)["fingerprint"] == info["fingerprint"]
+    assert again.fingerprint == base_fp
