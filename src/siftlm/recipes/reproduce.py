@@ -188,8 +188,9 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
         for name, fn in (("davir-table1", davir_table1), ("davir-table2", davir_table2), ("lp-table3", lp_table3)):
             if name in tables:
                 rows += fn(t, cfg.n_boot)
-        if g is not None:
-            rows += dpp_eq3(t, np.stack(g["vector"].to_list()).astype(np.float64), cfg.budget)
+        if g is not None:       # matched by id, not position: the grads pass read and encoded the data itself
+            rows += dpp_eq3(t, np.stack(g.set_index("id").loc[t["id"], "vector"].to_list()).astype(np.float64),
+                            cfg.budget)
     if "davir-table3" in tables:
         dcfg = DPOTrainConfig(loss="sigmoid", max_steps=cfg.dpo_steps, batch_size=2, lr=cfg.dpo_lr, save_steps=10_000)
         sig = replace(cfg.signals, limit=cfg.pair_limit)
