@@ -32,6 +32,9 @@ def test_auto_picks_bf16_only_where_it_is_fast(monkeypatch):
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 2.4)
     p = precision.choose("auto", "cpu")
     assert p.compute == torch.bfloat16 and "2.4x faster" in p.reason
+    monkeypatch.setattr(precision, "_avx512_bf16", lambda: None)              # no AMX, bf16 flag unknown: time it
+    p = precision.choose("auto", "cpu")
+    assert p.compute == torch.bfloat16 and "torch does not report AVX-512 BF16" in p.reason
     monkeypatch.setattr(precision, "_amx", lambda: None)                      # torch does not say: time it
     assert precision.choose("auto", "cpu").compute == torch.bfloat16
     monkeypatch.setattr(precision, "bf16_speedup", lambda: 0.3)

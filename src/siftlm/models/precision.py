@@ -87,11 +87,14 @@ def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision
     amx = _amx()
     if amx is True:
         return Precision(torch.bfloat16, "auto: the CPU has AMX (bf16 matrix products run several times faster)")
-    native = _avx512_bf16() if amx is False else None
-    if amx is False and native is False:
-        return Precision(torch.float32, "auto: the CPU has neither AMX nor AVX-512 BF16 (bf16 would be slower)")
+    if amx is False:
+        native = _avx512_bf16()
+        if native is False:
+            return Precision(torch.float32, "auto: the CPU has neither AMX nor AVX-512 BF16 (bf16 would be slower)")
+        why = "no AMX but AVX-512 BF16" if native else "no AMX, and torch does not report AVX-512 BF16"
+    else:
+        why = "torch does not report AMX"
     ratio = bf16_speedup()
-    why = "no AMX but AVX-512 BF16" if native else "torch does not report AMX"
     if ratio >= PROBE_RATIO:
         return Precision(torch.bfloat16, f"auto: {why}, and a bf16 matmul timed {ratio:.1f}x faster than fp32")
     return Precision(torch.float32, f"auto: {why}, and a bf16 matmul timed only {ratio:.2f}x fp32")
