@@ -245,6 +245,9 @@ def test_known_errors_are_one_line_without_a_traceback(tmp_path, alpaca_file):
     res = runner.invoke(app, ["select", str(tmp_path / "missing.parquet"), "--data", str(alpaca_file)])
     assert res.exit_code == 1 and "missing.parquet: no such scores file" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    res = runner.invoke(app, ["reproduce", "lp-tabel3", "--out", str(tmp_path / "rep")])    # a wrong argument: usage
+    assert res.exit_code == 2 and "unknown table 'lp-tabel3'; known: davir-table1" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_diversity_of_data_with_duplicates_prints_an_infinite_distance(tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm.assets import demo_data
-from siftlm.config import DPOTrainConfig, GradConfig, ReproduceConfig, RunConfig, SelectConfig
+from siftlm.config import DPOTrainConfig, GradConfig, ReproduceConfig, RunConfig, SelectConfig, UsageError
 from siftlm.data import open_dataset
 from siftlm.data.io import atomic_write
 from siftlm.diversity import log_det_distance
@@ -168,7 +168,7 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
     tables = list(tables or TABLES)
     unknown = [t for t in tables if t not in TABLES]
     if unknown:
-        raise ValueError(f"unknown table {unknown[0]!r}; known: {', '.join(TABLES)}")
+        raise UsageError(f"unknown table {unknown[0]!r}; known: {', '.join(TABLES)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, data=cfg.data or str(demo_data("alpaca_en_demo")), pairs=cfg.pairs or str(demo_data("dpo_en_demo")))
