@@ -451,3 +451,36 @@ def test_hub_datasets_by_name_and_a_clear_error_offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     res = runner.invoke(app, ["inspect", "--dataset-name", "org/qa"])
     assert res.exit_code == 1 and "offline: org/qa is a hub dataset" in res.stderr
+
+
+@pytest.mark.parametrize("verb", ["signals", "run", "train"])
+def test_a_file_with_nothing_valid_fails_before_any_model_loads_and_writes_its_rejects(tmp_path, model_dir, verb,
+                                                                                          monkeypatch):
+    data = tmp_path / "empty.jsonl"
+    data.write_text("\n" + json.dumps({"instruction": "q"}) + "\n")           # a blank line and a record with no output
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        classmethod(lambda *a, **k: pytest.fail("the model was loaded")))
+    out = tmp_path / ("s.parquet" if verb == "signals" else "out")
+    res = runner.invoke(app, [verb, str(data), "--model", str(model_dir), "--store", str(tmp_path / "st"),
+                              "--out", str(out)])
+    rejects = Path(f"{out}.rejects.jsonl") if verb == "signals" else out / "rejects.jsonl"
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    text = " ".join(res.output.split())
+    assert "no valid examples (2 read, 1 rejected, 1 blank; first: line 2: missing required field" in text
+    assert str(rejects) in text and len(rejects.read_text().splitlines()) == 1
+
+
+def test_a_resumed_signals_file_is_byte_identical_to_a_clean_one(tmp_path, model_dir, alpaca_file):
+    import shutil
+
+    args = ["signals", str(alpaca_file), "--model", str(model_dir), "--shard-size", "5"]
+    assert runner.invoke(app, [*args, "--store", str(tmp_path / "a"), "--out", str(tmp_path / "clean.parquet")]).exit_code == 0
+    assert runner.invoke(app, [*args, "--store", str(tmp_path / "b"), "--out", str(tmp_path / "x.parquet")]).exit_code == 0
+    (folder,) = (tmp_path / "b").glob("loss-*")
+    for s in (1, 3):                                                          # as if killed before these shards
+        (folder / f"shard-{s:05d}.done").unlink()
+    shutil.rmtree(tmp_path / "a")                                             # the clean run's store is gone too
+    assert runner.invoke(app, [*args, "--store", str(tmp_path / "b"), "--out", str(tmp_path / "resumed.parquet")]).exit_code == 0
+    assert (tmp_path / "resumed.parquet").read_bytes() == (tmp_path / "clean.parquet").read_bytes()

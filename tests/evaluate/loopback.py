@@ -1,19 +1,25 @@
 """A small OpenAI-compatible chat server on 127.0.0.1 with deterministic rules, for judge tests (nothing leaves the
 machine): pairwise prompts prefer the output containing GOOD (and say "Output (a)" when neither or both do: a
 position bias the two orders must cancel); grading prompts give [[9]] to answers with GOOD and [[2]] otherwise; an
-instruction containing UNPARSEABLE gets a reply with no verdict; the first requests can be made to fail."""
+instruction containing UNPARSEABLE gets a reply with no verdict; the first requests can be made to fail: with an error
+status, with a 200 that is not a chat completion ("html": a web page, "junk": other JSON), or with silence ("silent":
+no answer for ``silence_s`` seconds, longer than any timeout the tests set); ``always`` repeats one failure for every
+request."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Rules:
-    def __init__(self, fail_with: list[int] | None = None):
-        self.fail_with = list(fail_with or [])      # status codes of the first requests, in order
+    def __init__(self, fail_with: list | None = None, always=None, silence_s: float = 5.0):
+        self.fail_with = list(fail_with or [])      # what the first requests get, in order: a status, html, junk, silent
+        self.always = always                        # what every later request gets (None: a real answer)
+        self.silence_s = silence_s
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -40,17 +46,25 @@ def serve(rules: Rules):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with rules.lock:
                 rules.requests += 1
-                status = rules.fail_with.pop(0) if rules.fail_with else 200
-            if status != 200:
-                payload = {"error": {"message": "injected", "type": "server_error", "code": status}}
+                status = rules.fail_with.pop(0) if rules.fail_with else (rules.always or 200)
+            kind, data = "application/json", None
+            if status == "silent":
+                time.sleep(rules.silence_s)             # the client has given up by now
+                status = 200
+            if status == "html":
+                status, kind, data = 200, "text/html", b"<html><body><h1>Gateway login</h1></body></html>"
+            elif status == "junk":
+                status, data = 200, json.dumps({"foo": 1}).encode()
+            elif status != 200:
+                data = json.dumps({"error": {"message": "injected", "type": "server_error", "code": status}}).encode()
             else:
-                payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": rules.reply(body["messages"])}}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-            data = json.dumps(payload).encode()
+                data = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant",
+                                                            "content": rules.reply(body["messages"])}}],
+                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

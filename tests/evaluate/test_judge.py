@@ -100,3 +100,73 @@ def test_rate_cli_then_select_by_rating(server, tmp_path):
     assert res.exit_code == 0, res.output
     kept = [json.loads(x)["output"] for x in (tmp_path / "sel" / "selected.jsonl").read_text().splitlines()]
     assert kept == ["GOOD"] * 3 and len(pd.read_parquet(tmp_path / "r.parquet")) == 6
+
+
+def _rate_cli(url, tmp_path, n=6, *extra):
+    import json
+
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": "GOOD" if i % 2 else "meh"}) + "\n"
+                            for i in range(n)))
+    out = tmp_path / "rating" / "r.parquet"
+    res = CliRunner().invoke(app, ["rate", str(data), "--judge-url", url, "--judge-model", "j", "--out", str(out),
+                                   "--concurrency", "1", *extra])
+    failures = [json.loads(x) for x in (out.parent / "failures.jsonl").read_text().splitlines()] \
+        if (out.parent / "failures.jsonl").exists() else None
+    return res, out, failures
+
+
+def test_replies_that_are_not_chat_completions_are_failures_of_their_item(tmp_path):
+    import pandas as pd
+
+    rules = Rules(fail_with=["html", "junk", 404])
+    srv, url = serve(rules)
+    try:
+        res, out, failures = _rate_cli(url, tmp_path, 6, "--judge-max-failures", "0.6")
+    finally:
+        srv.shutdown()
+    assert res.exit_code == 0, res.output
+    ratings = pd.read_parquet(out)["rating"]
+    assert ratings.isna().sum() == 3 and ratings.notna().sum() == 3          # the junk replies are failed items
+    assert len(failures) == 3 and all(f["reason"] for f in failures)
+    reasons = " | ".join(f["reason"] for f in failures)
+    assert "not a chat completion" in reasons or "JudgeReplyError" in reasons and "404" in reasons
+
+
+def test_junk_500s_and_silence_finish_with_counted_failures_and_the_right_exit_code(tmp_path):
+    import pandas as pd
+
+    rules = Rules(fail_with=["html", 500, 500, "junk", "silent"], silence_s=3.0)
+    srv, url = serve(rules)
+    try:
+        res, out, failures = _rate_cli(url, tmp_path, 8, "--judge-timeout", "0.5", "--judge-max-retries", "1",
+                                       "--judge-retry-budget", "2", "--judge-max-failures", "0.25")
+    finally:
+        srv.shutdown()
+    assert res.exit_code == 1 and "3 of 8 examples failed (more than --judge-max-failures 0.25)" in res.stderr
+    assert "Traceback" not in res.output
+    frame = pd.read_parquet(out)                      # the ratings are written before the exit code says so
+    assert len(frame) == 8 and frame["rating"].isna().sum() == len(failures) == 3
+    reasons = sorted(f["reason"] for f in failures)
+    assert "InternalServerError 500 after 1 retries" in reasons and sum("not a chat completion" in r for r in reasons) == 2
+    assert rules.requests == 8 + 1 + 1                # one retry of the 500, one of the silent request
+
+
+def test_a_judge_that_never_answers_stops_being_asked_and_exits_1(tmp_path):
+    import time
+
+    rules = Rules(always="silent", silence_s=2.0)
+    srv, url = serve(rules)
+    t = time.perf_counter()
+    try:
+        res, out, failures = _rate_cli(url, tmp_path, 20, "--judge-timeout", "0.3", "--judge-retry-budget", "1")
+    finally:
+        srv.shutdown()
+    took = time.perf_counter() - t
+    assert res.exit_code == 1 and "answered none of the 20 examples" in res.stderr
+    assert len(failures) == 20 and sum("judge unavailable" in f["reason"] for f in failures) >= 10
+    assert took < 20 and rules.requests < 20                     # gave up instead of waiting out every item

@@ -1,4 +1,5 @@
-"""`siftlm experiment` on a tiny model: every cell, the table, the paired comparison, and resume after a crash."""
+"""`siftlm experiment` on a tiny model: every cell, per-item results, the two-level comparison with random recomputed
+by hand, the pool (held-out split, injected labels kept from scoring), caching from the results files, resume."""
 
 import json
 
@@ -11,9 +12,10 @@ from siftlm.cli import app
 from siftlm.config import SignalConfig
 from siftlm.evaluate.sets import as_dataset, load_eval_set
 from siftlm.models.load import load_model
-from siftlm.recipes import experiment
+from siftlm.recipes import experiment, pool
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
+from siftlm.stats import two_level_difference
 from siftlm.train import sft
 from tests.conftest import alpaca_rows
 
@@ -26,15 +28,18 @@ def grid(tmp_path, alpaca_file, model_dir):
 
     ids = [e.id for e in read_dataset(alpaca_file).examples]
     rng = np.random.default_rng(0)
-    pd.DataFrame({"id": ids, "davir": rng.random(len(ids))}).to_parquet(tmp_path / "scores.parquet")
+    pd.DataFrame({"id": ids, "davir": rng.random(len(ids)), "n_prompt": 10, "n_response": np.arange(len(ids)) + 1}
+                 ).to_parquet(tmp_path / "scores.parquet")
     (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(8, seed=9)))
     (tmp_path / "grid.yaml").write_text(f"""
 data: {alpaca_file}
 scores: scores.parquet
 model: {model_dir}
-methods: [random, "highest:davir", "lowest:davir", full]
-budgets: [0.25, 12]
+methods: [random, "highest:davir", full]
+budgets: [0.25]
+budget_tokens: [60]
 seeds: [0, 1]
+random_subsets: 3
 eval: eval.jsonl
 n_boot: 200
 out: exp
@@ -48,33 +53,46 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     res = runner.invoke(app, ["experiment", str(grid)])
     assert res.exit_code == 0, res.output
     out = tmp_path / "exp"
-    table = pd.read_parquet(out / "results.parquet")
-    assert len(table) == 3 * 2 * 2 + 2                                     # full once per seed
-    assert set(table.loc[table["method"] == "highest:davir", "selected"]) == {6, 12}
+    cells = pd.read_parquet(out / "cells.parquet")
+    items = pd.read_parquet(out / "results.parquet")
+    trained = cells[cells["method"] != "base model"]
+    assert len(trained) == 3 * 2 + 2 * 2 + 2                              # random 3 subsets x 2 units, davir 2 x 2, full 2
+    assert set(trained.loc[(trained["method"] == "highest:davir") & (trained["unit"] == "examples"), "selected"]) == {6}
+    tok = trained[trained["unit"] == "tokens"]
+    assert (tok["selected"] > 0).all() and (tok["ids"].map(len) == tok["selected"]).all()
+    # the comparison is recomputed from the per-item file by the two-level bootstrap, and its verdict follows the CI
+    wide = items.pivot_table(index="key", columns="id", values="loss")
+    key = lambda m, u: cells.loc[(cells["method"] == m) & (cells["unit"] == u), "key"]      # noqa: E731
+    want = two_level_difference(wide.loc[key("highest:davir", "examples")].to_numpy(),
+                                wide.loc[key("random", "examples")].to_numpy(), n_boot=200, seed=0)
     summary = json.loads((out / "results.json").read_text())
-    # the paired difference is the mean over examples of (method's seed-mean loss - random's), recomputed here
-    def seed_mean(name, budget):
-        files = [out / "cells" / f"{name}-b{budget}-s{s}" / "losses.parquet" for s in (0, 1)]
-        return pd.concat([pd.read_parquet(f).set_index("id")["loss"] for f in files], axis=1).mean(axis=1)
-    want = (seed_mean("highest-davir", 0.25) - seed_mean("random", 0.25)).mean()
-    got = next(p for p in summary["paired_vs_random"] if p["method"] == "highest:davir" and p["budget"] == 0.25)
-    assert got["diff"] == pytest.approx(want, abs=1e-12) and got["low"] <= got["diff"] <= got["high"]
-    assert "| highest:davir |" in (out / "results.md").read_text()
+    row = next(r for r in summary["sets"]["eval"]["rows"] if r["method"] == "highest:davir" and r["unit"] == "examples")
+    got = row["vs_random"][0]
+    assert got["diff"] == pytest.approx(want["diff"], abs=1e-12) and got["low"] == pytest.approx(want["low"])
+    assert got["verdict"] == ("better" if got["high"] < 0 else "worse" if got["low"] > 0 else "no difference detected")
+    assert row["seeds"] == 2 and len(row["per_seed"]) == 2
+    assert "| highest:davir | 0.25 |" in (out / "results.md").read_text()
     # each cell is evaluated with its own trained model: recomputed here without the store, and unlike the base's
     cell = out / "cells" / "highest-davir-b0.25-s0"
-    items = as_dataset(load_eval_set(str(tmp_path / "eval.jsonl")), "eval")
+    ev = as_dataset(load_eval_set(str(tmp_path / "eval.jsonl")), "eval")
     direct = {}
     for name, spec in (("trained", cell / "model" / "final"), ("base", model_dir)):
         lm = load_model(str(spec), quiet=True)
-        prep = prepare(items, lm.tokenizer, SignalConfig(progress=False))
+        prep = prepare(ev, lm.tokenizer, SignalConfig(progress=False))
         direct[name] = loss_pass(lm.model, prep.encoded, pad_id=lm.tokenizer.pad_token_id)["loss"]
-    stored = pd.read_parquet(cell / "losses.parquet")["loss"].to_numpy()
+    stored = items[items["key"] == key("highest:davir", "examples").iloc[0]]["loss"].to_numpy()
     np.testing.assert_allclose(stored, direct["trained"], atol=1e-5)
     assert np.abs(stored - direct["base"]).max() > 1e-3
-    assert (out / "report.html").read_text().count("data:image/png;base64,") == 1
+    # a rerun, even with the cell folders gone (a fresh clone with the committed results), trains nothing
+    import shutil
+
+    shutil.rmtree(out / "cells")
     monkeypatch.setattr(sft, "train", lambda *a, **k: pytest.fail("a finished cell ran again"))
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: pytest.fail("a finished cell ran again"))
+    before = (out / "results.md").read_text()
     assert runner.invoke(app, ["experiment", str(grid)]).exit_code == 0
+    assert (out / "results.md").read_text() == before
+    assert runner.invoke(app, ["experiment", str(grid), "--tables-only"]).exit_code == 0
 
 
 def test_a_killed_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, monkeypatch):
@@ -92,7 +110,53 @@ def test_a_killed_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, mo
     calls.clear()
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
     experiment.run_experiment(experiment.load_grid(grid))
-    assert len(calls) == 14 - 3                                            # the 3 finished cells were not redone
+    assert len(calls) == 12 - 3                                            # the 3 finished cells were not redone
+
+
+def test_a_pool_with_heldout_split_and_injected_noise(tmp_path, model_dir, monkeypatch):
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(40)))
+    (tmp_path / "grid.yaml").write_text(f"""
+data: data.jsonl
+model: {model_dir}
+pool: {{size: 30, heldout: 8, seed: 0}}
+inject: {{rate: 0.2, kinds: [swap, truncate, repeat]}}
+methods: [random, "highest:davir", repr]
+budgets: [0.3]
+seeds: [0]
+random_subsets: 2
+finetune: false
+eval: heldout
+out: exp
+signals: {{store: st, max_length: 256}}
+train: {{epochs: 2, lr: 0.005, token_budget: 512}}
+""")
+    cfg = experiment.load_grid(tmp_path / "grid.yaml")
+    real_labels = pool.Pool.labels
+
+    def hidden(self):                           # scoring and selection must never read the labels
+        raise AssertionError("labels read outside the analysis")
+    monkeypatch.setattr(pool.Pool, "labels", hidden)
+    p = pool.build_pool(cfg, tmp_path / "exp" / "pool")
+    pool.score_pool(cfg, p)
+    rows = [json.loads(line) for line in p.data.read_text().splitlines()]
+    held = [json.loads(line) for line in p.heldout.read_text().splitlines()]
+    assert len(rows) == 30 and len(held) == 8 and all(set(r) == {"id", "messages"} for r in rows)
+    assert not {json.dumps(r["messages"]) for r in held} & {json.dumps(r["messages"]) for r in rows}
+    labels = pd.read_parquet(p.folder / "labels.parquet")
+    assert (labels["kind"] != "clean").sum() == 6 and set(labels["kind"]) == {"clean", "swap", "truncate", "repeat"}
+    again = pool.build_pool(cfg, tmp_path / "again")
+    assert again.fingerprint == p.fingerprint and again.data.read_bytes() == p.data.read_bytes()
+    monkeypatch.setattr(pool.Pool, "labels", real_labels)
+    experiment.run_experiment(cfg)
+    noise = json.loads((tmp_path / "exp" / "results.json").read_text())["noise"]
+    assert noise["pool_rate"] == pytest.approx(0.2) and "davir" in noise["auroc_scores"]
+    scores = pd.read_parquet(p.scores).merge(labels, on="id")
+    from sklearn.metrics import roc_auc_score
+
+    want = roc_auc_score(scores["kind"] == "clean", scores["tokens_out"])          # high is kept
+    assert noise["auroc_scores"]["tokens_out"]["all"] == pytest.approx(want)
+    shares = {(r["method"], r["seed"]): r["corrupted_share"] for r in noise["selection_rows"]}
+    assert set(shares) == {("random", 0), ("random", 1), ("highest:davir", 0), ("repr", 0)}
 
 
 def test_grid_files_are_checked(tmp_path):

@@ -1,5 +1,7 @@
 """Greedy MAP against a brute-force greedy that recomputes log-determinants with numpy."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,88 @@ def test_kill_9_mid_selection_then_resume_gives_identical_picks(tmp_path, after)
     resumed = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=tmp_path / "ck", checkpoint_every=9)
     clean = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3)
     assert resumed.order.tolist() == clean.order.tolist() and np.array_equal(resumed.gains, clean.gains)
+
+
+KILLED_BETWEEN = """
+import os, signal, sys
+import numpy as np
+import siftlm.select.dpp as dpp
+folder, after = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(7)
+x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
+real, n = dpp.atomic_write, [0]
+def dying(path):                       # killed after the residuals of save `after` are in place, before its state.json
+    if str(path).endswith("state.json"):
+        n[0] += 1
+        if n[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(path)
+dpp.atomic_write = dying
+dpp.greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=folder, checkpoint_every=9)
+"""
+
+
+@pytest.mark.parametrize("after", [1, 3])
+def test_kill_9_between_the_residuals_and_the_state_resumes_exactly(tmp_path, after):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED_BETWEEN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(after)], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    rng = np.random.default_rng(7)
+    x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
+    resumed = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=tmp_path / "ck", checkpoint_every=9)
+    clean = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3)
+    assert resumed.order.tolist() == clean.order.tolist() and np.array_equal(resumed.gains, clean.gains)
+    assert len(list((tmp_path / "ck").glob("d2*.npy"))) == 1                  # earlier residuals cleaned up
+
+
+def test_a_full_disk_during_a_checkpoint_leaves_only_the_last_good_state(tmp_path, monkeypatch):
+    import errno
+
+    import siftlm.select.dpp as dpp
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((120, 8))
+    real, n = dpp.atomic_write, {"k": 0}
+
+    def full(path):
+        if str(path).endswith("state.json"):
+            n["k"] += 1
+            if n["k"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path)
+
+    monkeypatch.setattr(dpp, "atomic_write", full)
+    with pytest.raises(OSError, match="No space"):
+        greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck", checkpoint_every=10)
+    state = json.loads((tmp_path / "ck" / "state.json").read_text())
+    assert len(state["order"]) == 10                                          # the first save, intact
+    assert (tmp_path / "ck" / "rows.bin").stat().st_size == 10 * 120 * 8      # no partial rows (float64)
+    assert [p.name for p in (tmp_path / "ck").iterdir() if p.name not in ("rows.bin", "state.json")] == [state["d2"]]
+    monkeypatch.undo()
+    resumed = greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck", checkpoint_every=10)
+    assert resumed.order.tolist() == greedy_map(x, 30, gamma=0.2).order.tolist()
+
+
+def test_a_finished_selection_removes_its_checkpoint_unless_asked_to_keep_it(tmp_path):
+    import pandas as pd
+
+    from siftlm.config import SelectConfig
+    from siftlm.select.run import run_selection
+
+    rng = np.random.default_rng(0)
+    ids = [f"e{i}" for i in range(40)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "instruction": f"q {i}", "output": f"a {i}"}) + "\n" for i in ids))
+    pd.DataFrame({"id": ids}).to_parquet(tmp_path / "s.parquet")
+    np.save(tmp_path / "f.npy", rng.standard_normal((40, 8)))
+    for keep in (False, True):
+        cfg = SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), method="dpp", budget=10,
+                           features=str(tmp_path / "f.npy"), keep_checkpoint=keep)
+        run_selection(cfg, tmp_path / f"out-{keep}")
+        assert (tmp_path / f"out-{keep}" / "dpp-checkpoint").exists() == keep

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siftlm.signals.store import PassSpec, is_complete, load_pass, pass_dir, run_pass, shard_bounds
+from siftlm.signals.store import PassSpec, compute_pass, is_complete, load_pass, pass_dir, shard_bounds
 
 IDS = [f"e{i}" for i in range(10)]
 
@@ -29,10 +29,10 @@ def test_rerun_skips_done_shards_and_resumes(tmp_path):
         return _compute(calls)(start, stop)
 
     with pytest.raises(RuntimeError):
-        run_pass(tmp_path, spec, IDS, failing, bounds=shard_bounds([1] * 10, size=3))
+        compute_pass(tmp_path, spec, IDS, failing, bounds=shard_bounds([1] * 10, size=3))
     assert calls == [0, 3] and not is_complete(tmp_path, spec)
     calls.clear()
-    out = run_pass(tmp_path, spec, IDS, _compute(calls), bounds=shard_bounds([1] * 10, size=3))
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls), bounds=shard_bounds([1] * 10, size=3))
     assert calls == [6, 9]  # only the unfinished shards
     assert list(out["id"]) == IDS and list(out["x"]) == [float(i * i) for i in range(10)]
     assert is_complete(tmp_path, spec)
@@ -110,7 +110,7 @@ def test_a_small_dataset_gets_several_shards_so_a_killed_run_resumes(tmp_path, t
 LOCKED = textwrap.dedent("""
     import os, sys, time
     import numpy as np
-    from siftlm.signals.store import PassSpec, run_pass, shard_bounds
+    from siftlm.signals.store import PassSpec, compute_pass, shard_bounds
     root, log = sys.argv[1:3]
     ids = [f"e{i}" for i in range(8)]
     def compute(start, stop):
@@ -118,7 +118,7 @@ LOCKED = textwrap.dedent("""
             f.write(f"{start} {os.getpid()}\\n")
         time.sleep(0.4)
         return {"x": np.arange(start, stop, dtype=float)}
-    out = run_pass(root, PassSpec("p", "d", "m", {}), ids, compute, bounds=shard_bounds([1] * 8, size=1))
+    out = compute_pass(root, PassSpec("p", "d", "m", {}), ids, compute, bounds=shard_bounds([1] * 8, size=1))
     print(out["x"].tolist())
 """)
 
@@ -147,5 +147,57 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (folder / "shard-00000.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
     calls = []
-    out = run_pass(tmp_path, spec, IDS, _compute(calls))
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls))
     assert calls == [0] and len(out) == 10 and not (folder / "shard-00000.lock").exists()
+
+
+def test_an_empty_lock_left_by_an_older_siftlm_is_taken_over(tmp_path):
+    spec = PassSpec("p", "d", "m", {})
+    folder = pass_dir(tmp_path, spec)
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.lock").write_text("")          # killed between creating the lock and writing its owner
+    calls = []
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls))
+    assert calls == [0] and len(out) == 10 and not (folder / "shard-00000.lock").exists()
+
+
+LINK_KILLED = """
+import os, signal, sys
+import siftlm.signals.store as store
+real = os.link
+def dying(src, dst):                   # the owner is written; killed before the lock appears
+    os.kill(os.getpid(), signal.SIGKILL)
+store.os.link = dying
+store.compute_pass(sys.argv[1], store.PassSpec("p", "d", "m", {}), [f"e{i}" for i in range(10)],
+                   lambda a, b: {"x": list(range(a, b))})
+"""
+
+
+def test_kill_9_while_taking_a_lock_leaves_no_lock_and_no_temporaries(tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(LINK_KILLED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    spec = PassSpec("p", "d", "m", {})
+    folder = pass_dir(tmp_path, spec)
+    assert not (folder / "shard-00000.lock").exists() and list(folder.glob(".*.tmp"))   # only the orphan temp
+    calls = []
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls))
+    assert calls == [0] and len(out) == 10 and not list(folder.glob(".*"))              # orphan cleared
+
+
+def test_a_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
+    import errno
+
+    spec = PassSpec("p", "d", "m", {})
+
+    def full(self, path, *a, **k):
+        open(path, "wb").write(b"PAR1 partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    with pytest.raises(OSError, match="No space"):
+        compute_pass(tmp_path, spec, IDS, _compute([]))
+    folder = pass_dir(tmp_path, spec)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json"]

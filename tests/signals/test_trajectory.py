@@ -119,3 +119,81 @@ def test_an_identity_written_before_a_setting_existed_still_matches(tmp_path, mo
     ident.write_text(json.dumps(old))
     fresh, _ = _setup(model_dir, alpaca_file, tmp_path / "store")      # lm itself now holds the trained weights
     train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # reused, no error
+
+
+KILLED_IN_EVAL = """
+import os, signal, sys
+from siftlm.config import SignalConfig, TrainConfig
+from siftlm.data import read_dataset
+from siftlm.models.load import load_model
+from siftlm.signals import trajectory
+from siftlm.signals.prepare import prepare
+model_dir, data, store, out = sys.argv[1:5]
+lm = load_model(model_dir, device="cpu", quiet=True)
+prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=store, progress=False))
+real = trajectory.run_pass
+def dying(prep, name, model, fp, label=None, **k):
+    if label == "eval P_1":             # epoch 1's weights are saved; killed during its evaluation
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(prep, name, model, fp, label=label, **k)
+trajectory.run_pass = dying
+trajectory.train_reference(lm, prep, out, TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0))
+"""
+
+
+def test_kill_9_during_an_epochs_evaluation_redoes_only_the_evaluation(tmp_path, model_dir, alpaca_file, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED_IN_EVAL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(model_dir), str(alpaca_file), str(tmp_path / "st"),
+                          str(tmp_path / "ref")], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    epoch1 = tmp_path / "ref" / "epoch-1"
+    assert (epoch1 / "adapter_model.safetensors").exists() and not (epoch1 / "siftlm-done").exists()
+    saved = (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns
+    steps = []
+    real = trajectory.response_nll
+    monkeypatch.setattr(trajectory, "response_nll", lambda m, b: steps.append(1) or real(m, b))
+    lm, prep = _setup(model_dir, alpaca_file, tmp_path / "st")
+    frames, fps = train_reference(lm, prep, tmp_path / "ref", CFG)
+    n_batches = len(trajectory.plan_batches([len(e.input_ids) for e in prep.encoded], CFG.token_budget))
+    assert len(steps) == n_batches                                             # epoch 2 only: epoch 1 was kept
+    assert (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns == saved and (epoch1 / "siftlm-done").exists()
+    monkeypatch.undo()
+    lm2, prep2 = _setup(model_dir, alpaca_file, tmp_path / "st-clean")
+    clean, clean_fps = train_reference(lm2, prep2, tmp_path / "clean", CFG)
+    assert fps == clean_fps                                                    # the same weights, epoch by epoch
+    for a, b in zip(frames, clean, strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-6)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 KB tmpfs: a real full disk (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_disk_during_training_is_one_line_and_leaves_no_temporaries(tmp_path, model_dir, alpaca_file,
+                                                                                   small_disk):
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+
+    (small_disk / "filler").write_bytes(b"x" * 200_000)                     # leave less than an adapter's room
+    res = CliRunner().invoke(app, ["train", str(alpaca_file), "--model", str(model_dir), "--out", str(small_disk / "ref"),
+                                   "--store", str(tmp_path / "st"), "--epochs", "1", "--train-budget", "512",
+                                   "--lora-r", "64"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"no space left on device writing {small_disk / 'ref' / 'epoch-1'}" in " ".join(res.output.split())
+    assert not list((small_disk / "ref").glob("*.tmp")) and not (small_disk / "ref" / "epoch-1").exists()

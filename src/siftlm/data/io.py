@@ -255,6 +255,17 @@ def open_dataset(data, cfg) -> Dataset:
     return read_dataset(data, format=cfg.format, split=cfg.split, columns=columns)
 
 
+def require_examples(ds: Dataset, rejects: str | Path) -> Dataset:
+    """``ds`` when it holds a valid example; else its rejects are written to ``rejects`` and the error names that file
+    (checked before any model is loaded: a bad file fails in a second)."""
+    if ds.examples:
+        return ds
+    write_rejects(ds.rejects, rejects)
+    first = f"; first: line {ds.rejects[0].line}: {ds.rejects[0].reason}" if ds.rejects else ""
+    raise DataError(f"{ds.path}: no valid examples ({ds.n_read} read, {len(ds.rejects)} rejected, {ds.n_skipped} "
+                    f"blank{first}); every reject is in {rejects}")
+
+
 def rename_columns(record: dict, columns: dict[str, str] | None) -> dict:
     """``columns``: {siftlm's key: the record's key}, e.g. {"prompt": "question", "response": "answer"}."""
     if not columns:

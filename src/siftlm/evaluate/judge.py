@@ -2,9 +2,12 @@
 bias) and single-answer 1-10 grades (MT-bench style).
 
 Every verdict is cached on disk, keyed by (judge model, prompt template, inputs), so a rerun costs nothing. Requests
-run with bounded concurrency and are retried with exponential backoff on rate limits, server errors and dropped
-connections. A reply that cannot be parsed is recorded with its text and counted, never turned into a score. The API
-key is read from an environment variable whose name is all that is ever written down.
+run with bounded concurrency, each with a timeout, and are retried with exponential backoff on rate limits, server
+errors, timeouts and dropped connections, within a total retry budget for the whole run (a judge that stopped
+answering costs minutes, not hours). Whatever goes wrong with one item (an error status, a reply that is not a chat
+completion, such as an HTML page or other JSON, or a verdict that cannot be parsed) is recorded with its reason and
+counted as that item's failure, never turned into a score and never a crash. The API key is read from an
+environment variable whose name is all that is ever written down.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siftlm.data.io import atomic_write
+from siftlm.config import JudgeConfig, UsageError
+from siftlm.data.io import atomic_write, write_jsonl
+from siftlm.progress import bar
 
 PAIRWISE_TEMPLATE = "siftlm-pairwise-v1"
 SINGLE_TEMPLATE = "siftlm-single-v1"
@@ -46,16 +52,8 @@ PAIRWISE_RE = re.compile(r"output\s*\(\s*([ab])\s*\)", re.IGNORECASE)
 RATING_RE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 
 
-@dataclass
-class JudgeConfig:
-    url: str                              # base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1
-    model: str                            # the judge model's name at that endpoint
-    key_env: str = "OPENAI_API_KEY"       # environment variable holding the key (never logged)
-    concurrency: int = 4
-    max_retries: int = 6
-    backoff_s: float = 1.0                # first wait; doubles on each retry
-    timeout_s: float = 120.0
-    max_tokens: int = 512
+class JudgeReplyError(ValueError):
+    """The endpoint answered, but not with a chat completion (an HTML page, other JSON)."""
 
 
 @dataclass
@@ -104,18 +102,52 @@ class Judge:
     def __init__(self, cfg: JudgeConfig, cache: str | Path):
         from openai import OpenAI  # the client is only needed when a judge is used
 
+        if not cfg.url:
+            raise UsageError("a judge needs --judge-url (an OpenAI-compatible endpoint)")
         self.cfg, self.cache = cfg, Path(cache)
         self.client = OpenAI(base_url=cfg.url, api_key=os.environ.get(cfg.key_env) or "not-needed", max_retries=0,
                              timeout=cfg.timeout_s)
         self.stats = JudgeStats()
+        self._budget_left, self._budget_lock, self._silent = cfg.retry_budget_s, threading.Lock(), 0
 
     def _key(self, template: str, messages: list[dict]) -> str:
         payload = json.dumps([self.cfg.model, template, messages, self.cfg.max_tokens], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def _answered(self, answered: bool) -> None:
+        with self._budget_lock:
+            self._silent = 0 if answered else self._silent + 1
+
+    def _unavailable(self) -> bool:
+        """The retry budget is spent and the last 2 x concurrency requests got no answer at all: stop asking."""
+        with self._budget_lock:
+            return self._budget_left <= 0 and self._silent >= 2 * self.cfg.concurrency
+
+    def _spend(self, seconds: float) -> bool:
+        """Take ``seconds`` from the run's retry budget; False when it is spent (then no more retries)."""
+        with self._budget_lock:
+            if self._budget_left <= 0:
+                return False
+            self._budget_left -= seconds
+            return True
+
+    def _request(self, messages: list[dict]) -> str:
+        """The reply text of one chat completion; raises ``JudgeReplyError`` when the answer is not one."""
+        resp = self.client.chat.completions.create(model=self.cfg.model, messages=messages, temperature=0,
+                                                   max_tokens=self.cfg.max_tokens)
+        try:
+            content = resp.choices[0].message.content
+        except (AttributeError, IndexError, KeyError, TypeError):
+            content = None
+        if not isinstance(content, str):
+            shown = resp if isinstance(resp, str) else getattr(resp, "model_dump_json", lambda: repr(resp))()
+            raise JudgeReplyError(f"not a chat completion: {str(shown)[:200]!r}")
+        return content
+
     def ask(self, template: str, messages: list[dict], parse: Callable[[str], float | None]) -> Verdict:
-        """One verdict, from the cache or the endpoint (retried); a parse failure is a Verdict with value None."""
-        from openai import APIConnectionError, APIStatusError, APITimeoutError
+        """One verdict, from the cache or the endpoint (retried); any failure is a Verdict with value None and the
+        reason in ``raw`` (starting "error:")."""
+        from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError
 
         path = self.cache / f"{self._key(template, messages)}.json"
         if path.exists():
@@ -123,27 +155,43 @@ class Judge:
             return Verdict(parse(reply), reply, cached=True)
         retries, wait = 0, self.cfg.backoff_s
         while True:
+            if self._unavailable():
+                return Verdict(None, f"error: judge unavailable (the last {self._silent} requests got no answer and "
+                                     "the retry budget is spent)", retries=retries)
+            started = time.perf_counter()
             try:
-                resp = self.client.chat.completions.create(model=self.cfg.model, messages=messages, temperature=0,
-                                                           max_tokens=self.cfg.max_tokens)
-                reply = resp.choices[0].message.content or ""
+                reply = self._request(messages)
+                self._answered(True)
                 break
             except (APIStatusError, APIConnectionError, APITimeoutError) as e:
+                self._answered(isinstance(e, APIStatusError))
                 status = getattr(e, "status_code", None)
-                if (status is not None and status != 429 and status < 500) or retries >= self.cfg.max_retries:
-                    return Verdict(None, f"error: {type(e).__name__} {status or ''}".strip(), retries=retries)
+                why = f"error: {type(e).__name__}{f' {status}' if status else ''}"
+                if status is not None and status != 429 and status < 500:
+                    return Verdict(None, why, retries=retries)
+                spent = time.perf_counter() - started if isinstance(e, APITimeoutError) else 0.0
+                if retries >= self.cfg.max_retries or not self._spend(spent + wait):
+                    budget = "" if retries >= self.cfg.max_retries else " (retry budget spent)"
+                    return Verdict(None, f"{why} after {retries} retries{budget}", retries=retries)
                 retries += 1
                 time.sleep(wait)
                 wait *= 2
+            except (JudgeReplyError, APIError, ValueError) as e:   # a 200 that is not a chat completion
+                return Verdict(None, f"error: {type(e).__name__}: {str(e)[:300]}", retries=retries)
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps({"template": template, "model": self.cfg.model, "reply": reply}))
         return Verdict(parse(reply), reply, retries=retries)
 
     def _run(self, jobs: list[tuple[str, str, list[dict], Callable]]) -> list[Verdict]:
-        """Verdicts for (id, template, messages, parse) jobs, with bounded concurrency, in job order."""
+        """Verdicts for (id, template, messages, parse) jobs, with bounded concurrency and progress, in job order."""
         self.cache.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            verdicts = list(pool.map(lambda j: self.ask(j[1], j[2], j[3]), jobs))
+        verdicts: list[Verdict | None] = [None] * len(jobs)
+        with bar("judge", len(jobs), enabled=self.cfg.progress) as advance, \
+                ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
+            futures = {pool.submit(self.ask, j[1], j[2], j[3]): k for k, j in enumerate(jobs)}
+            for f in as_completed(futures):
+                verdicts[futures[f]] = f.result()
+                advance(1)
         for (jid, template, _, _), v in zip(jobs, verdicts, strict=True):
             self.stats.requests += not v.cached
             self.stats.cached += v.cached
@@ -153,8 +201,27 @@ class Judge:
                     self.stats.errors += 1
                 else:
                     self.stats.parse_failures += 1
-                self.stats.failures.append({"id": jid, "template": template, "reply": v.raw[:500]})
+                failed = v.raw.startswith("error:")
+                self.stats.failures.append({"id": jid, "template": template,
+                                            "reason": v.raw.removeprefix("error: ") if failed else "no verdict in the reply",
+                                            "reply": "" if failed else v.raw[:500]})
         return verdicts
+
+    def check(self, total: int, what: str = "items") -> None:
+        """Raise (the CLI exits 1) when nothing was judged, or more than ``max_failures`` of ``total`` failed; call
+        after the results and ``failures.jsonl`` are written."""
+        failed = len(self.stats.failures)
+        if total and failed == total:
+            raise RuntimeError(f"the judge answered none of the {total} {what} (first reason: "
+                               f"{self.stats.failures[0]['reason']}); see failures.jsonl")
+        if total and failed / total > self.cfg.max_failures:
+            raise RuntimeError(f"{failed} of {total} {what} failed (more than --judge-max-failures "
+                               f"{self.cfg.max_failures:g}); see failures.jsonl")
+
+    def write_failures(self, path: str | Path) -> Path:
+        """Every failed item of this run with its reason, one JSON object a line (an empty file when none failed)."""
+        write_jsonl(self.stats.failures, path)
+        return Path(path)
 
     def pairwise(self, items: list[tuple[str, str, str, str]]) -> list[dict]:
         """(id, instruction, model output, other output) -> per item the preference for the model in [0, 1]: the

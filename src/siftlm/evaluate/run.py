@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm import stats
 from siftlm.config import EvaluateConfig
 from siftlm.data.io import atomic_write
-from siftlm.evaluate import stats
 from siftlm.evaluate.generate import generate
-from siftlm.evaluate.judge import Judge, JudgeConfig
+from siftlm.evaluate.judge import Judge
 from siftlm.evaluate.sets import EvalItem, as_dataset, load_eval_set
 from siftlm.models.load import load_model
 from siftlm.progress import bar
@@ -86,8 +86,7 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
     """Every set of ``cfg.eval``: held-out loss, generation, judging as asked; writes the files and the summary."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    judge = Judge(JudgeConfig(cfg.judge_url, cfg.judge_model, cfg.judge_key_env, cfg.concurrency), out / "judge-cache") \
-        if cfg.judge_url else None
+    judge = Judge(cfg.judge, out / "judge-cache") if cfg.judge.url else None
     summary = {"model": lm.name, "model_fingerprint": lm.fingerprint,
                "precision": {"compute": lm.precision.name, "reason": lm.precision.reason} if lm.precision else None,
                "sets": {}}
@@ -116,11 +115,14 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
                     rows.to_parquet(tmp, index=False)
         summary["sets"][name] = info
     if judge:
-        summary["judge"] = {"url": cfg.judge_url, "model": cfg.judge_model, "key_env": cfg.judge_key_env,
+        summary["judge"] = {"url": cfg.judge.url, "model": cfg.judge.model, "key_env": cfg.judge.key_env,
                             **{k: v for k, v in vars(judge.stats).items() if k != "failures"},
-                            "failures": judge.stats.failures[:50]}
+                            "failures": len(judge.stats.failures), "failures_file": str(out / "failures.jsonl")}
+        judge.write_failures(out / "failures.jsonl")
     with atomic_write(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2, default=str))
+    if judge:
+        judge.check(judge.stats.requests + judge.stats.cached, "judge requests")
     return summary
 
 

@@ -83,6 +83,24 @@ def load_eval_set(spec: str) -> list[EvalItem]:
     return _from_file(spec)
 
 
+def stratified_sample(items: list[EvalItem], n: int, *, seed: int = 0) -> list[EvalItem]:
+    """``n`` items drawn without replacement, seeded, stratified over the items' source datasets (each source's share
+    by largest remainder, so AlpacaEval's five sources keep their proportions), in the set's order; all when n >= len."""
+    import numpy as np
+
+    if n >= len(items):
+        return list(items)
+    sources = sorted({i.dataset for i in items})
+    members = {s: [k for k, i in enumerate(items) if i.dataset == s] for s in sources}
+    quota = {s: n * len(m) / len(items) for s, m in members.items()}
+    take = {s: int(q) for s, q in quota.items()}
+    for s in sorted(sources, key=lambda s: (-(quota[s] - take[s]), s))[: n - sum(take.values())]:
+        take[s] += 1
+    rng = np.random.default_rng(seed)
+    keep = sorted(k for s in sources for k in rng.choice(members[s], size=take[s], replace=False).tolist())
+    return [items[k] for k in keep]
+
+
 def as_dataset(items: list[EvalItem], name: str) -> Dataset:
     """The items that have reference answers, as a dataset the loss pass reads (items without are left out)."""
     examples = [Example(i.id, i.messages(), source=name, line=n, raw={"id": i.id})

@@ -232,6 +232,7 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
         fp = f"{fp}+{folder_fingerprint(adapter)}"
     model.to(device).eval()
     model.siftlm_compute_dtype = prec.compute
+    model.siftlm_dtype_auto = str(dtype) == "auto"     # a stored pass in the other precision may serve it
     # how another process (a Ray actor) loads the same weights in the same precision
     model.siftlm_source = {"spec": spec, "adapter": adapter, "dtype": prec.name, "master_fp32": master_fp32,
                            "trust_remote_code": trust_remote_code, "fingerprint": fp}

@@ -1,5 +1,5 @@
-"""Compute precision: bfloat16 where the processor runs it fast (CUDA GPUs that support it, CPUs with AMX), float32
-elsewhere, chosen once per process and said out loud.
+"""Compute precision: bfloat16 where the processor runs it fast (CUDA GPUs that support it, CPUs with AMX, CPUs where
+it measured fast), float32 elsewhere, decided once per machine and said out loud.
 
 ``bfloat16`` means: matrix products run in bf16 under ``torch.autocast``, everything that needs range or precision
 stays in fp32: softmax statistics, losses and score arithmetic (the output layer's result is cast to fp32 before any
@@ -10,23 +10,41 @@ them per product: fp32 master weights, so small updates are not lost to bf16 rou
 On CPUs the speed of bf16 depends on the processor, so ``auto`` decides from what the CPU has: AMX tiles (Intel
 Sapphire Rapids and later: bf16 several times fp32) pick bf16; AVX-512 BF16 without AMX varies by processor (measured:
 an AMD EPYC ran a 512-square bf16 matmul 2.4x faster than fp32 and siftlm's loss pass 1.9x, another machine with the
-same flag ran the loss pass at 0.4-0.6x fp32), so a timed matmul decides; with neither, bf16 is emulated and 3-6x
+same flag ran the loss pass at 0.4-0.6x fp32), so timed matmuls decide; with neither, bf16 is emulated and 3-6x
 slower, so fp32.
+
+The timing is done once per machine, not per process: a single timing on a busy machine swings from 0.08x to 32x,
+and since the precision is part of every store key, a process that decided differently would recompute cached
+passes and could select other examples. The median of ``PROBE_SAMPLES`` timings is kept in siftlm's cache under a
+key of the processor's model, its flags, the core count and the torch release, and every later ``auto`` reads it
+(``siftlm models --probe`` measures again). Processes that measure at the same moment agree: the first to store its
+decision wins and the others read it. ``$SIFTLM_AUTO_DTYPE`` pins ``auto`` without any timing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
 import time
-from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from siftlm.assets import cache_dir
 from siftlm.config import UsageError
 
 CHOICES = ("auto", "float32", "bfloat16")
 PROBE_RATIO = 1.5      # without a capability flag, bf16 must time at least this much faster than fp32 to be picked
+PROBE_SAMPLES = 7      # timings whose median decides (each the best of 3 products)
+DECISION_VERSION = 1   # bump when the probe changes, so kept decisions are measured again
+PIN_ENV = "SIFTLM_AUTO_DTYPE"   # float32 | bfloat16: what auto means on this machine, no probe (CI, clusters)
 
 
 class Precision(NamedTuple):
@@ -57,7 +75,6 @@ def _avx512_bf16() -> bool | None:
     return _cpu_flag("_is_avx512_bf16_supported")
 
 
-@lru_cache(maxsize=1)
 def bf16_speedup(n: int = 512, reps: int = 3) -> float:
     """fp32 time / bf16 time of an n x n matrix product on this CPU (best of ``reps``); about 0.1 s in all."""
     def best(dtype):
@@ -71,15 +88,92 @@ def bf16_speedup(n: int = 512, reps: int = 3) -> float:
     return best(torch.float32) / best(torch.bfloat16)
 
 
+def probe(samples: int = PROBE_SAMPLES) -> dict:
+    """Time bf16 against fp32 ``samples`` times; the median ratio decides (one timing on a busy machine can be off by
+    10x either way: measured 0.08x to 31.9x on one machine)."""
+    ratios = [bf16_speedup() for _ in range(samples)]
+    return {"ratios": [round(r, 4) for r in ratios], "median": float(statistics.median(ratios))}
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+    """The processor's model name and its flags (Linux /proc/cpuinfo; the platform's words elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    return (name.group(1).strip() if name else platform.processor() or platform.machine(),
+            sorted(flags.group(1).split()) if flags else [])
+
+
+def machine() -> dict:
+    """What a CPU precision decision holds for: the processor, its flags, the cores and the torch release."""
+    name, flags = _cpu_info()
+    return {"processor": name, "flags": hashlib.sha1(" ".join(flags).encode()).hexdigest()[:12],
+            "cores": os.cpu_count(), "torch": torch.__version__, "version": DECISION_VERSION}
+
+
+def decision_path() -> Path:
+    key = hashlib.sha1(json.dumps(machine(), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "precision" / f"cpu-{key}.json"
+
+
+def _store_first(path: Path, record: dict, *, replace: bool) -> dict:
+    """Write ``record`` at ``path`` atomically. Unless ``replace``, the first writer wins: a process that measured at
+    the same time as another reads the other's decision instead of keeping its own, so they agree."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2)
+        os.chmod(tmp, 0o644)
+        if replace:
+            os.replace(tmp, path)
+            return record
+        try:
+            os.link(tmp, path)                 # atomic create-if-absent with the content already in place
+            return record
+        except FileExistsError:
+            return json.loads(path.read_text())
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def cpu_decision(*, refresh: bool = False) -> dict:
+    """This machine's kept answer to "is bf16 worth it on the CPU": read from siftlm's cache, or measured once
+    (median of ``PROBE_SAMPLES`` timings against ``PROBE_RATIO``) and kept there. ``refresh`` measures again and
+    replaces it (``siftlm models --probe``)."""
+    path = decision_path()
+    if not refresh and path.exists():
+        try:
+            return {**json.loads(path.read_text()), "path": str(path), "new": False}
+        except (OSError, json.JSONDecodeError):
+            pass                                   # unreadable: measure again and replace it
+    measured = probe()
+    record = {"bf16": measured["median"] >= PROBE_RATIO, **measured, "threshold": PROBE_RATIO,
+              "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        kept = _store_first(path, record, replace=refresh or path.exists())
+    except OSError:                                # a read-only cache: this process's measurement, said so
+        return {**record, "path": None, "new": True}
+    return {**kept, "path": str(path), "new": kept is record}
+
+
 def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision:
-    """The compute precision for ``device``: as ``asked``, or for ``auto`` bf16 on CUDA devices that support it, on
-    CPUs with AMX, and on CPUs with AVX-512 BF16 (or that torch says nothing about) where a timed matmul runs bf16 at
-    least ``PROBE_RATIO`` times faster; fp32 otherwise."""
+    """The compute precision for ``device``: as ``asked``, or for ``auto``: ``$SIFTLM_AUTO_DTYPE`` when set; bf16 on
+    CUDA devices that support it and on CPUs with AMX; fp32 on CPUs without AVX-512 BF16; otherwise this machine's
+    kept decision (``cpu_decision``: measured once, median of several timings)."""
     if asked not in CHOICES:
         raise UsageError(f"unknown dtype {asked!r}; known: {', '.join(CHOICES)}")
     device = torch.device(device)
     if asked != "auto":
         return Precision(getattr(torch, asked), f"{asked} as asked")
+    pinned = os.environ.get(PIN_ENV)
+    if pinned:
+        if pinned not in CHOICES[1:]:
+            raise UsageError(f"{PIN_ENV}={pinned!r}: must be float32 or bfloat16")
+        return Precision(getattr(torch, pinned), f"auto: {pinned}, pinned by {PIN_ENV}")
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return Precision(torch.bfloat16, f"auto: {torch.cuda.get_device_name(device)} supports bf16")
@@ -94,10 +188,20 @@ def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision
         why = "no AMX but AVX-512 BF16" if native else "no AMX, and torch does not report AVX-512 BF16"
     else:
         why = "torch does not report AMX"
-    ratio = bf16_speedup()
-    if ratio >= PROBE_RATIO:
-        return Precision(torch.bfloat16, f"auto: {why}, and a bf16 matmul timed {ratio:.1f}x faster than fp32")
-    return Precision(torch.float32, f"auto: {why}, and a bf16 matmul timed only {ratio:.2f}x fp32")
+    d = cpu_decision()
+    ratio = f"bf16 matmuls timed a median {d['median']:.2f}x fp32 over {len(d['ratios'])} runs"
+    where = (f"measured now, kept in {d['path']}" if d["new"] else f"measured {d.get('measured_at', '')}, kept in "
+             f"{d['path']}") if d["path"] else "measured now (the cache is not writable, so not kept)"
+    words = f"auto: {why}; {ratio} ({where}; `siftlm models --probe` measures again)"
+    return Precision(torch.bfloat16 if d["bf16"] else torch.float32, words)
+
+
+def other_tags(model) -> list[str]:
+    """The store tags (``tag``) the same weights have in the other precisions ``auto`` can pick: a pass stored under
+    one of them may serve an ``auto`` run (``siftlm.signals.passes.run_pass``)."""
+    mine = tag(model)
+    return [t for t in ("torch.float32", "torch.bfloat16/autocast-bfloat16", "torch.float32/autocast-bfloat16")
+            if t != mine]
 
 
 def autocast(model) -> contextlib.AbstractContextManager:

@@ -16,18 +16,25 @@ import pandas as pd
 
 from siftlm.config import DataConfig, RunConfig, SelectConfig, TrainConfig, from_dict
 from siftlm.data import open_dataset, write_rejects
-from siftlm.data.io import atomic_write, rejects_by_reason
+from siftlm.data.io import atomic_write, rejects_by_reason, require_examples
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, console
 from siftlm.report.selection import write_report
-from siftlm.report.stats import finite_mean, length_correlations
 from siftlm.scores import SCORES, add_scores, direction
 from siftlm.select import topk
 from siftlm.select.run import write_selection
-from siftlm.signals.passes import run_pass
+from siftlm.signals.passes import run_pass, stored
 from siftlm.signals.prepare import Prepared, prepare
 from siftlm.signals.table import signals_table
-from siftlm.signals.trajectory import check_folder, find_reference, identity, stored_identity, train_reference
+from siftlm.signals.trajectory import (
+    check_folder,
+    find_reference,
+    identity,
+    stored_identity,
+    train_reference,
+    trajectory_fingerprints,
+)
+from siftlm.stats import finite_mean, length_correlations
 
 
 def reference_config(folder: Path, given: TrainConfig) -> TrainConfig:
@@ -54,33 +61,42 @@ def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path
     return folder, tcfg
 
 
-def _cached(timer: Timer, step: str, *frames) -> None:
-    if all(f.attrs.get("computed_shards") == 0 for f in frames):
-        timer.cached.append(step)
+def _finished(folder: Path, base_fp: str) -> bool:
+    try:
+        trajectory_fingerprints(folder, base_fp)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
 
 
-def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None) -> tuple[Prepared, pd.DataFrame, dict]:
+def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None,
+                  prep: Prepared | None = None) -> tuple[Prepared, pd.DataFrame, dict]:
     """Base pass, response-only pass, reference fine-tune with trajectory, every score (``lm``: the model, if it is
-    loaded already)."""
+    loaded already; ``prep``: the data prepared with its tokenizer, if it is)."""
     timer = timer or Timer()
+    if prep is None:
+        with timer("read"):               # before the model: a file with nothing valid fails in a second
+            ds = require_examples(open_dataset(cfg.data, cfg.input), Path(cfg.out) / "rejects.jsonl")
     if lm is None:
         with timer("load model"):
             lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=cfg.train.full)
-    with timer("read + encode"):
-        prep = prepare(open_dataset(cfg.data, cfg.input), lm.tokenizer, cfg.signals)
+    if prep is None:
+        with timer("encode"):
+            prep = prepare(ds, lm.tokenizer, cfg.signals)
     ref_dir, tcfg = reference_folder(cfg, prep, lm.fingerprint)     # checked before any pass runs
-    with timer("base loss pass"):
-        base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base loss")
-    _cached(timer, "base loss pass", base)
-    uncond = None
-    if cfg.ifd:
-        with timer("unconditional pass (IFD)"):
-            uncond = run_pass(prep, "uncond", lm.model, lm.fingerprint, label="response-only loss")
-        _cached(timer, "unconditional pass (IFD)", uncond)
+    passes = [("base loss pass", "loss", "base loss")] + (
+        [("unconditional pass (IFD)", "uncond", "response-only loss")] if cfg.ifd else [])
+    frames = {}
+    for step, name, label in passes:
+        if stored(prep, name, lm.model, lm.fingerprint):
+            timer.cached.append(step)
+        with timer(step):
+            frames[name] = run_pass(prep, name, lm.model, lm.fingerprint, label=label)
+    base, uncond = frames["loss"], frames.get("uncond")
+    if _finished(ref_dir, lm.fingerprint):
+        timer.cached.append("reference fine-tune + trajectory")
     with timer("reference fine-tune + trajectory"):
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
-    if not traj[0].attrs.get("trained"):
-        _cached(timer, "reference fine-tune + trajectory", *traj)
     table, guarded = add_scores(signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj))
     return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg,
                          "precision": {"compute": lm.precision.name, "reason": lm.precision.reason}}
@@ -126,8 +142,9 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
 def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, src: DataConfig) -> tuple[list, Prepared]:
     """``siftlm train``: the reference fine-tune with its trajectory (and ``OUT/rejects.jsonl``); returns the frames
     P_0..P_n and the prepared data."""
+    ds = require_examples(open_dataset(data, src), Path(out) / "rejects.jsonl")
     lm = load_model(model, dtype=signals.dtype, master_fp32=tcfg.full)
-    prep = prepare(open_dataset(data, src), lm.tokenizer, signals)
+    prep = prepare(ds, lm.tokenizer, signals)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
     return train_reference(lm, prep, out, tcfg)[0], prep

@@ -1,16 +1,23 @@
-"""``siftlm experiment GRID.yaml``: does a selection train a better model? Methods x budgets x seeds over one scored
-dataset; each cell selects (from the cached scores), fine-tunes the model on the selection and measures the held-out
-loss of the evaluation set's reference answers.
+"""``siftlm experiment GRID.yaml``: does a selection train a better model than random? Methods x budgets x seeds over
+one pool; each cell selects, fine-tunes the model on the selection and measures the held-out loss of every evaluation
+set's reference answers, item by item.
 
-Every cell is keyed by what it trains on and how (selected ids, model, training settings, seed, evaluation set), so a
-rerun skips finished cells and a killed experiment redoes at most the cell it was in (whose fine-tune itself resumes
-after its last finished epoch). Results: ``results.parquet`` (one row per cell, with its wall time by stage),
-``results.md`` and ``report.html``: methods x budgets, the mean over seeds with a bootstrap CI over evaluation
-examples, and each method's paired difference from random at the same budget.
+The pool is either built by the experiment (``pool:``: a seeded held-out split, optionally labelled corruptions,
+``inject:``) and scored by it (every score and feature the methods need, cached in the store), or given as a scored
+file (``scores:``). Random is a distribution: ``random_subsets`` subsets per budget, each with its own fine-tune;
+every other method runs once per seed. Budgets count examples (``budgets``) or tokens (``budget_tokens``).
+
+Every cell is keyed by its design (the pool's fingerprint, the method as written, budget, unit, seed, model,
+training and scoring settings, ``CELL_VERSION``); its per-item losses go into ``results.parquet`` and its row into
+``cells.parquet`` as soon as it finishes. A rerun skips every cell those files hold (a fresh clone with the committed
+files recomputes the tables without training), and a killed run redoes at most the cell it was in, whose fine-tune
+resumes after its last finished epoch. The tables (``results.md``, ``results.json``, ``report.html``) are computed
+from those two files alone (``siftlm experiment GRID --tables-only``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, replace
@@ -19,183 +26,202 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from siftlm.assets import demo_data
-from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, SelectConfig, UsageError, from_dict
+from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError, from_dict
 from siftlm.data import open_dataset
 from siftlm.data.io import atomic_write
-from siftlm.evaluate import stats
 from siftlm.evaluate.run import heldout_loss
-from siftlm.evaluate.sets import load_eval_set
+from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
 from siftlm.models.load import load_model
 from siftlm.progress import console
+from siftlm.recipes import noisy
+from siftlm.recipes.grid import BASELINE, Cell, cells, method_config
+from siftlm.recipes.pool import DEFAULT_FEATURES, Pool, build_pool, reference_config, score_pool, source_path
 from siftlm.report import experiment as page
 from siftlm.select.run import run_selection
 from siftlm.signals import store
 from siftlm.signals.prepare import prepare
 from siftlm.train.sft import finetune, restrict
 
-BASELINE = "random"
-
-
-CELL_VERSION = 2     # 2: each cell is evaluated with the model loaded from its OUT/final (1 reused the base's passes)
+CELL_VERSION = 3     # 3: keyed by design, per-item results in results.parquet (2: evaluated with OUT/final; 1: base)
 
 
 def load_grid(path: str | Path) -> ExperimentConfig:
-    """A grid YAML as an ExperimentConfig; paths in it (data, scores, features, eval files, out) are relative to the
-    file, unknown keys are errors."""
+    """A grid YAML as an ExperimentConfig; paths in it (data, scores, features, eval files, out, store) are relative to
+    the file, unknown keys are errors."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such grid file")
     cfg = from_dict(ExperimentConfig, yaml.safe_load(path.read_text()) or {}, where=str(path))
+
     def here(v: str) -> str:
-        return v if v.startswith("builtin:") or Path(v).is_absolute() else str(path.parent / v)
-    rel = {k: here(v) for k in ("data", "scores", "features", "out") if (v := getattr(cfg, k))}
+        return v if v.startswith("builtin:") or v == "heldout" or Path(v).is_absolute() else str(path.parent / v)
+    rel = {k: here(v) for k in ("data", "scores", "out") if (v := getattr(cfg, k))}
+    rel |= {k: here(v) for k in ("model", "selector_model") if (v := getattr(cfg, k)) and (path.parent / v).exists()}
+    if not Path(cfg.signals.store).is_absolute():
+        rel["signals"] = replace(cfg.signals, store=here(cfg.signals.store))
+    if cfg.features:
+        rel["features"] = cfg.features if cfg.features in DEFAULT_FEATURES.values() else here(cfg.features)
     rel["eval"] = ",".join(here(v.strip()) for v in cfg.eval.split(",") if v.strip())
     return replace(cfg, **rel)
 
 
-def method_config(method, budget, seed: int, cfg: ExperimentConfig) -> tuple[str, SelectConfig | None]:
-    """(name, select config) of a grid method; None for ``full`` (every scored example)."""
-    if isinstance(method, dict):
-        opts = {k: v for k, v in method.items() if k != "name"}
-        name = method.get("name") or opts.get("method", "topk")
-    else:
-        name, opts = str(method), {}
-        kind, _, score = name.partition(":")
-        if name == "full":
-            return name, None
-        if kind in ("highest", "lowest"):
-            opts = {"method": "topk", "by": score, "direction": "high" if kind == "highest" else "low"}
-        elif kind == "cluster" and score:
-            opts = {"method": "cluster", "by": score}
+def _digest(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
+    """What a cell is: the pool (or scored file), the method as written, budget, unit, seed, the trained model and its
+    training, the scoring settings that make the pool's scores; not the evaluation sets (``set_key``)."""
+    signals = {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")}
+    return store.fingerprint([CELL_VERSION, source, cell.name, cell.method, cell.budget, cell.unit, cell.seed,
+                              cfg.features, cfg.model, cfg.selector_model, replace(cfg.train, seed=cell.seed).identity(),
+                              reference_config(cfg).identity(), signals])
+
+
+def set_key(spec: str, items: list[EvalItem], max_length: int) -> str:
+    return store.fingerprint([spec, [i.id for i in items], [i.references for i in items], max_length])
+
+
+def eval_sets(cfg: ExperimentConfig, pool: Pool | None) -> dict[str, tuple[str, list[EvalItem]]]:
+    """{set name: (key, items)}: ``heldout`` is the pool's held-out split; a limit takes a seeded sample stratified
+    over each set's sources."""
+    sets = {}
+    for spec in [s.strip() for s in cfg.eval.split(",") if s.strip()]:
+        if spec == "heldout":
+            if pool is None or pool.heldout is None:
+                raise UsageError("eval set 'heldout' needs a pool with a held-out split (pool: {heldout: N})")
+            items, name = load_eval_set(str(pool.heldout)), "heldout"
         else:
-            opts = {"method": name}
-    return name, from_dict(SelectConfig, {"features": cfg.features, **opts, "budget": budget, "seed": seed,
-                                          "scores": cfg.scores, "data": cfg.data})
+            items, name = load_eval_set(spec), spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).stem
+        items = [i for i in items if i.references]
+        if cfg.eval_limit:
+            items = stratified_sample(items, cfg.eval_limit, seed=cfg.eval_seed)
+        sets[name] = (set_key(spec, items, cfg.eval_max_length), items)
+    return sets
 
 
-def _cells(cfg: ExperimentConfig) -> list[tuple[str, object, object, int]]:
-    """(name, method, budget, seed) of every cell; ``full`` once per seed, whatever the budgets."""
-    cells = []
-    for method in cfg.methods:
-        name = method_config(method, cfg.budgets[0], 0, cfg)[0]
-        for budget in ([None] if name == "full" else cfg.budgets):
-            cells += [(name, method, budget, seed) for seed in cfg.seeds]
-    names = [c[0] for c in cells]
-    if len({(c[0], c[2], c[3]) for c in cells}) != len(names):
-        raise UsageError("two grid methods have the same name; give one a 'name'")
-    return cells
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_parquet(path) if path.exists() else None
 
 
-def run_cell(cfg: ExperimentConfig, name: str, method, budget, seed: int, folder: Path, eval_items) -> dict:
-    """Select -> fine-tune -> held-out loss for one cell, or its stored result when one with the same key exists."""
+def _save(out: Path, rows: pd.DataFrame, items: pd.DataFrame) -> None:
+    with atomic_write(out / "cells.parquet") as tmp:
+        rows.to_parquet(tmp, index=False)
+    with atomic_write(out / "results.parquet") as tmp:
+        items.to_parquet(tmp, index=False, compression="zstd")
+
+
+def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str) -> pd.DataFrame:
+    frames = []
+    for name, (skey, items) in sets.items():
+        f = heldout_loss(lm, items, EvaluateConfig(signals=replace(cfg.signals, max_length=cfg.eval_max_length)), name)
+        frames.append(pd.DataFrame({"key": key, "set": name, "set_key": skey, "id": f["id"].astype(str),
+                                    "loss": f["loss"].astype(float), "n_tokens": f["n_tokens"].astype(int)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: str, data: str, pool: Pool | None,
+             sets: dict) -> tuple[dict, pd.DataFrame]:
+    """Select -> fine-tune -> held-out loss on every set for one cell: its row and its per-item losses."""
     times = {}
     t = time.perf_counter()
-    _, scfg = method_config(method, budget, seed, cfg)
+    scfg = method_config(cfg, cell, scores, data, pool)
     if scfg is None:
-        ids = pd.read_parquet(cfg.scores, columns=["id"])["id"].tolist()
+        ids = pd.read_parquet(scores, columns=["id"])["id"].tolist()
     else:
         ids = run_selection(scfg, folder / "selection").selection["id"].tolist()
     times["select_s"] = time.perf_counter() - t
-    tcfg = replace(cfg.train, seed=seed)
-    lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=tcfg.full, quiet=True)   # fresh: LoRA goes in place
-    key = store.fingerprint([sorted(ids), lm.fingerprint, tcfg.identity(), cfg.eval, cfg.eval_limit, asdict(cfg.signals),
-                             CELL_VERSION])
-    done = folder / "cell.json"
-    if done.exists() and json.loads(done.read_text()).get("key") == key:
-        return json.loads(done.read_text())
     t = time.perf_counter()
-    selection = pd.DataFrame({"id": ids})
     with atomic_write(folder / "ids.parquet") as tmp:
-        selection.to_parquet(tmp, index=False)
-    ds = restrict(open_dataset(cfg.data, DataConfig()), folder / "ids.parquet")
-    prep = prepare(ds, lm.tokenizer, cfg.signals)
-    info = finetune(lm, prep, folder / "model", tcfg)
+        pd.DataFrame({"id": ids}).to_parquet(tmp, index=False)
+    tcfg = replace(cfg.train, seed=cell.seed)
+    lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=tcfg.full, quiet=True)   # fresh: LoRA goes in place
+    ds = restrict(open_dataset(data, DataConfig()), folder / "ids.parquet")
+    info = finetune(lm, prepare(ds, lm.tokenizer, cfg.signals), folder / "model", tcfg)
     times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    del lm                      # trained in place, or not at all when training resumed past its last epoch
+    del lm
     trained = load_model(info["final"], dtype=cfg.signals.dtype, quiet=True)   # its own fingerprint: its own passes
-    losses = heldout_loss(trained, eval_items, EvaluateConfig(signals=cfg.signals), "eval")
-    with atomic_write(folder / "losses.parquet") as tmp:
-        losses.to_parquet(tmp, index=False)
+    items = _evaluate(trained, sets, cfg, key)
     times["evaluate_s"] = time.perf_counter() - t
-    result = {"key": key, "method": name, "budget": budget, "seed": seed, "selected": len(ids),
-              "train_tokens": info["tokens"], "model_fingerprint": info["fingerprint"],
-              "loss": stats.mean_ci(losses["loss"], n_boot=cfg.n_boot, seed=seed), **times}
-    with atomic_write(done) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=str))
-    return result
+    row = {"key": key, "method": cell.name, "budget": None if cell.budget is None else float(cell.budget),
+           "unit": cell.unit, "seed": cell.seed, "selected": len(ids), "train_tokens": info["tokens"],
+           "model_fingerprint": info["fingerprint"], **times, "cell_s": sum(times.values()), "ids": list(map(str, ids))}
+    return row, items
 
 
-def _cell_dir(out: Path, name: str, budget, seed: int) -> Path:
-    safe = name.replace(":", "-").replace("+", "-").replace("/", "-")
-    return out / "cells" / f"{safe}-b{'all' if budget is None else budget}-s{seed}"
+def _complete(key: str, rows: pd.DataFrame | None, items: pd.DataFrame | None, sets: dict) -> bool:
+    if rows is None or items is None or key not in set(rows["key"]):
+        return False
+    have = set(items.loc[items["key"] == key, "set_key"])
+    return all(skey in have for skey, _ in sets.values())
 
 
-def run_experiment(cfg: ExperimentConfig) -> pd.DataFrame:
-    """Every cell (skipping finished ones), then results.parquet, results.md and report.html."""
+def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.DataFrame:
+    """Every cell not yet in ``cells.parquet`` / ``results.parquet``, then the tables; returns the cells table."""
     wall = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.data.startswith("builtin:"):
-        cfg = replace(cfg, data=str(demo_data(cfg.data.removeprefix("builtin:"))))
-    if not Path(cfg.scores).exists():
-        raise FileNotFoundError(f"{cfg.scores}: no such scores file (run siftlm score first)")
-    items = load_eval_set(cfg.eval)[: cfg.eval_limit] if cfg.eval_limit else load_eval_set(cfg.eval)
-    cells = _cells(cfg)
-    rows, losses = [], {}
-    base = load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True)
-    base_loss = heldout_loss(base, items, EvaluateConfig(signals=cfg.signals), "eval")
-    for k, (name, method, budget, seed) in enumerate(cells, start=1):
-        folder = _cell_dir(out, name, budget, seed)
-        console.print(f"cell {k}/{len(cells)}: {name}, budget {budget if budget is not None else 'all'}, seed {seed}",
-                      highlight=False)
-        t = time.perf_counter()
-        res = run_cell(cfg, name, method, budget, seed, folder, items)
-        res["cell_s"] = res.get("cell_s") or time.perf_counter() - t
-        rows.append(res)
-        losses[(name, budget, seed)] = pd.read_parquet(folder / "losses.parquet").set_index("id")["loss"]
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "loss"} | {f"loss_{k}": v for k, v in r["loss"].items()}
-                          for r in rows])
-    summary = summarize(cfg, table, losses, base_loss.set_index("id")["loss"])
+    pool = None
+    if cfg.scores:
+        if not Path(cfg.scores).exists():
+            raise FileNotFoundError(f"{cfg.scores}: no such scores file (run siftlm score first)")
+        data, scores, source = source_path(cfg.data), cfg.scores, f"scores:{_digest(cfg.scores)}"
+    else:
+        pool = build_pool(cfg, out / "pool")
+        data, scores, source = str(pool.data), str(pool.scores), f"pool:{pool.fingerprint}"
+    sets = eval_sets(cfg, pool)
+    rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
+    grid = cells(cfg)
+    keys = {c: cell_key(cfg, c, source) for c in grid}
+    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, {k: getattr(cfg.signals, k) for k in ("max_length",
+                                                                                                        "dtype")}])
+    todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
+    if tables_only:
+        todo = []
+    elif pool is not None and (todo or not pool.scores.exists() or not cfg.finetune):
+        score_pool(cfg, pool)
+    if todo or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets)):
+        if not _complete(base_key, rows, items, sets):
+            base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key)
+            rows, items = _merge(rows, items, {"key": base_key, "method": "base model", "unit": "none", "seed": 0,
+                                               "selected": 0, "train_tokens": 0, "ids": []}, base)
+            _save(out, rows, items)
+        for k, cell in enumerate(todo, start=1):
+            console.print(f"cell {k}/{len(todo)}: {cell.name}, {cell.unit} budget "
+                          f"{'all' if cell.budget is None else cell.budget}, seed {cell.seed}", highlight=False)
+            row, cell_items = run_cell(cfg, cell, keys[cell], out / "cells" / cell.folder, scores, data, pool, sets)
+            rows, items = _merge(rows, items, row, cell_items)
+            _save(out, rows, items)
+    if rows is None:
+        rows = pd.DataFrame(columns=["key", "method", "budget", "unit", "seed", "selected", "train_tokens", "ids"])
+        items = pd.DataFrame(columns=["key", "set", "set_key", "id", "loss", "n_tokens"])
+    current = rows[rows["key"].isin(set(keys.values()) | {base_key})]
+    set_keys = {skey for skey, _ in sets.values()}
+    current_items = items[items["key"].isin(set(current["key"])) & items["set_key"].isin(set_keys)]
+    summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE)
+    if pool is not None and cfg.inject.rate and pool.scores.exists():
+        summary["noise"] = noisy.analyse(cfg, pool, current)
+    summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
     summary["wall_s"] = time.perf_counter() - wall
-    stage = sum(table[c].fillna(0).sum() for c in ("select_s", "finetune_s", "evaluate_s") if c in table)
-    summary["overhead"] = {"wall_s": summary["wall_s"], "cells_select_finetune_evaluate_s": float(stage),
-                           "other_s": summary["wall_s"] - float(stage),
-                           "other_share": (summary["wall_s"] - float(stage)) / summary["wall_s"]}
-    with atomic_write(out / "results.parquet") as tmp:
-        table.to_parquet(tmp, index=False)
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), **summary}, indent=2, default=str))
     with atomic_write(out / "results.md") as tmp:
         tmp.write_text(page.markdown(summary, cfg))
     page.write(summary, cfg, out / "report.html")
-    return table
+    return current
 
 
-def summarize(cfg: ExperimentConfig, table: pd.DataFrame, losses: dict, base: pd.Series) -> dict:
-    """Per (method, budget): the mean over seeds of the per-example held-out loss, its bootstrap CI over examples,
-    the spread over seeds, and the paired difference from random at the same budget (negative = lower loss)."""
-    grid, paired = [], []
-    means = {}
-    for (name, budget), part in table.groupby(["method", table["budget"].fillna(-1)], sort=False):
-        budget = None if budget == -1 else budget
-        per_example = pd.concat([losses[(name, budget, s)] for s in part["seed"]], axis=1).mean(axis=1)
-        means[(name, budget)] = per_example
-        ci = stats.mean_ci(per_example, n_boot=cfg.n_boot)
-        grid.append({"method": name, "budget": budget, "seeds": len(part), "selected": int(part["selected"].iloc[0]),
-                     "loss": ci["mean"], "low": ci["low"], "high": ci["high"],
-                     "seed_sd": float(part["loss_mean"].std(ddof=1)) if len(part) > 1 else 0.0,
-                     "minutes": float(part["cell_s"].sum() / 60)})
-    for (name, budget), per_example in means.items():
-        if name == BASELINE:
-            continue
-        for b in [budget] if budget is not None else [b for (m, b) in means if m == BASELINE]:   # full: every budget
-            ref = means.get((BASELINE, b))
-            if ref is None:
-                continue
-            both = pd.concat([per_example, ref], axis=1).dropna()
-            d = stats.paired_difference(both.iloc[:, 0], both.iloc[:, 1], n_boot=cfg.n_boot)
-            paired.append({"method": name, "budget": b, **d})
-    return {"grid": grid, "paired_vs_random": paired,
-            "base_model_loss": stats.mean_ci(base, n_boot=cfg.n_boot), "eval": cfg.eval, "eval_items": int(len(base))}
+def _merge(rows: pd.DataFrame | None, items: pd.DataFrame | None, row: dict,
+           cell_items: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables with one cell's row and per-item losses replacing any it had before."""
+    row_frame = pd.DataFrame([row])
+    if rows is not None:
+        rows = pd.concat([rows[rows["key"] != row["key"]], row_frame], ignore_index=True)
+    else:
+        rows = row_frame
+    if items is not None:
+        items = pd.concat([items[items["key"] != row["key"]], cell_items], ignore_index=True)
+    else:
+        items = cell_items
+    return rows, items

@@ -35,11 +35,11 @@ from siftlm.recipes.davir import score_dataset
 from siftlm.recipes.dpo import run_dpo
 from siftlm.recipes.dpo_length import analyze_dpo_length
 from siftlm.report import reproduce as page
-from siftlm.report.stats import bootstrap_ci, kendall, pearson, spearman
 from siftlm.select import dpp, sample, topk
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare
 from siftlm.signals.table import trajectory_columns
+from siftlm.stats import bootstrap_ci, kendall, pearson, spearman
 
 TABLES = ("davir-table1", "davir-table2", "davir-table3", "lp-table3", "dpp-eq3")
 

@@ -33,7 +33,7 @@ def target_features(cfg: SelectConfig, out: Path, store: str) -> str:
 def select(cfg: SelectConfig, out: str | Path, *, store: str = "siftlm-store") -> Selected:
     """``run_selection``, first turning a data-file ``--target`` into features."""
     out = Path(out)
-    if cfg.target and resolve(cfg).method in ("less", "repr", "datainf"):
+    if cfg.target and cfg.target != "centroid" and resolve(cfg).method in ("less", "repr", "datainf"):
         out.mkdir(parents=True, exist_ok=True)
         cfg = replace(cfg, target=target_features(cfg, out, store))
     return run_selection(cfg, out)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from siftlm.config import DataConfig, GradConfig, SignalConfig, UsageError, closest
 from siftlm.data import open_dataset, write_rejects
+from siftlm.data.io import require_examples
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.signals.passes import PASSES, run_pass
@@ -30,7 +31,8 @@ def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | Non
     scores), and the prepared data; written to ``out`` (.parquet or .npy) when given, the rejects beside it."""
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
-    ds = open_dataset(data, src or DataConfig())
+    src = src or DataConfig()
+    ds = require_examples(open_dataset(data, src), rejects_path(out, cfg.store, str(data or src.dataset_name)))
     if name == "embed":
         lm = load_sentence_model(model or "builtin:all-minilm-l6-v2")
         prep = prepare_texts(ds, cfg, part=text)

@@ -13,9 +13,9 @@ import pandas as pd
 
 from siftlm.data.io import atomic_write
 from siftlm.report.html import figure, png, pyplot, table, write_page
-from siftlm.report.stats import bootstrap_ci, kendall, spearman
 from siftlm.scores import direction
 from siftlm.select.topk import budget_count, topk
+from siftlm.stats import bootstrap_ci, kendall, spearman
 
 
 def agreement(a: pd.DataFrame, b: pd.DataFrame, by: str, by_b: str | None = None, *, budgets=(0.05, 0.1, 0.3),

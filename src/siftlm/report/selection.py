@@ -18,8 +18,8 @@ import pandas as pd
 
 from siftlm.report.html import figure, png, pyplot, write_page
 from siftlm.report.html import table as html_table
-from siftlm.report.stats import spearman
 from siftlm.signals.table import trajectory_columns
+from siftlm.stats import spearman
 
 LENGTH_BIAS = 0.4       # |Spearman(score, response tokens)| above this is called out in a sentence
 

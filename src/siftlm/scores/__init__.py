@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from siftlm.scores.davir import davir
+from siftlm.scores.davir import davir, davir_epoch1
 from siftlm.scores.el2n import el2n
 from siftlm.scores.forgetting import forgetting
 from siftlm.scores.grad_norm import grad_norm
@@ -38,6 +38,8 @@ PAIR_LOGPS = ("policy_chosen_logp", "policy_rejected_logp", "ref_chosen_logp", "
 
 SCORES = {
     "davir": Score(davir, ("base_loss", "ref_loss"), "high"),
+    "davir_e1": Score(davir_epoch1, ("ppl_trajectory",), "high"),
+    "davir_xfit": Score(davir, ("base_loss", "ref_xfit_loss"), "high"),
     "rho": Score(rho, ("base_loss", "ref_loss"), "high"),
     "ppl": Score(ppl, ("base_loss",), "high"),
     "lp": Score(lp, ("ppl_trajectory",), "low"),

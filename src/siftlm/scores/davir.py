@@ -18,3 +18,12 @@ def davir(base_loss, ref_loss, *, denominator: str = "base") -> np.ndarray:
     if denominator not in ("base", "ref"):
         raise ValueError(f"denominator must be 'base' or 'ref', got {denominator!r}")
     return safe_divide(b - r, b if denominator == "base" else r)[0]
+
+
+def davir_epoch1(ppl_trajectory) -> np.ndarray:
+    """DavIR with the reference after one epoch instead of the last: (L_0 - L_1) / L_0, L_i = log P_i from the
+    trajectory (ours: a remedy for small pools, where the last epoch's reference has memorised short answers)."""
+    p = np.asarray(ppl_trajectory, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"davir_e1 needs the trajectory P_0, P_1 (N, >= 2), got shape {p.shape}")
+    return davir(np.log(p[:, 0]), np.log(p[:, 1]))

@@ -14,11 +14,12 @@ for every item, d_i^2 and one row of Cholesky coefficients per pick. Kernel rows
 from the features, so memory is O(N * (M + D)) and no N x N matrix ever exists. Time is O(N M D + N M^2).
 float64 by default (near-ties between items flip picks in float32), float32 when float64 would not fit.
 
-A checkpoint folder holds the rows (appended; they never change), the picks and the exact d^2 at the last save,
-so a resumed run makes exactly the picks an uninterrupted one makes, and a run with a smaller budget reuses the
-prefix of a larger one (greedy picks do not depend on the budget). An item whose residual d_i^2 falls below
-``eps`` lies numerically in the span of the picks and is passed over; when no item is left, the run stops and
-says how many it picked and why.
+A checkpoint folder holds the rows (appended; they never change), the picks and the exact d^2 at the last save
+(``state.json`` is written last and names the residuals file it goes with, so a kill between two writes never
+pairs picks with other residuals), so a resumed run makes exactly the picks an uninterrupted one makes, and a run
+with a smaller budget reuses the prefix of a larger one (greedy picks do not depend on the budget; the checkpoint is
+removed after a finished selection unless kept). An item whose residual d_i^2 falls below ``eps`` lies numerically
+in the span of the picks and is passed over; when no item is left, the run stops and says how many it picked and why.
 """
 
 from __future__ import annotations
@@ -146,27 +147,46 @@ def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float
 
 
 def _save(folder, settings, rows, saved: int, order, gains, d2) -> None:
+    """Append the new rows, write the residuals under a name of their own, then ``state.json`` naming them: a kill
+    at any point leaves a state whose rows and residuals match its picks. A failed write (a full disk) truncates
+    ``rows.bin`` back and removes what it wrote."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     new = rows[saved:len(order)].cpu().numpy()
-    with open(folder / "rows.bin", "ab") as f:       # append-only: rows never change once computed
-        f.truncate(saved * rows.shape[1] * new.itemsize)  # drop a partial write from a crash
-        f.write(new.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    with atomic_write(folder / "d2.npy") as tmp:       # the exact residuals: recomputing them would round differently
-        with open(tmp, "wb") as f:
-            np.save(f, d2.cpu().numpy())
-    with atomic_write(folder / "state.json") as tmp:   # written last: it says how many rows and which d2 are valid
-        tmp.write_text(json.dumps({"settings": settings, "order": order, "gains": gains}))
+    valid = saved * rows.shape[1] * new.itemsize
+    d2_name = f"d2-{len(order):07d}.npy"
+    try:
+        with open(folder / "rows.bin", "ab") as f:      # append-only: rows never change once computed
+            f.truncate(valid)                           # drop a partial write from a crash
+            f.write(new.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        with atomic_write(folder / d2_name) as tmp:     # the exact residuals: recomputing them would round differently
+            with open(tmp, "wb") as f:
+                np.save(f, d2.cpu().numpy())
+        with atomic_write(folder / "state.json") as tmp:   # written last: which rows and which residuals are valid
+            tmp.write_text(json.dumps({"settings": settings, "order": order, "gains": gains, "d2": d2_name}))
+    except BaseException:
+        with open(folder / "rows.bin", "ab") as f:
+            f.truncate(valid)
+        if _state(folder).get("d2") != d2_name:
+            (folder / d2_name).unlink(missing_ok=True)
+        raise
+    for old in folder.glob("d2*.npy"):                  # residuals of earlier saves (and the pre-1 name d2.npy)
+        if old.name != d2_name:
+            old.unlink(missing_ok=True)
+
+
+def _state(folder) -> dict:
+    path = Path(folder) / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _resume(folder, settings, rows, order, gains) -> torch.Tensor | None:
     """Load a checkpoint's picks (at most as many rows as ``rows`` holds) and, when it can continue, its d^2."""
-    state_file = Path(folder) / "state.json"
-    if not state_file.exists():
+    state = _state(folder)
+    if not state:
         return None
-    state = json.loads(state_file.read_text())
     if state["settings"] != settings:
         raise RuntimeError(f"{folder}: checkpoint was made with other settings {state['settings']}; "
                            "remove the folder to start over")
@@ -178,7 +198,7 @@ def _resume(folder, settings, rows, order, gains) -> torch.Tensor | None:
     gains.extend(state["gains"][:k])
     if k < len(state["order"]):
         return None                      # a prefix of a longer run: nothing to continue
-    return torch.as_tensor(np.load(Path(folder) / "d2.npy"), device=rows.device)
+    return torch.as_tensor(np.load(Path(folder) / state.get("d2", "d2.npy")), device=rows.device)
 
 
 

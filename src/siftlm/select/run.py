@@ -12,6 +12,7 @@ and ``write_selection`` is the one writer of its files:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -93,6 +94,45 @@ def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked
     return Selected(table, selection, kept, "", picked.note)
 
 
+def token_counts(table: pd.DataFrame) -> np.ndarray:
+    """Prompt + response tokens of every scored example (what a fine-tune trains on)."""
+    if "n_prompt" not in table or "n_response" not in table:
+        raise UsageError("--budget-tokens needs the n_prompt and n_response columns (a scores.parquet of siftlm score)")
+    return (table["n_prompt"] + table["n_response"]).to_numpy(dtype=np.int64)
+
+
+def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+    """The method's selection under a token budget: the largest count whose selection fits in the budget, found by
+    bisection over counts. Exact for methods whose selections are nested (a larger count keeps every pick of a
+    smaller one: topk, random, dpp, repr); for per-cluster quotas, a count at which one more would not fit."""
+    tokens = token_counts(table)
+    budget = cfg.budget_tokens
+    if isinstance(budget, bool) or budget <= 0:
+        raise UsageError(f"--budget-tokens must be a positive count or a fraction in (0, 1], got {budget}")
+    limit = int(np.floor(budget * tokens.sum())) if isinstance(budget, float) and budget <= 1 else int(budget)
+    method = METHODS[cfg.method]
+
+    def at(k: int) -> tuple[Picked, int]:
+        picked = method(table, features, replace(cfg, budget=k))
+        return picked, int(tokens[picked.positions].sum())
+
+    lo, hi = 0, len(table)              # invariant: count lo fits (0 always does), hi + 1 does not or is past the end
+    best = None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        picked, used = at(mid)
+        if used <= limit:
+            lo, best = mid, picked
+        else:
+            hi = mid - 1
+    if best is None:
+        raise ValueError(f"--budget-tokens {budget}: no example fits in {limit} tokens (the shortest has "
+                         f"{int(tokens.min())})")
+    used = int(tokens[best.positions].sum())
+    note = f"token budget {limit}: {len(best.positions)} examples, {used} tokens"
+    return replace(best, note=f"{best.note}; {note}" if best.note else note)
+
+
 def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     """Select from one source with ``cfg.method`` and write the selection files into ``out``."""
     out = Path(out)
@@ -108,9 +148,12 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     if missing:
         raise ValueError(f"{len(missing)} ids of {cfg.scores} are not in {cfg.data} (first: {missing[0]}); wrong dataset?")
     x = load_features(cfg.features, table["id"].tolist()) if cfg.features and cfg.method != "datainf" else None
-    if cfg.method == "dpp" and cfg.checkpoint is None:
+    own_checkpoint = cfg.method == "dpp" and cfg.checkpoint is None
+    if own_checkpoint:
         cfg = replace(cfg, checkpoint=str(out / "dpp-checkpoint"))
-    picked = METHODS[cfg.method](table, x, cfg)
+    picked = by_tokens(table, x, cfg) if cfg.budget_tokens is not None else METHODS[cfg.method](table, x, cfg)
+    if own_checkpoint and not cfg.keep_checkpoint:      # done: its rows take 8 x N x M bytes (GBs at scale)
+        shutil.rmtree(cfg.checkpoint, ignore_errors=True)
     res = write_selection(ds.examples, table, picked, out)
     res.selection.attrs["by"] = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
         else None

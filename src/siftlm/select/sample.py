@@ -11,8 +11,11 @@ from siftlm.select.topk import budget_count
 
 
 def random_subset(n: int, k: int, *, seed: int = 0) -> np.ndarray:
-    """Uniform random positions, seeded, in increasing order."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+    """Uniform random positions, seeded, in increasing order: the first ``k`` of one seeded permutation, so a larger
+    budget holds every pick of a smaller one (what a token budget's search relies on)."""
+    if not 0 <= k <= n:
+        raise ValueError(f"budget {k} must be between 0 and {n}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
 def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:

@@ -30,7 +30,10 @@ def _target(cfg: SelectConfig, features) -> np.ndarray:
     if features is None:
         raise UsageError(f"--method {cfg.method} needs --features (the training examples' features)")
     if not cfg.target:
-        raise UsageError(f"--method {cfg.method} needs --target (the target set's features, or its data file)")
+        raise UsageError(f"--method {cfg.method} needs --target (the target set's features, its data file, or "
+                         "'centroid')")
+    if cfg.target == "centroid":               # no target set: the pool's own mean direction (typical examples)
+        return _unit(features).mean(0, keepdims=True)
     t = load_features(cfg.target)
     if t.shape[1] != np.shape(features)[1]:
         raise ValueError(f"{cfg.target}: {t.shape[1]}-dim features, the training features have {np.shape(features)[1]}; "

@@ -31,7 +31,7 @@ from siftlm.backends import BACKENDS
 from siftlm.config import GradConfig, UsageError, closest
 from siftlm.models import precision
 from siftlm.models.load import default_device, load_model
-from siftlm.progress import bar
+from siftlm.progress import bar, console
 from siftlm.signals import PASS_HELP, store
 from siftlm.signals.embed import lm_embed_pass
 from siftlm.signals.grads import LoraGradProbe, grad_pass
@@ -190,6 +190,32 @@ def _on_ray(prep: Prepared, name: str, model, model_fp: str, spec: store.PassSpe
                            on_shard=lambda s, state: advance(units * (bounds[s][1] - bounds[s][0])))
 
 
+def stored(prep: Prepared, name: str, model, model_fp: str, options: dict | None = None) -> bool:
+    """Whether ``run_pass`` would serve this pass from the store without computing anything."""
+    spec = pass_spec(prep, name, model, model_fp, options)
+    if store.is_complete(prep.cfg.store, spec):
+        return True
+    return bool(getattr(model, "siftlm_dtype_auto", False)) and any(
+        store.is_complete(prep.cfg.store, store.PassSpec(spec.name, spec.dataset, spec.model, {**spec.settings, "dtype": t}))
+        for t in precision.other_tags(model))
+
+
+def _other_precision(prep: Prepared, spec: store.PassSpec, model) -> pd.DataFrame | None:
+    """Under ``--dtype auto``, a finished pass of the same data and weights stored in the other precision (computed
+    before this machine's decision was kept, or on a machine that decided otherwise), said out loud; else None."""
+    if not getattr(model, "siftlm_dtype_auto", False) or spec.name == "embed" or store.is_complete(prep.cfg.store, spec):
+        return None
+    for tag in precision.other_tags(model):
+        other = store.PassSpec(spec.name, spec.dataset, spec.model, {**spec.settings, "dtype": tag})
+        if store.is_complete(prep.cfg.store, other):
+            frame = store.load_pass(prep.cfg.store, other)
+            if list(frame["id"]) == list(prep.ids):
+                console.print(f"{spec.name}: reusing the pass stored in {tag} ({store.pass_dir(prep.cfg.store, other)}) "
+                              f"instead of computing it again in {precision.tag(model)} (--dtype auto)", highlight=False)
+                return frame
+    return None
+
+
 def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | None = None,
              options: dict | None = None) -> pd.DataFrame:
     """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns), computing only the shards
@@ -205,6 +231,9 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
         raise UsageError(f"unknown backend {backend!r}{closest(backend, BACKENDS)}; known: {', '.join(BACKENDS)}")
     options = options or {}
     spec = pass_spec(prep, name, model, model_fp, options)
+    stored = _other_precision(prep, spec, model)
+    if stored is not None:
+        return stored
     compute = None
     with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
         def shard(start: int, stop: int) -> dict:
@@ -216,4 +245,4 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
         if backend == "ray":
             _on_ray(prep, name, model, model_fp, spec, options, bounds, advance)
             on_skip = None                           # counted as the actors finished them
-        return store.run_pass(prep.cfg.store, spec, prep.ids, shard, bounds=bounds, on_skip=on_skip)
+        return store.compute_pass(prep.cfg.store, spec, prep.ids, shard, bounds=bounds, on_skip=on_skip)

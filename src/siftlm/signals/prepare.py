@@ -85,7 +85,8 @@ def _prepare(ds: Dataset, cfg: SignalConfig, kind: str, encode_one: Callable[[Ex
             rejects.append(Reject(ex.source, ex.line, "messages", str(e), ex.id))
     if not examples:
         what = {"sft": "examples", "pairs": "preference pairs", "text": "examples"}[kind]
-        raise ValueError(f"{ds.path}: no valid {what} ({len(rejects)} rejected); see the rejects file")
+        first = f"; first: line {rejects[0].line}: {rejects[0].reason}" if rejects else ""
+        raise ValueError(f"{ds.path}: no valid {what} ({len(rejects)} rejected{first})")
     return examples, encoded, rejects, n_unused
 
 

@@ -7,8 +7,12 @@ of tokens each, so a shard is roughly a minute of compute whatever the lengths),
 shards without a marker; a changed input or setting gives a new key, never a stale read. Every file is written
 under a temporary name and renamed.
 
-Several processes may run the same pass on the same store: a shard is taken with an atomic lock file holding the
-owner's host and pid, others skip it and come back for its result; a lock whose process has died is taken over.
+Several processes may run the same pass on the same store: a shard is taken with a lock file holding the owner's
+host and pid, others skip it and come back for its result; a lock whose process has died is taken over. The lock
+appears with its owner already written (a temporary file hard-linked into place), so a kill at any moment leaves
+either no lock or one naming its dead owner, never an empty lock that every later process would take as held.
+Locks only save work: shards are written atomically and deterministically, so two owners in a takeover race write
+the same bytes.
 """
 
 from __future__ import annotations
@@ -98,30 +102,51 @@ def _alive(owner: dict) -> bool:
     return True
 
 
+def _owner(path: Path) -> dict | None:
+    """A lock's owner, or None when the lock is gone, empty or unreadable (an earlier siftlm could leave an empty
+    lock when killed between creating it and writing it)."""
+    try:
+        owner = json.loads(path.read_text() or "null")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
 def _lock(path: Path) -> bool:
-    """Take the shard's lock (atomic create); a lock left by a dead process is removed and taken."""
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    """Take the shard's lock: a temporary file holding the owner is hard-linked to the lock's name, which fails when
+    a lock exists. A lock left by a dead process, or an empty one, is removed and taken."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    tmp = path.with_name(f".{path.name}.{me['host']}.{me['pid']}.tmp")
+    tmp.write_text(json.dumps(me))
+    try:
+        for _ in range(2):
             try:
-                owner = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                owner = {}                       # being written right now: its owner is alive
-            if owner and not _alive(owner):
-                path.unlink(missing_ok=True)
-                continue
-            return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}, f)
-        return True
-    return False
+                os.link(tmp, path)                   # atomic, and the owner is already in it
+                return True
+            except FileExistsError:
+                owner = _owner(path)
+                if owner is not None and _alive(owner):
+                    return False
+                path.unlink(missing_ok=True)          # a dead owner, or an empty lock: take it over
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _clear_orphans(folder: Path) -> None:
+    """Temporary lock files of processes on this host that died between writing one and linking it."""
+    host = socket.gethostname()
+    for tmp in folder.glob(f".shard-*.lock.{host}.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive({"host": host, "pid": pid}):
+            tmp.unlink(missing_ok=True)
 
 
 def open_pass(root: str | Path, spec: PassSpec, n_examples: int, bounds: list[list[int]]) -> Path:
     """The pass's folder, with its ``meta.json`` written (or checked against ``bounds`` when it exists)."""
     folder = pass_dir(root, spec)
     folder.mkdir(parents=True, exist_ok=True)
+    _clear_orphans(folder)
     meta = {"pass": spec.name, "dataset": spec.dataset, "model": spec.model, "settings": spec.settings,
             "n_examples": n_examples, "n_shards": len(bounds), "bounds": bounds}
     meta_path = folder / "meta.json"
@@ -168,7 +193,7 @@ def compute_shard(folder: Path, s: int, bounds: list[list[int]], ids: Sequence[s
         lock.unlink(missing_ok=True)
 
 
-def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
+def compute_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
              compute: Callable[[int, int], dict[str, np.ndarray]], *, bounds: list[list[int]] | None = None,
              on_skip: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Run ``compute(start, stop)`` for every shard of ``ids`` not yet done; return all rows in ``ids`` order.
@@ -179,7 +204,6 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
     """
     bounds = bounds or [[0, len(ids)]]
     folder = open_pass(root, spec, len(ids), bounds)
-    computed = 0
     pending = list(range(len(bounds)))
     while pending:
         waiting = []
@@ -187,9 +211,7 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
             state = compute_shard(folder, s, bounds, ids, compute)
             if state == "busy":
                 waiting.append(s)            # another process is computing it: come back for its result
-            elif state == "computed":
-                computed += 1
-            elif on_skip:
+            elif state == "done" and on_skip:
                 on_skip(bounds[s][1] - bounds[s][0])
         if waiting and len(waiting) == len(pending):
             time.sleep(POLL_S)
@@ -197,7 +219,6 @@ def run_pass(root: str | Path, spec: PassSpec, ids: Sequence[str],
     out = read_shards(folder, len(bounds))
     if list(out["id"]) != list(ids):
         raise RuntimeError(f"{folder}: stored ids do not match the dataset; remove the folder to recompute")
-    out.attrs["computed_shards"] = computed          # 0: everything came from the store
     return out
 
 

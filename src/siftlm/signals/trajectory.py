@@ -4,8 +4,9 @@ that DavIR needs (the base fine-tuned on the full set = the model after the last
 
 The loop is ours rather than a Trainer's so it can use the same token-budget batches and response-only
 loss as the signal engine, and resume exactly from the last finished epoch: each epoch folder holds the
-adapter (safetensors), the optimizer and scheduler state (loaded with ``weights_only=True``) and a done
-marker written only after that epoch's evaluation is stored.
+adapter (safetensors) and the optimizer and scheduler state (loaded with ``weights_only=True``); the folder is
+written under a temporary name and renamed, so its existence means the weights are saved, and a done marker is
+written when that epoch's evaluation is stored. A run killed during an evaluation redoes only the evaluation.
 """
 
 from __future__ import annotations
@@ -40,28 +41,50 @@ def epoch_dir(out: Path, epoch: int) -> Path:
     return out / f"epoch-{epoch}"
 
 
+def _epochs(out: Path, marker: str) -> list[int]:
+    return sorted(int(p.name.split("-")[1]) for p in out.glob("epoch-*")
+                  if p.name.split("-")[1].isdigit() and (p / marker).exists())
+
+
 def _finished_epochs(out: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[1]) for p in out.glob("epoch-*") if (p / "siftlm-done").exists())
+    """Epochs whose weights are saved and whose evaluation is stored."""
+    return _epochs(out, "siftlm-done")
+
+
+def _saved_epochs(out: Path) -> list[int]:
+    """Epochs whose weights and optimizer state are saved (the folder is renamed into place only when complete)."""
+    return _epochs(out, OPTIMIZER_FILE)
 
 
 MIN_FREE_BYTES = 64 << 20     # below this, a failed write is taken for a full disk
+OPTIMIZER_FILE = "siftlm-optimizer.pt"
 
 
-def _save(model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer) -> None:
-    """Write the epoch folder under a temporary name and rename it; a failed write leaves nothing behind and a full
-    disk is reported as one (torch reports it as "PytorchStreamWriter failed writing file")."""
+def write_folder(folder: Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` into a temporary folder beside ``folder``, then rename it into place: a reader sees the whole
+    folder or none. Whatever fails (an OSError, torch's "PytorchStreamWriter failed writing file", safetensors'
+    SafetensorError) removes the temporary folder; a full disk is raised as one OSError naming the folder."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_folder(model, tmp, tokenizer if cfg.full else None)    # a full model folder must load on its own
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / "siftlm-optimizer.pt")
-    except (OSError, RuntimeError) as e:
+        write(tmp)
+    except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not isinstance(e, OSError) and shutil.disk_usage(tmp.parent).free < MIN_FREE_BYTES:
-            raise OSError(errno.ENOSPC, "No space left on device", str(tmp)) from e
+        full = "No space left on device" in str(e) or getattr(e, "errno", None) == errno.ENOSPC
+        if full or (not isinstance(e, OSError) and shutil.disk_usage(tmp.parent).free < MIN_FREE_BYTES):
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from e
         raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
+    return folder
+
+
+def _save(model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer) -> None:
+    """The epoch folder: weights (a full model folder must load on its own), then optimizer and scheduler state."""
+    def write(tmp: Path) -> None:
+        save_folder(model, tmp, tokenizer if cfg.full else None)
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+    write_folder(folder, write)
 
 
 def model_fingerprint(base_fp: str, folder: Path, cfg: TrainConfig) -> str:
@@ -79,7 +102,7 @@ def train(model, base_fp: str, encoded: list[Encoded], out: str | Path, cfg: Tra
     out.mkdir(parents=True, exist_ok=True)
     (out / "siftlm-train.json").write_text(json.dumps(asdict(cfg), indent=2))
     torch.manual_seed(cfg.seed)
-    finished = _finished_epochs(out)
+    saved = _saved_epochs(out)
     evaluate(model, base_fp, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -96,14 +119,18 @@ def train(model, base_fp: str, encoded: list[Encoded], out: str | Path, cfg: Tra
     total_steps = cfg.epochs * len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, total_steps)))
     start = 1
-    if finished:
-        last = finished[-1]
+    if saved:
+        last = saved[-1]
         folder = epoch_dir(out, last)
         _load_weights(model, folder, cfg)
-        state = torch.load(folder / "siftlm-optimizer.pt", weights_only=True)
+        state = torch.load(folder / OPTIMIZER_FILE, weights_only=True)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = last + 1
+        if not (folder / "siftlm-done").exists():     # killed during this epoch's evaluation: redo only that
+            model.eval()
+            evaluate(model, model_fingerprint(base_fp, folder, cfg), last)
+            (folder / "siftlm-done").write_text("")
     for epoch in range(start, cfg.epochs + 1):
         model.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
@@ -228,7 +255,6 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> t
         cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", lm.model, fp))
         model = lm.model if cached or epoch == 0 else _load_epoch(lm, epoch_dir(out, epoch), tcfg, fp)
         frames.append(run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}"))
-    frames[0].attrs["trained"] = trained
     if trained:
         lm.fingerprint = fps[-1]       # lm.model now holds the last epoch's weights
     return frames, fps

@@ -21,7 +21,15 @@ from siftlm.data import Dataset
 from siftlm.data.io import atomic_write
 from siftlm.progress import bar
 from siftlm.signals.prepare import Prepared
-from siftlm.signals.trajectory import check_folder, epoch_dir, identity, train, trajectory_fingerprints
+from siftlm.signals.trajectory import (
+    OPTIMIZER_FILE,
+    check_folder,
+    epoch_dir,
+    identity,
+    train,
+    trajectory_fingerprints,
+    write_folder,
+)
 
 
 def restrict(ds: Dataset, selection: str | Path) -> Dataset:
@@ -56,11 +64,8 @@ def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
         lm.fingerprint = fps[-1]       # lm.model now holds the last epoch's weights
     final = out / "final"
     if not (final / "siftlm-done").exists():
-        tmp = out / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(epoch_dir(out, tcfg.epochs), tmp, ignore=shutil.ignore_patterns("siftlm-optimizer.pt"))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        write_folder(final, lambda tmp: shutil.copytree(epoch_dir(out, tcfg.epochs), tmp,
+                                                        ignore=shutil.ignore_patterns(OPTIMIZER_FILE)))
     info = {"final": str(final), "fingerprint": fps[-1], "base": lm.path, "epochs": tcfg.epochs,
             "examples": len(prep.encoded), "tokens": int(sum(len(e.input_ids) for e in prep.encoded)),
             "config": tcfg.identity()}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from siftlm.evaluate.stats import length_controlled_win_rate, mean_ci, paired_difference, win_rate
+from siftlm.stats import length_controlled_win_rate, mean_ci, paired_difference, win_rate
 
 
 def test_mean_ci_brackets_the_mean_and_shrinks_with_n():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siftlm.report.stats import finite_mean, length_correlations
+from siftlm.stats import finite_mean, length_correlations
 
 
 def test_length_correlations_by_hand():

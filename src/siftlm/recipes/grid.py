@@ -1,0 +1,80 @@
+"""An experiment grid's cells: which methods, budgets and seeds it runs, and the select options each stands for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from siftlm.config import ExperimentConfig, SelectConfig, UsageError, from_dict
+from siftlm.recipes.pool import DEFAULT_FEATURES, Pool
+from siftlm.select.run import resolve
+
+BASELINE = "random"
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str            # the method's name in tables
+    method: object = field(compare=False)     # as written in the grid (a dict is not hashable: the name stands in)
+    budget: object       # count or fraction; None for full
+    unit: str            # examples | tokens | all (full)
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        safe = self.name.replace(":", "-").replace("+", "-").replace("/", "-")
+        return f"{safe}-{'all' if self.budget is None else ('t' if self.unit == 'tokens' else 'b') + str(self.budget)}" \
+               f"-s{self.seed}"
+
+
+def method_name(method) -> str:
+    if isinstance(method, dict):
+        return str(method.get("name") or method.get("method", "topk"))
+    return str(method)
+
+
+def select_options(method) -> dict | None:
+    """The select options a grid method stands for; None for ``full`` (every scored example)."""
+    if isinstance(method, dict):
+        return {k: v for k, v in method.items() if k != "name"}
+    name = str(method)
+    if name == "full":
+        return None
+    kind, _, score = name.partition(":")
+    if kind in ("highest", "lowest"):
+        return {"method": "topk", "by": score, "direction": "high" if kind == "highest" else "low"}
+    if kind == "cluster" and score:
+        return {"method": "cluster", "by": score}
+    return {"method": name}
+
+
+def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, pool: Pool | None) -> SelectConfig | None:
+    opts = select_options(cell.method)
+    if opts is None:
+        return None
+    base = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k != "features"}))
+    features = opts.get("features") or cfg.features or DEFAULT_FEATURES.get(base.method)
+    if pool is not None and features in DEFAULT_FEATURES.values():
+        features = str(pool.features(features))
+    budget = {"budget_tokens": cell.budget} if cell.unit == "tokens" else {"budget": cell.budget}
+    target = {"target": "centroid"} if base.method == "repr" and not opts.get("target") else {}
+    return from_dict(SelectConfig, {**opts, "features": features, **budget, **target, "seed": cell.seed,
+                                    "scores": scores, "data": data})
+
+
+def cells(cfg: ExperimentConfig) -> list[Cell]:
+    """Every cell: ``full`` once per seed; random once per subset and budget; every other method once per seed and
+    budget (example budgets, then token budgets)."""
+    out = []
+    for method in cfg.methods:
+        name = method_name(method)
+        if name == "full":
+            out += [Cell(name, method, None, "all", s) for s in cfg.seeds]
+            continue
+        seeds = list(range(cfg.random_subsets or len(cfg.seeds))) if name == BASELINE else list(cfg.seeds)
+        for unit, budgets in (("examples", cfg.budgets), ("tokens", cfg.budget_tokens)):
+            out += [Cell(name, method, b, unit, s) for b in budgets for s in seeds]
+    if len({(c.name, c.budget, c.unit, c.seed) for c in out}) != len(out):
+        raise UsageError("two grid methods have the same name; give one a 'name'")
+    return out
+
+

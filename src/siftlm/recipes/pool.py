@@ -1,0 +1,206 @@
+"""An experiment's pool: a held-out split set aside, the pool itself (optionally with labelled corruptions), every
+score and feature the grid's methods need, computed once and cached in the store.
+
+Files in ``OUT/pool/``:
+
+- ``pool.jsonl``: what scoring and selection see: ``{"id": "pool-00001", "messages": [...]}`` in a seeded order;
+  corrupted rows look like any other (neutral ids, no label);
+- ``heldout.jsonl``: the held-out split (the eval set ``heldout``), disjoint from the pool;
+- ``labels.parquet``: id, the source record's line and the corruption kind (``clean`` for untouched rows): read
+  only by the noisy-pool analysis, never by a score or selector;
+- ``pool.json``: how the pool was made, its counts and its fingerprint;
+- ``scores/``: ``siftlm score``'s outputs for the pool (scores.parquet, summary.json, report.html) plus grad_norm
+  and, with ``crossfit``, davir_xfit; ``features-<pass>.parquet`` for the feature-based methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from siftlm.assets import demo_data, package_file
+from siftlm.config import ExperimentConfig, RunConfig, TrainConfig
+from siftlm.data import read_dataset, write_jsonl
+from siftlm.data.inject import inject
+from siftlm.data.io import atomic_write
+from siftlm.models.load import load_model, load_sentence_model
+from siftlm.progress import console
+from siftlm.recipes.davir import score_dataset
+from siftlm.scores import add_scores
+from siftlm.signals.passes import run_pass
+from siftlm.signals.prepare import Prepared, prepare, prepare_texts
+from siftlm.signals.table import write_frame
+from siftlm.signals.trajectory import train_reference
+
+POOL_VERSION = 1
+SPLIT_SALT, HALVES_SALT = 0x9001, 0x4A1F   # own random streams: unrelated to random selections of the same seed
+FEATURE_PASSES = ("grads", "lm-embed", "embed")
+DEFAULT_FEATURES = {"dpp": "grads", "less": "grads", "cluster": "embed", "cluster-random": "embed", "dedup": "embed",
+                    "repr": "lm-embed"}
+
+
+@dataclass
+class Pool:
+    folder: Path
+    data: Path                 # pool.jsonl
+    heldout: Path | None       # heldout.jsonl
+    fingerprint: str           # of the pool's and the held-out split's bytes
+    manifest: dict
+
+    @property
+    def scores(self) -> Path:
+        return self.folder / "scores" / "scores.parquet"
+
+    def features(self, name: str) -> Path:
+        return self.folder / f"features-{name}.parquet"
+
+    def labels(self) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / "labels.parquet")
+
+
+def source_path(data: str) -> str:
+    return str(demo_data(data.removeprefix("builtin:"))) if data.startswith("builtin:") else data
+
+
+def _chars(ex) -> int:
+    return sum(len(str(m["content"])) for m in ex.messages)
+
+
+def _record(ex, new_id: str) -> dict:
+    return {"id": new_id, "messages": ex.messages}
+
+
+def foreign_answers() -> list[str]:
+    """Answers in another language for the ``foreign`` corruption: LLaMA-Factory's alpaca_zh_demo outputs."""
+    rows = json.loads(package_file("alpaca_zh_demo").read_text(encoding="utf-8"))
+    return [r["output"] for r in rows if r.get("output", "").strip()]
+
+
+def build_pool(cfg: ExperimentConfig, folder: str | Path) -> Pool:
+    """The held-out split and the pool from ``cfg.data`` (seeded), corrupted as ``cfg.inject`` says; the same config
+    always writes the same bytes."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = read_dataset(source_path(cfg.data))
+    pcfg, icfg = cfg.pool, cfg.inject
+    usable = [e for e in ds.examples if pcfg.max_chars is None or _chars(e) <= pcfg.max_chars]
+    n = len(usable)
+    if pcfg.heldout >= n:
+        raise ValueError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
+    order = np.random.default_rng([pcfg.seed, SPLIT_SALT]).permutation(n)
+    held, rest = order[: pcfg.heldout], order[pcfg.heldout:]
+    if pcfg.size is not None:
+        if pcfg.size > len(rest):
+            raise ValueError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants {pcfg.size}")
+        rest = rest[: pcfg.size]
+    examples = [usable[i] for i in rest]
+    kinds: list[str | None] = [None] * len(examples)
+    if icfg.rate:
+        examples, kinds = inject(examples, icfg.rate, kinds=icfg.kinds, seed=icfg.seed,
+                                 foreign=foreign_answers() if "foreign" in icfg.kinds else ())
+    ids = [f"pool-{k:05d}" for k in range(1, len(examples) + 1)]
+    write_jsonl([_record(ex, i) for ex, i in zip(examples, ids, strict=True)], folder / "pool.jsonl")
+    heldout = None
+    if len(held):
+        heldout = folder / "heldout.jsonl"
+        write_jsonl([_record(usable[i], f"heldout-{k:05d}") for k, i in enumerate(held, start=1)], heldout)
+    labels = pd.DataFrame({"id": ids, "source_line": [usable[i].line for i in rest],
+                           "kind": [k or "clean" for k in kinds]})
+    with atomic_write(folder / "labels.parquet") as tmp:
+        labels.to_parquet(tmp, index=False)
+    h = hashlib.sha1()
+    for p in (folder / "pool.jsonl", heldout):
+        if p is not None:
+            h.update(p.read_bytes())
+    manifest = {"version": POOL_VERSION, "data": cfg.data, "source": Path(ds.path).name, "read": ds.n_read,
+                "valid": len(ds.examples), "rejected": len(ds.rejects), "too_long": len(ds.examples) - n,
+                "pool": len(ids), "heldout": int(len(held)), "unused": n - len(ids) - int(len(held)),
+                "pool_config": asdict(pcfg), "inject": asdict(icfg),
+                "kinds": labels["kind"].value_counts().sort_index().to_dict(), "fingerprint": h.hexdigest()[:16]}
+    with atomic_write(folder / "pool.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    return Pool(folder, folder / "pool.jsonl", heldout, manifest["fingerprint"], manifest)
+
+
+def reference_config(cfg: ExperimentConfig) -> TrainConfig:
+    return cfg.reference or cfg.train
+
+
+def halves(ids: list[str], seed: int = 0) -> np.ndarray:
+    """0 / 1 for every example: a seeded split into two halves of equal size (the cross-fitting folds)."""
+    side = np.zeros(len(ids), dtype=np.int64)
+    side[np.random.default_rng([seed, HALVES_SALT]).permutation(len(ids))[len(ids) // 2:]] = 1
+    return side
+
+
+def subset(prep: Prepared, positions) -> Prepared:
+    """The prepared examples at ``positions`` (in that order), with their own fingerprint."""
+    from siftlm.signals.store import dataset_fingerprint
+
+    pos = [int(p) for p in positions]
+    enc = [prep.encoded[p] for p in pos]
+    fp = dataset_fingerprint([e.id for e in enc], [e.input_ids + e.labels for e in enc])
+    return replace(prep, examples=[prep.examples[p] for p in pos], encoded=enc, fingerprint=fp, _uncond=None)
+
+
+def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig, dtype: str) -> np.ndarray:
+    """Each example's loss under a reference that never trained on it: the pool split in two halves (seeded), a
+    reference fine-tuned on each half (the same settings as the full reference), each scoring the other half."""
+    side = halves(prep.ids, tcfg.seed)
+    out = np.full(len(prep.ids), np.nan)
+    for h in (0, 1):
+        train_pos, score_pos = np.flatnonzero(side == h), np.flatnonzero(side != h)
+        lm = load_model(model, dtype=dtype, master_fp32=tcfg.full, quiet=True)
+        _, fps = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg)
+        # after training here lm.model holds the last epoch; after a reuse it is the base: load the trained one
+        trained = lm.model if lm.fingerprint == fps[-1] else _trained(model, folder / f"half-{h}", tcfg, dtype)
+        frame = run_pass(subset(prep, score_pos), "loss", trained, fps[-1], label=f"cross-fit reference {h} loss")
+        out[score_pos] = frame["loss"].to_numpy()
+    return out
+
+
+def _trained(model: str, folder: Path, tcfg: TrainConfig, dtype: str):
+    last = folder / f"epoch-{tcfg.epochs}"
+    return (load_model(str(last), dtype=dtype, master_fp32=True, quiet=True) if tcfg.full
+            else load_model(model, adapter=str(last), dtype=dtype, quiet=True)).model
+
+
+def score_pool(cfg: ExperimentConfig, pool: Pool) -> Path:
+    """Every score and feature file the grid's methods and the noisy-pool analysis read (cached passes skip):
+    feature passes on the base model first, then the DavIR scoring (base, response-only, reference fine-tune with
+    its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``."""
+    selector = cfg.selector_model or cfg.model
+    tcfg = reference_config(cfg)
+    lm = load_model(selector, dtype=cfg.signals.dtype, master_fp32=tcfg.full)
+    ds = read_dataset(pool.data)
+    prep = prepare(ds, lm.tokenizer, cfg.signals)
+    frames = {}
+    for name in ("grads", "lm-embed"):         # on the base weights, before the reference trains them in place
+        frames[name] = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
+        write_frame(frames[name], pool.features(name), {"pass": name, "model": selector})
+    sentence = load_sentence_model()
+    texts = prepare_texts(ds, cfg.signals)
+    frames["embed"] = run_pass(texts, "embed", sentence.model, sentence.fingerprint, options={"part": "full"},
+                               label="sentence embeddings (pool)")
+    write_frame(frames["embed"], pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+    run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
+                    train=tcfg, ifd=True)
+    _, table, extra = score_dataset(run, lm=lm, prep=prep)
+    table["grad_norm"] = frames["grads"].set_index("id").loc[table["id"], "grad_norm"].to_numpy()
+    if cfg.crossfit:
+        table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype)
+    table, guarded = add_scores(table)
+    pool.scores.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(pool.scores) as tmp:
+        table.to_parquet(tmp, index=False)
+    info = {"model": selector, "counts": prep.counts(), "non_finite_scores": guarded, "train": asdict(tcfg),
+            "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"]}
+    with atomic_write(pool.folder / "scores" / "summary.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+    console.print(f"pool scored: {len(table)} examples -> {pool.scores}", highlight=False)
+    return pool.scores
