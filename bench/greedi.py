@@ -63,7 +63,7 @@ def main():
     for parts in [int(p) for p in args.parts.split(",")]:
         for mode in modes:
             t = time.perf_counter()
-            g = dpp.greedi(x, args.m, parts=parts, gamma=args.gamma, parallel=mode)
+            g = dpp.greedi(x, args.m, parts=parts, gamma=args.gamma, backend=mode)
             secs = time.perf_counter() - t
             ld = float(g.gains.sum())
             key = f"greedi_{parts}_{mode}"

@@ -1,6 +1,6 @@
 """Benchmark: one LoRA training epoch with siftlm's loop against a per-example Hugging Face loop, side by side.
 
-siftlm (``siftlm.signals.trajectory.train``): token-budget batches from length buckets, the loss from the
+siftlm (``siftlm.train.loop.train``): token-budget batches from length buckets, the loss from the
 output layer at response positions only. The naive loop: batch size 1, ``model(input_ids, labels=labels)``
 (full logits, HF loss), gradients accumulated over the same number of examples per optimizer step.
 Both start from the same LoRA initialisation on the same real alpaca_en_demo examples.
@@ -21,10 +21,11 @@ from _common import cpu_record, save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
+from siftlm.keyed import open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.signals.prepare import prepare
-from siftlm.signals.trajectory import train
+from siftlm.train.loop import train
 
 
 def naive_epoch(model, encoded, per_step: int, lr: float) -> None:
@@ -91,8 +92,8 @@ def main() -> None:
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            train(model, lm.fingerprint, enc, tmp, TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget),
-                  pad_id=lm.tokenizer.pad_token_id, evaluate=lambda *a: None)
+            train(model, lm.fingerprint, enc, open_keyed(tmp, {"bench": dtype}, what="a benchmark"),
+                  TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget), pad_id=lm.tokenizer.pad_token_id)
             secs = time.perf_counter() - t
         res[f"siftlm_{dtype}_s"], res[f"siftlm_{dtype}_tok_s"] = round(secs, 2), round(tokens / secs, 1)
         res[f"ratio_{dtype}"] = round(t_naive / secs, 2)

@@ -283,15 +283,17 @@ def test_a_preset_sets_what_the_user_did_not(monkeypatch, tmp_path, alpaca_file)
 def test_a_full_disk_during_training_is_one_line_and_leaves_no_temporaries(tmp_path, alpaca_file, model_dir, monkeypatch):
     from collections import namedtuple
 
-    import siftlm.signals.trajectory as trajectory
+    import siftlm.train.loop as trajectory
 
     def failing_save(obj, path, *a, **k):
         open(path, "wb").write(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: "
                            "file write failed")
 
+    import siftlm.files as files
+
     monkeypatch.setattr(trajectory.torch, "save", failing_save)
-    monkeypatch.setattr(trajectory.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1, 1, 0))
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1, 1, 0))
     res = runner.invoke(app, ["train", str(alpaca_file), "--model", str(model_dir), "--out", str(tmp_path / "ref"),
                               "--store", str(tmp_path / "st"), "--epochs", "1", "--train-budget", "512"])
     assert res.exit_code == 1 and "no space left on device writing" in res.output and "Traceback" not in res.output
@@ -301,7 +303,7 @@ def test_a_full_disk_during_training_is_one_line_and_leaves_no_temporaries(tmp_p
 def test_a_read_only_output_is_one_line(tmp_path, alpaca_file, model_dir, monkeypatch):
     import errno
 
-    import siftlm.signals.trajectory as trajectory
+    import siftlm.train.loop as trajectory
 
     def read_only(model, folder, tokenizer=None):
         raise OSError(errno.EROFS, "Read-only file system", str(folder))
@@ -345,7 +347,7 @@ def test_signals_and_score_write_rejects_and_counts_and_fail_in_one_line(tmp_pat
 
 def test_score_finds_the_reference_train_made_and_refuses_a_folder_of_other_data_before_any_pass(
         tmp_path, alpaca_file, model_dir, monkeypatch):
-    import siftlm.signals.trajectory as trajectory
+    import siftlm.train.reference as trajectory
 
     common = ["--model", str(model_dir), "--store", str(tmp_path / "st"), "--epochs", "2", "--train-budget", "512"]
     res = runner.invoke(app, ["train", str(alpaca_file), "--out", str(tmp_path / "ref"), *common])
@@ -359,7 +361,7 @@ def test_score_finds_the_reference_train_made_and_refuses_a_folder_of_other_data
     monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: pytest.fail("a pass ran before the check"))
     res = runner.invoke(app, ["score", str(other), "--out", str(tmp_path / "run"), "--reference", str(tmp_path / "ref"),
                               *common], env={"COLUMNS": "300"})
-    assert res.exit_code == 1 and "holds a reference trained on other data" in res.output, res.output
+    assert res.exit_code == 1 and "holds a reference training with other data" in res.output, res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
 
 

@@ -40,11 +40,23 @@ def test_every_cli_field_has_help(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
 
-def test_apply_preset_reaches_nested_configs():
-    from siftlm.config import apply_preset
+def test_one_yaml_loader_checks_keys_and_takes_paths_relative_to_the_file(tmp_path):
+    from siftlm.config import ExperimentConfig
+    from siftlm.files import load_yaml
 
-    cfg = apply_preset(RunConfig(budget=7), "davir-paper")
-    assert (cfg.train.full, cfg.train.epochs, cfg.train.lr, cfg.budget) == (True, 3, 2e-5, 7)
-    assert apply_preset(cfg, None) is cfg
-    with pytest.raises(ValueError, match="unknown preset"):
-        apply_preset(cfg, "nope")
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "grid.yaml").write_text("data: d.jsonl\nout: ../o\nscores: /abs/s.parquet\n"
+                                             "signals: {store: st, max_length: 64}\nmodel: builtin:smollm2\n")
+    cfg = load_yaml(ExperimentConfig, tmp_path / "g" / "grid.yaml", paths=("data", "out", "scores", "signals.store",
+                                                                            "model"))
+    assert cfg.data == str(tmp_path / "g" / "d.jsonl") and cfg.out == str(tmp_path / "g" / ".." / "o")
+    assert cfg.scores == "/abs/s.parquet" and cfg.model == "builtin:smollm2"
+    assert cfg.signals.store == str(tmp_path / "g" / "st") and cfg.signals.max_length == 64
+    (tmp_path / "bad.yaml").write_text("signals: {max_lenght: 3}\n")
+    with pytest.raises(ValueError, match="unknown key 'max_lenght' \\(did you mean 'max_length'\\?\\)"):
+        load_yaml(ExperimentConfig, tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="expected a mapping, got list"):
+        load_yaml(ExperimentConfig, tmp_path / "list.yaml")
+    with pytest.raises(FileNotFoundError, match="no such grid file"):
+        load_yaml(ExperimentConfig, tmp_path / "none.yaml", what="grid file")

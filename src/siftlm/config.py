@@ -8,7 +8,7 @@ a plain mapping into a config and rejects unknown keys, naming the closest known
 from __future__ import annotations
 
 import difflib
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
@@ -384,16 +384,3 @@ PRESETS = {
 PRESET_HELP = ("paper settings for the reference fine-tune: lp-paper (learning-percentage §3: full fine-tuning, "
                "3 epochs) | davir-paper (DavIR Alg. 1: the base fine-tuned on the full set, full fine-tuning, 3 epochs). "
                "Neither paper states a learning rate; both use Stanford Alpaca's 2e-5. Options given explicitly win")
-
-
-def apply_preset(cfg, name: str | None):
-    """A copy of config ``cfg`` (nested configs included) with preset ``name``'s values for its classes."""
-    if name is None:
-        return cfg
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}{closest(name, PRESETS)}; known: {', '.join(PRESETS)}")
-    values = dict(PRESETS[name].get(type(cfg).__name__, {}))
-    for f in fields(cfg):
-        if is_dataclass(getattr(cfg, f.name)):
-            values[f.name] = apply_preset(getattr(cfg, f.name), name)
-    return replace(cfg, **values)

@@ -15,16 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from siftlm.data.io import atomic_write
-from siftlm.report.html import pyplot
+from siftlm.files import atomic_write
+from siftlm.report.diversity import plot_ldd
 from siftlm.select.dpp import greedy_map
 from siftlm.signals.table import load_features
+from siftlm.stats import l2_normalize
 
 
 def unit_sphere(n: int, d: int, seed: int = 0) -> np.ndarray:
     """n seeded random unit vectors in R^d: the maximally diverse reference of the log-determinant distance."""
     v = np.random.default_rng(seed).standard_normal((n, d))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return l2_normalize(v)
 
 
 class LDD(NamedTuple):
@@ -86,27 +87,17 @@ def ldd_report(paths: list[str | Path], *, gamma: float = 1.0, steps: int | None
     Returns {path: {"ldd", "infinite", "singular_after", "ldd_at_last_step", "steps", "n", "d", "curve"}}; "ldd" is
     None (JSON null) and "infinite" true when the kernel became singular (the paper's value is +inf).
     """
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    results = {}
-    for i, f in enumerate(paths):
+    results, curves = {}, []
+    for f in paths:
         x = load_features(f, _selected_ids(selection, f)).astype(np.float64)
         if normalize:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            x = l2_normalize(x)
         r = log_det_distance(x, gamma=gamma, steps=steps, seed=seed)
-        style = ["-", "--", ":", "-."][i % 4]          # identical curves must not hide each other
-        ax.plot(np.arange(1, len(r.curve) + 1), r.curve, style, lw=1.5, label=f"{Path(f).name}: {r.describe()}")
-        if r.partial:
-            ax.plot(len(r.curve), r.curve[-1], "x", color=ax.lines[-1].get_color(), ms=9)
+        curves.append((f"{Path(f).name}: {r.describe()}", r.curve, r.partial))
         results[str(f)] = {"ldd": None if r.partial else r.value, "infinite": r.partial,
                            "singular_after": r.singular_after, "ldd_at_last_step": float(r.curve[-1]), "steps": r.steps,
                            "n": len(x), "d": int(x.shape[1]), "curve": r.curve.tolist()}
-    ax.set(xlabel="greedy step n", ylabel="(1/n) log det R_n / det L_n",
-           title="log-determinant distance (lower = more diverse; x = kernel singular, LDD = inf)")
-    ax.legend(fontsize=8)
-    with atomic_write(plot) as tmp:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    plot_ldd(curves, plot)
     with atomic_write(json_out) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     return results

@@ -16,12 +16,11 @@ from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 
 import typer
-import yaml
 from rich.console import Console
 
 from siftlm.config import UsageError, closest, parse_number
 from siftlm.data import DataError
-from siftlm.data.io import disk_error
+from siftlm.files import disk_error, read_yaml
 
 err_console = Console(stderr=True)
 USER_ERRORS = (DataError, ValueError, KeyError, OSError, RuntimeError)
@@ -192,12 +191,10 @@ def load_config(path: Path, group) -> dict:
     """``--config`` YAML as click's default_map: ``{command: {option: value}}`` (dashes or underscores), with
     ``{analyze: {dpo-length: {...}}}`` for sub-commands. An unknown command or option is an error naming it and
     the closest known one."""
-    if not path.exists():
-        raise Fail(f"{path}: no such config file")
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise Fail(f"{path}: not valid YAML: {_message(e)}") from e
+        spec = read_yaml(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise Fail(str(e)) from e
     return _check(spec, group, str(path))
 
 

@@ -181,3 +181,10 @@ def share_beaten(value: float, distribution, *, lower_is_better: bool = True) ->
         return float("nan")
     wins = (d > value) if lower_is_better else (d < value)
     return float((wins.sum() + 0.5 * (d == value).sum()) / len(d))
+
+
+def l2_normalize(x, *, floor: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (float64); a row with norm below ``floor`` is divided by ``floor``, so
+    a zero row stays zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), floor)

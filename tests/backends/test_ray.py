@@ -75,7 +75,7 @@ def test_a_ray_run_resumes_a_local_one_and_the_reverse(tmp_path, tokenizer, mode
     prep = _prep(tmp_path, tokenizer, alpaca_file, "local")
     first = run_pass(prep, "loss", lm.model, lm.fingerprint)
     folder = store.pass_dir(prep.cfg.store, pass_spec(prep, "loss", lm.model, lm.fingerprint))
-    n = json.loads((folder / "meta.json").read_text())["n_shards"]
+    n = json.loads((folder / "siftlm-identity.json").read_text())["n_shards"]
     assert n == 4
     before = {s: (folder / f"shard-{s:05d}.parquet").stat().st_mtime_ns for s in range(n)}
     for s in (1, 3):                                       # as if the local run had been killed
@@ -99,7 +99,7 @@ def test_greedi_as_ray_tasks_equals_greedi_in_process_and_reports_its_log_det():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     q = rng.normal(size=240)
     local = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1)
-    remote = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1, parallel="ray")
+    remote = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1, backend="ray")
     assert local.order.tolist() == remote.order.tolist() and len(local.order) == 20
     logw = dpp.quality_log_weights(q, 0.3)
     assert local.gains.sum() == pytest.approx(dpp.logdet_of(x, logw, local.order, 2.0), rel=1e-9)

@@ -170,3 +170,36 @@ def test_a_judge_that_never_answers_stops_being_asked_and_exits_1(tmp_path):
     assert res.exit_code == 1 and "answered none of the 20 examples" in res.stderr
     assert len(failures) == 20 and sum("judge unavailable" in f["reason"] for f in failures) >= 10
     assert took < 20 and rules.requests < 20                     # gave up instead of waiting out every item
+
+
+KILLED_JUDGE = """
+import os, signal, sys
+from siftlm.config import JudgeConfig
+from siftlm.evaluate.judge import Judge
+judge = Judge(JudgeConfig(sys.argv[1], "j", concurrency=1, progress=False), sys.argv[2])
+real, n = judge._request, [0]
+def dying(messages):
+    n[0] += 1
+    if n[0] == 4:                      # killed while asking for the fourth verdict
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(messages)
+judge._request = dying
+judge.rate([(f"i{k}", f"q{k}", "GOOD") for k in range(6)])
+"""
+
+
+def test_kill_9_mid_judging_keeps_every_verdict_already_given(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    rules, url = server
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED_JUDGE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), url, str(tmp_path / "cache")], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    assert rules.requests == 3 and not list((tmp_path / "cache").glob(".*.tmp"))
+    again = Judge(JudgeConfig(url, "j", concurrency=1, progress=False), tmp_path / "cache")
+    out = again.rate([(f"i{k}", f"q{k}", "GOOD") for k in range(6)])
+    assert [r["rating"] for r in out] == [5.0] * 6 and again.stats.cached == 3 and again.stats.requests == 3

@@ -15,7 +15,7 @@ TRAIN = textwrap.dedent("""
     from siftlm.data import read_dataset
     from siftlm.models.load import load_model
     from siftlm.signals.prepare import prepare
-    from siftlm.signals.trajectory import train_reference
+    from siftlm.train.reference import train_reference
     data, model_dir, out, store = sys.argv[1:5]
     lm = load_model(model_dir, device="cpu")
     prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=store, progress=False))

@@ -14,7 +14,7 @@ from siftlm.models.forward import logits, parts, response_hidden
 from siftlm.models.load import load_model
 from siftlm.signals.passes import pass_spec, run_pass
 from siftlm.signals.prepare import prepare
-from siftlm.signals.trajectory import train_reference
+from siftlm.train.reference import train_reference
 
 
 @pytest.fixture

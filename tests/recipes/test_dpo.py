@@ -36,7 +36,7 @@ def test_dpo_cli_trains_resumes_and_analyzes(tmp_path, model_dir, pair_file):
     assert [h["loss"] for h in history if "loss" in h][:6] == losses    # the first 6 steps come from the checkpoint
 
     other = runner.invoke(app, [*args[:5], "sigmoid", *args[6:]])            # another loss into the same folder
-    assert other.exit_code == 1 and "with other data, model or settings" in other.output.replace("\n", " ")
+    assert other.exit_code == 1 and "holds a DPO run with loss \"davir\" (now \"sigmoid\")" in " ".join(other.output.split())
 
     res = runner.invoke(app, ["analyze", "dpo-length", str(pair_file), "--model", str(model_dir), "--adapter",
                               str(tmp_path / "dpo" / "final"), "--out", str(tmp_path / "an"), "--store", str(tmp_path / "st")])
@@ -74,3 +74,41 @@ def test_dpo_cli_full_fine_tuning_saves_a_standalone_model(tmp_path, model_dir, 
     base = load_model(str(model_dir), device="cpu")
     changed = [n for n, p in final.model.named_parameters() if not torch.equal(p, dict(base.model.named_parameters())[n])]
     assert changed                                                          # the full model was trained
+
+
+KILLED_DPO = """
+import os, signal, sys
+from transformers import TrainerCallback
+from siftlm.config import DPOTrainConfig, SignalConfig
+from siftlm.recipes.dpo import run_dpo
+pairs, model, out, store = sys.argv[1:5]
+class Killer(TrainerCallback):        # runs before the mark: checkpoint-6 is written but never marked done
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == 6:
+            os.kill(os.getpid(), signal.SIGKILL)
+run_dpo(pairs, model, out, SignalConfig(store=store, progress=False),
+        DPOTrainConfig(loss="davir", max_steps=8, batch_size=4, lr=1e-2, save_steps=3), callbacks=[Killer()])
+"""
+
+
+def test_kill_9_while_a_dpo_checkpoint_is_saved_resumes_from_the_last_marked_one(tmp_path, model_dir, pair_file):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED_DPO)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(pair_file), str(model_dir), str(tmp_path / "dpo"),
+                          str(tmp_path / "st")], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    out = tmp_path / "dpo"
+    assert (out / "checkpoint-6").exists() and not (out / "checkpoint-6.done").exists() and (out / "checkpoint-3.done").exists()
+    args = ["dpo", str(pair_file), "--model", str(model_dir), "--loss", "davir", "--max-steps", "8", "--batch-size", "4",
+            "--lr", "1e-2", "--save-steps", "3", "--store", str(tmp_path / "st")]
+    assert runner.invoke(app, [*args, "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "clean")]).exit_code == 0
+    resumed, clean = ([h["loss"] for h in json.loads((d / "siftlm-dpo.json").read_text())["log_history"] if "loss" in h]
+                      for d in (out, tmp_path / "clean"))
+    assert len(resumed) == len(clean) == 8
+    np.testing.assert_allclose(resumed, clean, rtol=1e-4)                  # steps 4-8 redone from checkpoint-3

@@ -95,22 +95,45 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     assert runner.invoke(app, ["experiment", str(grid), "--tables-only"]).exit_code == 0
 
 
-def test_a_killed_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, monkeypatch):
+KILLED = """
+import os, signal, sys
+from siftlm.recipes import experiment
+real, n = experiment.finetune, [0]
+def dying(*a, **k):
+    n[0] += 1
+    if n[0] == 4:                      # killed inside the fourth cell's fine-tune
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+experiment.finetune = dying
+experiment.run_experiment(experiment.load_grid(sys.argv[1]))
+"""
+
+
+def test_kill_9_mid_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "kill.py"
+    script.write_text(KILLED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), str(grid)], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    assert len(pd.read_parquet(tmp_path / "exp" / "cells.parquet")) == 1 + 3          # the base model and 3 cells
     real, calls = experiment.finetune, []
-
-    def crashing(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(experiment, "finetune", crashing)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run_experiment(experiment.load_grid(grid))
-    calls.clear()
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
     experiment.run_experiment(experiment.load_grid(grid))
     assert len(calls) == 12 - 3                                            # the 3 finished cells were not redone
+
+
+def test_a_cell_folder_of_another_design_is_refused(grid, tmp_path):
+    from siftlm.keyed import KeyMismatch
+
+    experiment.run_experiment(experiment.load_grid(grid))
+    changed = grid.read_text().replace("lr: 0.005", "lr: 0.002")
+    grid.write_text(changed)
+    with pytest.raises(KeyMismatch, match=r"holds an experiment cell with reference.lr 0.005 \(now 0.002\); train.lr"):
+        experiment.run_experiment(experiment.load_grid(grid))
 
 
 def test_a_pool_with_heldout_split_and_injected_noise(tmp_path, model_dir, monkeypatch):

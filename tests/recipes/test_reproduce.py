@@ -19,6 +19,8 @@ def test_verdicts():
     assert _against(-0.6, -0.7, -0.5, paper).startswith("agrees")
     assert _against(-0.2, -0.3, -0.1, paper) == "same sign, weaker than the paper"
     assert _against(0.2, 0.1, 0.3, paper) == "disagrees: opposite sign"
+    assert _against(-0.133, -0.266, 0.010, paper).startswith("no sign detected")   # the point estimate's sign is not enough
+    assert _against(0.05, -0.01, 0.1, paper).startswith("no sign detected")
     assert _claim("x", "t", (0.2, 0.05, 0.3), 9, "").verdict == "agrees"
     assert _claim("x", "t", (0.2, -0.05, 0.3), 9, "").verdict.startswith("inconclusive")
 

@@ -133,11 +133,11 @@ def test_a_checkpoint_serves_smaller_budgets_and_continues_for_larger_ones(tmp_p
     larger = greedy_map(x, 45, gamma=0.2, checkpoint=tmp_path / "ck")
     clean = greedy_map(x, 45, gamma=0.2)
     assert larger.order.tolist() == clean.order.tolist() and np.array_equal(larger.gains, clean.gains)
-    with pytest.raises(RuntimeError, match="other settings"):
+    with pytest.raises(RuntimeError, match=r"holds a DPP checkpoint with gamma 0.2 \(now 0.5\)"):
         greedy_map(x, 30, gamma=0.5, checkpoint=tmp_path / "ck")
-    with pytest.raises(RuntimeError, match="other settings"):               # other features, same shape
+    with pytest.raises(RuntimeError, match="with other features or quality scores"):   # other features, same shape
         greedy_map(x[::-1].copy(), 30, gamma=0.2, checkpoint=tmp_path / "ck")
-    with pytest.raises(RuntimeError, match="other settings"):               # same features, a quality score
+    with pytest.raises(RuntimeError, match="other features or quality scores; lambda 0"):   # a quality score
         greedy_map(x, 30, gamma=0.2, quality=rng.standard_normal(200), lam=0.5, checkpoint=tmp_path / "ck")
 
 
@@ -237,7 +237,8 @@ def test_a_full_disk_during_a_checkpoint_leaves_only_the_last_good_state(tmp_pat
     state = json.loads((tmp_path / "ck" / "state.json").read_text())
     assert len(state["order"]) == 10                                          # the first save, intact
     assert (tmp_path / "ck" / "rows.bin").stat().st_size == 10 * 120 * 8      # no partial rows (float64)
-    assert [p.name for p in (tmp_path / "ck").iterdir() if p.name not in ("rows.bin", "state.json")] == [state["d2"]]
+    kept = {"rows.bin", "state.json", "siftlm-identity.json"}
+    assert [p.name for p in (tmp_path / "ck").iterdir() if p.name not in kept] == [state["d2"]]
     monkeypatch.undo()
     resumed = greedy_map(x, 30, gamma=0.2, checkpoint=tmp_path / "ck", checkpoint_every=10)
     assert resumed.order.tolist() == greedy_map(x, 30, gamma=0.2).order.tolist()

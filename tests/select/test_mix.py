@@ -56,7 +56,7 @@ def test_mix_keeps_an_example_selected_by_two_sources_once(tmp_path):
 
 def test_mix_file_errors_name_the_problem(tmp_path):
     (tmp_path / "m.yaml").write_text("sources:\n  - {scores: s.parquet, data: d.jsonl, budgett: 3}\n")
-    with pytest.raises(ValueError, match=r"sources\[0\] has unknown keys \['budgett'\] \(did you mean 'budget'\?\)"):
+    with pytest.raises(ValueError, match=r"sources\[0\]: unknown key 'budgett' \(did you mean 'budget'\?\)"):
         load_mix(tmp_path / "m.yaml")
     (tmp_path / "m.yaml").write_text("sources: []\n")
     with pytest.raises(ValueError, match="non-empty 'sources'"):

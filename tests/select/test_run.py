@@ -75,3 +75,51 @@ def test_rank_is_the_selection_order_and_empty_for_rows_not_selected(tmp_path):
         assert t.loc[t["selected"], "rank"].sort_values().tolist() == [1, 2, 3, 4]
         by_rank = t[t["selected"]].sort_values("rank")["id"].tolist()
         assert by_rank == res.selection["id"].tolist() == [e.id for e in res.examples]
+
+
+@pytest.mark.parametrize("method, extra", [("topk", {}), ("random", {"seed": 3}), ("dpp", {"features": True}),
+                                           ("davir+dpp", {"features": True}), ("cluster", {"features": True, "by": "lp"}),
+                                           ("repr", {"features": True, "target": "centroid"})])
+def test_a_token_budget_keeps_the_largest_selection_that_fits(tmp_path, method, extra):
+    """Against brute force: the method at every count, the largest whose selection fits the budget."""
+    from dataclasses import replace
+
+    from siftlm.select.run import METHODS, resolve
+
+    data, x = _source(tmp_path, "s", 40, 1)
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    rng = np.random.default_rng(2)
+    table["n_prompt"], table["n_response"] = rng.integers(5, 20, 40), rng.integers(1, 200, 40)
+    table.to_parquet(tmp_path / "s.parquet")
+    tokens = (table["n_prompt"] + table["n_response"]).to_numpy()
+    features = {"features": str(tmp_path / "s.npy")} if extra.pop("features", False) else {}
+    cfg = SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), method=method, budget_tokens=0.3,
+                       **features, **extra)
+    got = run_selection(cfg, tmp_path / "out")
+    limit = int(0.3 * tokens.sum())
+    used = tokens[table.set_index("id").index.get_indexer(got.selection["id"])].sum()
+    assert used <= limit and "token budget" in got.note
+    base = resolve(cfg)
+    fits = [k for k in range(1, 41)
+            if tokens[METHODS[base.method](table, x if features else None, replace(base, budget=k)).positions].sum() <= limit]
+    assert len(got.selection) == max(fits) or method == "cluster"          # per-cluster quotas are not nested
+    if method != "cluster":
+        assert len(got.selection) + 1 not in fits
+
+
+def test_a_token_budget_that_nothing_fits_is_an_error(tmp_path):
+    data, x = _source(tmp_path, "s", 10, 1)
+    table = pd.read_parquet(tmp_path / "s.parquet").assign(n_prompt=50, n_response=50)
+    table.to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(ValueError, match="no example fits in 10 tokens"):
+        run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10), tmp_path / "o")
+    table.drop(columns=["n_prompt"]).to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(ValueError, match="needs the n_prompt and n_response columns"):
+        run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10), tmp_path / "o")
+
+
+def test_random_selections_are_nested_across_budgets():
+    from siftlm.select.sample import random_subset
+
+    small, large = random_subset(50, 10, seed=4), random_subset(50, 30, seed=4)
+    assert set(small) <= set(large) and len(set(large)) == 30

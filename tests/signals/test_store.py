@@ -163,11 +163,11 @@ def test_an_empty_lock_left_by_an_older_siftlm_is_taken_over(tmp_path):
 
 LINK_KILLED = """
 import os, signal, sys
+import siftlm.keyed as keyed
 import siftlm.signals.store as store
-real = os.link
 def dying(src, dst):                   # the owner is written; killed before the lock appears
     os.kill(os.getpid(), signal.SIGKILL)
-store.os.link = dying
+keyed.os.link = dying
 store.compute_pass(sys.argv[1], store.PassSpec("p", "d", "m", {}), [f"e{i}" for i in range(10)],
                    lambda a, b: {"x": list(range(a, b))})
 """
@@ -200,4 +200,4 @@ def test_a_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space"):
         compute_pass(tmp_path, spec, IDS, _compute([]))
     folder = pass_dir(tmp_path, spec)
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["siftlm-identity.json"]

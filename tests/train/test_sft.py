@@ -1,6 +1,8 @@
-"""`finetune` on a tiny model: the in-place model's fingerprint follows its weights, so passes are keyed truly."""
+"""`finetune` on a tiny model: it returns the trained model's identity, and a model trained in place cannot be
+passed off as the base."""
 
 import numpy as np
+import pytest
 
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
@@ -18,15 +20,18 @@ def _setup(model_dir, data, store):
     return lm, prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=str(store), progress=False))
 
 
-def test_finetune_moves_the_fingerprint_with_the_weights(tmp_path, model_dir, alpaca_file):
+def test_finetune_returns_the_trained_identity_and_passes_are_keyed_truly(tmp_path, model_dir, alpaca_file):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
     base_fp = lm.fingerprint
     base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base")        # stored under the base's key
     info = finetune(lm, prep, tmp_path / "ft", CFG)
     final = load_model(info["final"], device="cpu")
-    assert lm.fingerprint == info["fingerprint"] == final.fingerprint != base_fp
-    # a pass through lm now is the trained model's, not the base's cached one
-    after = run_pass(prep, "loss", lm.model, lm.fingerprint, label="after")
+    assert info["fingerprint"] == final.fingerprint != base_fp and lm.fingerprint == base_fp   # lm is not changed
+    # the cached base pass is still served under the base's key; computing a new pass of the trained weights under it
+    # is refused (the root of the bug 21528af fixed): the trained identity must be used
+    with pytest.raises(RuntimeError, match="trained in place"):
+        run_pass(prep, "uncond", lm.model, lm.fingerprint)
+    after = run_pass(prep, "loss", lm.model, info["fingerprint"], label="after")
     direct = loss_pass(final.model, prep.encoded, pad_id=prep.tokenizer.pad_token_id)["loss"]
     np.testing.assert_allclose(after["loss"], direct, atol=1e-5)
     assert np.abs(after["loss"].to_numpy() - base["loss"].to_numpy()).max() > 1e-3

@@ -116,6 +116,36 @@ def run_shards(shards: Sequence[int], factory: Callable[[], Callable[[int], str]
     return states
 
 
+class _Worker:
+    """The actor's factory: a ShardWork's worker without progress (the driver counts finished shards)."""
+
+    def __init__(self, work):
+        self.work = work
+
+    def __call__(self):
+        return self.work.worker(None)
+
+
+class Executor:
+    """Shards on a pool of Ray actors, tasks as Ray tasks, shared objects in the object store."""
+    remote = True
+
+    def __init__(self, address: str | None = None, actors: int | None = None, **options):
+        self.address, self.actors = address, actors
+
+    def run_shards(self, shards: Sequence[int], work, *, progress: Callable[[int], None] | None = None) -> dict[int, str]:
+        def tick(s: int, state: str) -> None:
+            if progress and state != "busy":            # "busy": another process finishes it; counted then
+                progress(work.units(s))
+        return run_shards(shards, _Worker(work), address=self.address, actors=self.actors, on_shard=tick)
+
+    def map_tasks(self, fn: Callable, args: Iterable[tuple]) -> list:
+        return map_tasks(fn, args, address=self.address)
+
+    def share(self, obj):
+        return share(obj, self.address)
+
+
 def share(obj, address: str | None = None):
     """Put ``obj`` in the cluster's object store once; workers ``fetch`` it (no copy per task)."""
     return init(address).put(obj)

@@ -18,7 +18,7 @@ from siftlm.config import (
     SignalConfig,
 )
 from siftlm.data import open_dataset, summarize, write_rejects
-from siftlm.data.io import rejects_by_reason
+from siftlm.data.write import rejects_by_reason
 from siftlm.options import Fail, verb
 from siftlm.select.summary import score_summary
 from siftlm.signals import PASS_HELP

@@ -18,7 +18,7 @@ from siftlm.config import (
     SignalConfig,
     TrainConfig,
 )
-from siftlm.data.io import rejects_by_reason
+from siftlm.data.write import rejects_by_reason
 from siftlm.options import verb
 
 DEMO_DEFAULTS = {  # where the demo differs from siftlm's defaults, and why

@@ -14,7 +14,7 @@ from siftlm.config import (
     SignalConfig,
     TrainConfig,
 )
-from siftlm.data.io import rejects_by_reason
+from siftlm.data.write import rejects_by_reason
 from siftlm.options import verb
 
 FINETUNE_DEFAULTS = {"epochs": (3, "the usual SFT schedule (Alpaca's); a reference run keeps 2")}

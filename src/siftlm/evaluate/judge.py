@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siftlm.config import JudgeConfig, UsageError
-from siftlm.data.io import atomic_write, write_jsonl
+from siftlm.data.write import write_jsonl
+from siftlm.keyed import open_keyed
 from siftlm.progress import bar
 
+CACHE_VERSION = 1
 PAIRWISE_TEMPLATE = "siftlm-pairwise-v1"
 SINGLE_TEMPLATE = "siftlm-single-v1"
 
@@ -104,7 +106,9 @@ class Judge:
 
         if not cfg.url:
             raise UsageError("a judge needs --judge-url (an OpenAI-compatible endpoint)")
-        self.cfg, self.cache = cfg, Path(cache)
+        self.cfg = cfg
+        # content-addressed verdicts: a unit is one request, done when its reply file exists (written atomically)
+        self.cache = open_keyed(cache, {"kind": "judge verdicts", "version": CACHE_VERSION}, what="a judge cache")
         self.client = OpenAI(base_url=cfg.url, api_key=os.environ.get(cfg.key_env) or "not-needed", max_retries=0,
                              timeout=cfg.timeout_s)
         self.stats = JudgeStats()
@@ -149,9 +153,9 @@ class Judge:
         reason in ``raw`` (starting "error:")."""
         from openai import APIConnectionError, APIError, APIStatusError, APITimeoutError
 
-        path = self.cache / f"{self._key(template, messages)}.json"
-        if path.exists():
-            reply = json.loads(path.read_text())["reply"]
+        name = f"{self._key(template, messages)}.json"
+        if self.cache.path(name).exists():
+            reply = json.loads(self.cache.path(name).read_text())["reply"]
             return Verdict(parse(reply), reply, cached=True)
         retries, wait = 0, self.cfg.backoff_s
         while True:
@@ -178,13 +182,11 @@ class Judge:
                 wait *= 2
             except (JudgeReplyError, APIError, ValueError) as e:   # a 200 that is not a chat completion
                 return Verdict(None, f"error: {type(e).__name__}: {str(e)[:300]}", retries=retries)
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps({"template": template, "model": self.cfg.model, "reply": reply}))
+        self.cache.write(name, json.dumps({"template": template, "model": self.cfg.model, "reply": reply}))
         return Verdict(parse(reply), reply, retries=retries)
 
     def _run(self, jobs: list[tuple[str, str, list[dict], Callable]]) -> list[Verdict]:
         """Verdicts for (id, template, messages, parse) jobs, with bounded concurrency and progress, in job order."""
-        self.cache.mkdir(parents=True, exist_ok=True)
         verdicts: list[Verdict | None] = [None] * len(jobs)
         with bar("judge", len(jobs), enabled=self.cfg.progress) as advance, \
                 ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:

@@ -15,10 +15,10 @@ import pandas as pd
 
 from siftlm import stats
 from siftlm.config import EvaluateConfig
-from siftlm.data.io import atomic_write
 from siftlm.evaluate.generate import generate
 from siftlm.evaluate.judge import Judge
 from siftlm.evaluate.sets import EvalItem, as_dataset, load_eval_set
+from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.progress import bar
 from siftlm.signals.passes import run_pass

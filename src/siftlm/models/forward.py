@@ -64,8 +64,8 @@ def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, to
     hidden = last_hidden(model, batch)[:, :-1]              # (B, T-1, H)
     shifted = batch.labels[:, 1:].to(hidden.device)         # (B, T-1)
     sel = shifted != IGNORE
-    rows = torch.arange(sel.shape[0], device=hidden.device)[:, None].expand_as(sel)[sel]
-    return hidden[sel], shifted[sel], rows
+    rows = torch.arange(sel.shape[0], device=hidden.device)[:, None].expand_as(sel)[sel]   # (N_resp,)
+    return hidden[sel], shifted[sel], rows                   # (N_resp, H), (N_resp,), (N_resp,)
 
 
 def logits(head, h: torch.Tensor, transform: tuple, model=None) -> torch.Tensor:
@@ -73,7 +73,7 @@ def logits(head, h: torch.Tensor, transform: tuple, model=None) -> torch.Tensor:
     product runs in ``model``'s compute precision, everything after it (transform, softmax, loss) in fp32."""
     softcap, divide_by, multiply_by = transform
     with autocast(model) if model is not None else contextlib.nullcontext():
-        z = head(h)
+        z = head(h)                                          # (N, V)
     z = z.float()
     if divide_by:
         z = z / divide_by
@@ -95,10 +95,10 @@ def response_nll(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     for a 262k vocabulary); the backward recomputes each chunk's logits, one extra output-layer product.
     """
     p = parts(model)
-    h, targets, rows = response_hidden(model, batch)
+    h, targets, rows = response_hidden(model, batch)         # (N_resp, H), (N_resp,), (N_resp,)
     chunk = max(16, min(1024, TRAIN_LOGIT_ELEMENTS // p.head.weight.shape[0]))
 
-    def nll(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:
+    def nll(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:    # (C, H), (C,) -> (C,); (C, V) logits inside
         return F.cross_entropy(logits(p.head, hc, p.transform, model), tc, reduction="none")
 
     if h.shape[0] <= chunk or not torch.is_grad_enabled():

@@ -21,7 +21,7 @@ import torch
 from siftlm import assets
 from siftlm.assets import cache_dir
 from siftlm.config import UsageError, closest
-from siftlm.data.io import umask_permissions
+from siftlm.files import umask_permissions
 from siftlm.models import precision
 from siftlm.models.precision import Precision
 from siftlm.progress import console

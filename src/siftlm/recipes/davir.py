@@ -16,7 +16,8 @@ import pandas as pd
 
 from siftlm.config import DataConfig, RunConfig, SelectConfig, TrainConfig, from_dict
 from siftlm.data import open_dataset, write_rejects
-from siftlm.data.io import atomic_write, rejects_by_reason, require_examples
+from siftlm.data.write import rejects_by_reason, require_examples
+from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, console
 from siftlm.report.selection import write_report
@@ -26,21 +27,14 @@ from siftlm.select.run import write_selection
 from siftlm.signals.passes import run_pass, stored
 from siftlm.signals.prepare import Prepared, prepare
 from siftlm.signals.table import signals_table
-from siftlm.signals.trajectory import (
-    check_folder,
-    find_reference,
-    identity,
-    stored_identity,
-    train_reference,
-    trajectory_fingerprints,
-)
 from siftlm.stats import finite_mean, length_correlations
+from siftlm.train.reference import check_folder, find_reference, finished, identity, stored_identity, train_reference
 
 
 def reference_config(folder: Path, given: TrainConfig) -> TrainConfig:
     """The settings of an existing siftlm training folder (so it is reused as it is), else ``given``."""
-    ident = folder / "siftlm-identity.json"
-    return from_dict(TrainConfig, json.loads(ident.read_text())["config"]) if ident.exists() else given
+    stored = stored_identity(folder)
+    return from_dict(TrainConfig, stored["config"]) if stored is not None else given
 
 
 def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path, TrainConfig]:
@@ -59,14 +53,6 @@ def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path
     tcfg = reference_config(folder, cfg.train)
     check_folder(folder, identity(prep, base_fp, tcfg))
     return folder, tcfg
-
-
-def _finished(folder: Path, base_fp: str) -> bool:
-    try:
-        trajectory_fingerprints(folder, base_fp)
-        return True
-    except (FileNotFoundError, ValueError):
-        return False
 
 
 def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None,
@@ -93,7 +79,7 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None,
         with timer(step):
             frames[name] = run_pass(prep, name, lm.model, lm.fingerprint, label=label)
     base, uncond = frames["loss"], frames.get("uncond")
-    if _finished(ref_dir, lm.fingerprint):
+    if finished(ref_dir, lm.fingerprint):
         timer.cached.append("reference fine-tune + trajectory")
     with timer("reference fine-tune + trajectory"):
         traj, fps = train_reference(lm, prep, ref_dir, tcfg)
@@ -147,4 +133,4 @@ def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, s
     prep = prepare(ds, lm.tokenizer, signals)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
-    return train_reference(lm, prep, out, tcfg)[0], prep
+    return train_reference(lm, prep, out, tcfg).frames, prep

@@ -12,7 +12,7 @@ from scipy import stats
 
 from siftlm.config import DataConfig, SignalConfig
 from siftlm.data import open_dataset, write_rejects
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.report import dpo_length as page

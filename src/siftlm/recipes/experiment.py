@@ -24,13 +24,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError, from_dict
+from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
 from siftlm.data import open_dataset
-from siftlm.data.io import atomic_write
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
+from siftlm.files import atomic_write, load_yaml, relative
+from siftlm.keyed import open_keyed
 from siftlm.models.load import load_model
 from siftlm.progress import console
 from siftlm.recipes import noisy
@@ -46,22 +46,14 @@ CELL_VERSION = 3     # 3: keyed by design, per-item results in results.parquet (
 
 
 def load_grid(path: str | Path) -> ExperimentConfig:
-    """A grid YAML as an ExperimentConfig; paths in it (data, scores, features, eval files, out, store) are relative to
-    the file, unknown keys are errors."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such grid file")
-    cfg = from_dict(ExperimentConfig, yaml.safe_load(path.read_text()) or {}, where=str(path))
-
-    def here(v: str) -> str:
-        return v if v.startswith("builtin:") or v == "heldout" or Path(v).is_absolute() else str(path.parent / v)
-    rel = {k: here(v) for k in ("data", "scores", "out") if (v := getattr(cfg, k))}
-    rel |= {k: here(v) for k in ("model", "selector_model") if (v := getattr(cfg, k)) and (path.parent / v).exists()}
-    if not Path(cfg.signals.store).is_absolute():
-        rel["signals"] = replace(cfg.signals, store=here(cfg.signals.store))
-    if cfg.features:
-        rel["features"] = cfg.features if cfg.features in DEFAULT_FEATURES.values() else here(cfg.features)
-    rel["eval"] = ",".join(here(v.strip()) for v in cfg.eval.split(",") if v.strip())
+    """A grid YAML as an ExperimentConfig (``siftlm.config.load_yaml``): paths in it (data, scores, features, eval
+    files, out, the store, a model folder) are relative to the file, unknown keys are errors."""
+    cfg = load_yaml(ExperimentConfig, path, paths=("data", "scores", "out", "signals.store"), what="grid file")
+    rel = {k: relative(path, v) for k in ("model", "selector_model")
+           if (v := getattr(cfg, k)) and (Path(path).parent / v).exists()}
+    if cfg.features and cfg.features not in DEFAULT_FEATURES.values():
+        rel["features"] = relative(path, cfg.features)
+    rel["eval"] = ",".join(v if v == "heldout" else relative(path, v.strip()) for v in cfg.eval.split(",") if v.strip())
     return replace(cfg, **rel)
 
 
@@ -69,13 +61,20 @@ def _digest(path: str | Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
+def cell_design(cfg: ExperimentConfig, cell: Cell, source: str) -> dict:
     """What a cell is: the pool (or scored file), the method as written, budget, unit, seed, the trained model and its
     training, the scoring settings that make the pool's scores; not the evaluation sets (``set_key``)."""
-    signals = {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")}
-    return store.fingerprint([CELL_VERSION, source, cell.name, cell.method, cell.budget, cell.unit, cell.seed,
-                              cfg.features, cfg.model, cfg.selector_model, replace(cfg.train, seed=cell.seed).identity(),
-                              reference_config(cfg).identity(), signals])
+    return {"version": CELL_VERSION, "source": source, "method": cell.name, "spec": cell.method, "budget": cell.budget,
+            "unit": cell.unit, "seed": cell.seed, "features": cfg.features, "model": cfg.model,
+            "selector_model": cfg.selector_model, "train": replace(cfg.train, seed=cell.seed).identity(),
+            "reference": reference_config(cfg).identity(),
+            "signals": {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")}}
+
+
+def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
+    d = cell_design(cfg, cell, source)
+    return store.fingerprint([d["version"], d["source"], d["method"], d["spec"], d["budget"], d["unit"], d["seed"],
+                              d["features"], d["model"], d["selector_model"], d["train"], d["reference"], d["signals"]])
 
 
 def set_key(spec: str, items: list[EvalItem], max_length: int) -> str:
@@ -123,7 +122,7 @@ def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str) -> pd.DataFrame:
 def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: str, data: str, pool: Pool | None,
              sets: dict) -> tuple[dict, pd.DataFrame]:
     """Select -> fine-tune -> held-out loss on every set for one cell: its row and its per-item losses."""
-    times = {}
+    times, cpu = {}, time.process_time()
     t = time.perf_counter()
     scfg = method_config(cfg, cell, scores, data, pool)
     if scfg is None:
@@ -146,7 +145,8 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: 
     times["evaluate_s"] = time.perf_counter() - t
     row = {"key": key, "method": cell.name, "budget": None if cell.budget is None else float(cell.budget),
            "unit": cell.unit, "seed": cell.seed, "selected": len(ids), "train_tokens": info["tokens"],
-           "model_fingerprint": info["fingerprint"], **times, "cell_s": sum(times.values()), "ids": list(map(str, ids))}
+           "model_fingerprint": info["fingerprint"], **times, "cell_s": sum(times.values()),
+           "cpu_s": time.process_time() - cpu, "ids": list(map(str, ids))}
     return row, items
 
 
@@ -190,7 +190,9 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
         for k, cell in enumerate(todo, start=1):
             console.print(f"cell {k}/{len(todo)}: {cell.name}, {cell.unit} budget "
                           f"{'all' if cell.budget is None else cell.budget}, seed {cell.seed}", highlight=False)
-            row, cell_items = run_cell(cfg, cell, keys[cell], out / "cells" / cell.folder, scores, data, pool, sets)
+            folder = open_keyed(out / "cells" / cell.folder, cell_design(cfg, cell, source), what="an experiment cell",
+                                labels={"source": "another pool"}).folder
+            row, cell_items = run_cell(cfg, cell, keys[cell], folder, scores, data, pool, sets)
             rows, items = _merge(rows, items, row, cell_items)
             _save(out, rows, items)
     if rows is None:

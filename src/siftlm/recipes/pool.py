@@ -27,7 +27,7 @@ from siftlm.assets import demo_data, package_file
 from siftlm.config import ExperimentConfig, RunConfig, TrainConfig
 from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import console
 from siftlm.recipes.davir import score_dataset
@@ -35,7 +35,7 @@ from siftlm.scores import add_scores
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import Prepared, prepare, prepare_texts
 from siftlm.signals.table import write_frame
-from siftlm.signals.trajectory import train_reference
+from siftlm.train.reference import train_reference
 
 POOL_VERSION = 1
 SPLIT_SALT, HALVES_SALT = 0x9001, 0x4A1F   # own random streams: unrelated to random selections of the same seed
@@ -156,9 +156,10 @@ def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig,
     for h in (0, 1):
         train_pos, score_pos = np.flatnonzero(side == h), np.flatnonzero(side != h)
         lm = load_model(model, dtype=dtype, master_fp32=tcfg.full, quiet=True)
-        _, fps = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg)
+        fps = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg).fingerprints
         # after training here lm.model holds the last epoch; after a reuse it is the base: load the trained one
-        trained = lm.model if lm.fingerprint == fps[-1] else _trained(model, folder / f"half-{h}", tcfg, dtype)
+        here = getattr(lm.model, "siftlm_trained_fingerprint", None) == fps[-1]
+        trained = lm.model if here else _trained(model, folder / f"half-{h}", tcfg, dtype)
         frame = run_pass(subset(prep, score_pos), "loss", trained, fps[-1], label=f"cross-fit reference {h} loss")
         out[score_pos] = frame["loss"].to_numpy()
     return out

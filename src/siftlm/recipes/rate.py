@@ -9,8 +9,8 @@ import pandas as pd
 
 from siftlm.config import DataConfig, JudgeConfig
 from siftlm.data import open_dataset, write_rejects
-from siftlm.data.io import atomic_write
 from siftlm.evaluate.judge import Judge
+from siftlm.files import atomic_write
 
 
 def rate(data, judge_cfg: JudgeConfig, out: str | Path, *, src: DataConfig | None = None,

@@ -27,8 +27,8 @@ import pandas as pd
 from siftlm.assets import demo_data
 from siftlm.config import DPOTrainConfig, GradConfig, ReproduceConfig, RunConfig, SelectConfig, UsageError
 from siftlm.data import open_dataset
-from siftlm.data.io import atomic_write
 from siftlm.diversity import log_det_distance
+from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.progress import Timer
 from siftlm.recipes.davir import score_dataset
@@ -39,7 +39,7 @@ from siftlm.select import dpp, sample, topk
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare
 from siftlm.signals.table import trajectory_columns
-from siftlm.stats import bootstrap_ci, kendall, pearson, spearman
+from siftlm.stats import bootstrap_ci, kendall, l2_normalize, pearson, spearman
 
 TABLES = ("davir-table1", "davir-table2", "davir-table3", "lp-table3", "dpp-eq3")
 
@@ -75,11 +75,14 @@ def _paper(values: dict) -> str:
 
 
 def _against(ours, low, high, values: dict) -> str:
-    """Agreement with a set of paper values: the CI overlaps their range, same sign only, or opposite sign."""
+    """Agreement with a set of paper values, from our CI alone: it overlaps their range; it holds 0 (no sign is
+    established, whatever the point estimate's); it lies on the papers' side of 0 (weaker or stronger); or opposite."""
     lo, hi = min(values.values()), max(values.values())
     if high >= lo and low <= hi:
         return "agrees: CI overlaps the paper's range"
-    if np.sign(ours) == np.sign(lo) == np.sign(hi):
+    if low <= 0 <= high:
+        return "no sign detected: our CI includes 0, the paper's range does not"
+    if np.sign(low) == np.sign(high) == np.sign(lo) == np.sign(hi):
         return f"same sign, {'weaker' if abs(ours) < min(abs(lo), abs(hi)) else 'stronger'} than the paper"
     return "disagrees: opposite sign"
 
@@ -136,7 +139,7 @@ def davir_table3(pairs: pd.DataFrame, table: pd.DataFrame, values: dict, n_boot:
 def dpp_eq3(t: pd.DataFrame, features: np.ndarray, budget: float, seeds: int = 10) -> list[Row]:
     """LDD of a DPP subset, the top-k by DavIR and random subsets; the spread is over reference seeds (random:
     over subset seeds too)."""
-    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(features)
     cfg = SelectConfig(by="davir", budget=budget)
     subsets = {"dpp": dpp.pick(t, x, replace(cfg, method="dpp", lam=0.0)).positions,
                "top-k by davir": topk.pick(t, x, cfg).positions}

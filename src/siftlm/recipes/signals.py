@@ -9,7 +9,7 @@ import pandas as pd
 
 from siftlm.config import DataConfig, GradConfig, SignalConfig, UsageError, closest
 from siftlm.data import open_dataset, write_rejects
-from siftlm.data.io import require_examples
+from siftlm.data.write import require_examples
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.signals.passes import PASSES, run_pass

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 from siftlm.report.html import figure, png, pyplot, table, write_page
 from siftlm.scores import direction
 from siftlm.select.topk import budget_count, topk

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 from siftlm.report.html import figure, png, pyplot, write_page
 from siftlm.report.html import table as html_table
 

@@ -8,7 +8,7 @@ import io
 import re
 from pathlib import Path
 
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}"
          "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import executor, fetch
 from siftlm.config import SelectConfig
 from siftlm.scores import direction
 from siftlm.select.picked import Picked
@@ -15,10 +16,11 @@ from siftlm.select.topk import budget_count, rank
 ASSIGN_ROWS = 65536        # rows per assignment task (one Ray task each with --backend ray)
 
 
-def _assign(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _assign(centroids, x: np.ndarray) -> np.ndarray:
     """Nearest centroid (L2) of every row, exact (a flat faiss index)."""
     import faiss
 
+    centroids = fetch(centroids)
     index = faiss.IndexFlatL2(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))
     return index.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].astype(np.int64)
@@ -32,7 +34,7 @@ def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, se
     ``backend``: "sklearn" (scikit-learn's KMeans, k-means++ init) or "faiss" (much faster at N ~ 1M and
     k ~ 20k; ``pip install siftlm[faiss]``): centroids trained on a seeded random ``sample`` of the rows (default
     min(N, 256 k): faiss would subsample to 256 per centroid itself), then every row assigned to its nearest
-    centroid in chunks of ``ASSIGN_ROWS``, as Ray tasks when ``parallel`` is "ray". Both are seeded.
+    centroid in chunks of ``ASSIGN_ROWS``, as tasks of the executor ``parallel`` names. Both are seeded.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     k = min(n_clusters or max(1, round(len(x) / per_cluster)), len(x))
@@ -45,14 +47,9 @@ def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, se
                           max_points_per_centroid=max(256, -(-rows // k)))
         km.train(train)
         chunks = [x[i:i + ASSIGN_ROWS] for i in range(0, len(x), ASSIGN_ROWS)]
-        if parallel == "ray":
-            from siftlm.backends import ray as ray_backend
-
-            ref = ray_backend.share(km.centroids, address)
-            parts = ray_backend.map_tasks(_assign, [(ref, c) for c in chunks], address=address)
-        else:
-            parts = [_assign(km.centroids, c) for c in chunks]
-        return np.concatenate(parts)
+        ex = executor(parallel, address=address)
+        centroids = ex.share(km.centroids)
+        return np.concatenate(ex.map_tasks(_assign, [(centroids, c) for c in chunks]))
     if backend != "sklearn":
         raise ValueError(f"unknown k-means backend {backend!r}; known: sklearn, faiss")
     from sklearn.cluster import KMeans

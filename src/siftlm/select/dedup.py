@@ -12,6 +12,7 @@ from siftlm.scores import direction
 from siftlm.select.cluster import kmeans
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count, rank
+from siftlm.stats import l2_normalize
 
 CLUSTER_ABOVE = 20_000      # beyond this many examples, compare only within k-means clusters
 
@@ -20,7 +21,7 @@ def dedup(features, ids, *, threshold: float = 0.95, labels=None, order=None) ->
     """Returns (kept positions in walk order, {dropped id: id it duplicates}). ``order``: the walk order
     (positions; default input order)."""
     x = np.asarray(features, dtype=np.float32)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(x)
     ids = list(ids)
     order = np.arange(len(x)) if order is None else np.asarray(order)
     step = np.empty(len(x), dtype=np.int64)

@@ -34,11 +34,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from siftlm.backends import executor
 from siftlm.config import SelectConfig
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
+from siftlm.keyed import open_keyed
 from siftlm.scores import direction
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count
+from siftlm.stats import l2_normalize
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 MEMORY_SHARE = 0.5      # float64 unless its state would take more than this share of the free memory
@@ -112,7 +115,10 @@ def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float
     rows = torch.empty((m, n), dtype=dtype, device=dev)
     order: list[int] = []
     gains: list[float] = []
-    d2 = _resume(checkpoint, settings, rows, order, gains) if checkpoint else None
+    if checkpoint:                           # a keyed folder: another feature set or setting is refused, never mixed
+        checkpoint = open_keyed(checkpoint, settings, what="a DPP checkpoint",
+                                labels={"inputs": "other features or quality scores"}).folder
+    d2 = _resume(checkpoint, rows, order, gains) if checkpoint else None
     if len(order) >= m:                      # a larger run already made these picks: greedy's prefix
         return DPPResult(np.array(order[:m], dtype=np.int64), np.array(gains[:m]), m, None, settings)
     if d2 is None:
@@ -139,14 +145,14 @@ def greedy_map(features, m: int, *, gamma: float = 1.0, quality=None, lam: float
         alive[i] = False
         order.append(i)
         if checkpoint and (len(order) - saved >= checkpoint_every):
-            _save(checkpoint, settings, rows, saved, order, gains, d2)
+            _save(checkpoint, rows, saved, order, gains, d2)
             saved = len(order)
     if checkpoint and len(order) > saved:
-        _save(checkpoint, settings, rows, saved, order, gains, d2)
+        _save(checkpoint, rows, saved, order, gains, d2)
     return DPPResult(np.array(order, dtype=np.int64), np.array(gains), m, stopped, settings)
 
 
-def _save(folder, settings, rows, saved: int, order, gains, d2) -> None:
+def _save(folder, rows, saved: int, order, gains, d2) -> None:
     """Append the new rows, write the residuals under a name of their own, then ``state.json`` naming them: a kill
     at any point leaves a state whose rows and residuals match its picks. A failed write (a full disk) truncates
     ``rows.bin`` back and removes what it wrote."""
@@ -165,7 +171,7 @@ def _save(folder, settings, rows, saved: int, order, gains, d2) -> None:
             with open(tmp, "wb") as f:
                 np.save(f, d2.cpu().numpy())
         with atomic_write(folder / "state.json") as tmp:   # written last: which rows and which residuals are valid
-            tmp.write_text(json.dumps({"settings": settings, "order": order, "gains": gains, "d2": d2_name}))
+            tmp.write_text(json.dumps({"order": order, "gains": gains, "d2": d2_name}))
     except BaseException:
         with open(folder / "rows.bin", "ab") as f:
             f.truncate(valid)
@@ -182,14 +188,11 @@ def _state(folder) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _resume(folder, settings, rows, order, gains) -> torch.Tensor | None:
+def _resume(folder, rows, order, gains) -> torch.Tensor | None:
     """Load a checkpoint's picks (at most as many rows as ``rows`` holds) and, when it can continue, its d^2."""
     state = _state(folder)
     if not state:
         return None
-    if state["settings"] != settings:
-        raise RuntimeError(f"{folder}: checkpoint was made with other settings {state['settings']}; "
-                           "remove the folder to start over")
     k = min(len(state["order"]), rows.shape[0])
     np_dtype = torch.empty(0, dtype=rows.dtype).numpy().dtype
     data = np.fromfile(Path(folder) / "rows.bin", dtype=np_dtype, count=k * rows.shape[1])
@@ -218,7 +221,7 @@ def _resume(folder, settings, rows, order, gains) -> torch.Tensor | None:
 # ``bench/greedi.py`` measures the ratio of log dets to centralised greedy.
 #
 # The quality is turned into log-weights once over all N items (standardised over all of them when asked), so a
-# part sees the same L as centralised greedy restricted to its items.
+# part sees the same L as centralised greedy restricted to its items. Parts run through the executor of --backend.
 
 
 def _part(x: np.ndarray, logw: np.ndarray, m: int, gamma: float, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -237,7 +240,7 @@ def logdet_of(features: np.ndarray, logw: np.ndarray, picks: np.ndarray, gamma: 
 
 
 def greedi(features, m: int, *, parts: int, gamma: float = 1.0, quality=None, lam: float = 0.0,
-           standardize: bool = False, seed: int = 0, dtype: str = "auto", parallel: str = "local",
+           standardize: bool = False, seed: int = 0, dtype: str = "auto", backend: str = "local",
            address: str | None = None) -> DPPResult:
     """Up to ``m`` picks by two-round partitioned greedy; ``gains`` are round 2's (or the best part's) marginal
     gains, so their sum is log det L_S of the answer, as for ``greedy_map``."""
@@ -248,12 +251,7 @@ def greedi(features, m: int, *, parts: int, gamma: float = 1.0, quality=None, la
     logw = np.zeros(n) if logw is None else logw
     split = np.array_split(np.random.default_rng(seed).permutation(n), max(1, min(parts, n)))
     args = [(x[idx], logw[idx], m, gamma, dtype) for idx in split]
-    if parallel == "ray":
-        from siftlm.backends import ray as ray_backend
-
-        results = ray_backend.map_tasks(_part, args, address=address)
-    else:
-        results = [_part(*a) for a in args]
+    results = executor(backend, address=address).map_tasks(_part, args)
     union = np.concatenate([idx[order] for idx, (order, _, _) in zip(split, results, strict=True)])
     order2, gains2, used = _part(x[union], logw[union], m, gamma, dtype)
     best, best_gains = union[order2], gains2
@@ -284,10 +282,10 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
         quality = sign * table[cfg.by].to_numpy(dtype=np.float64)
     x = np.asarray(features, dtype=np.float64)
     if cfg.normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = l2_normalize(x)
     if cfg.dpp_parts > 1:
         res = greedi(x, budget_count(cfg.budget, len(table)), parts=cfg.dpp_parts, gamma=cfg.gamma, quality=quality,
-                     lam=lam, standardize=cfg.standardize, seed=cfg.seed, dtype=cfg.dpp_dtype, parallel=cfg.backend,
+                     lam=lam, standardize=cfg.standardize, seed=cfg.seed, dtype=cfg.dpp_dtype, backend=cfg.backend,
                      address=cfg.ray_address)
     else:
         res = greedy_map(x, budget_count(cfg.budget, len(table)), gamma=cfg.gamma, quality=quality, lam=lam,

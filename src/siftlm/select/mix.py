@@ -8,15 +8,15 @@ every row, and ``mix.json`` the per-source counts.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from siftlm.config import SelectConfig, closest
+from siftlm.config import SelectConfig, from_dict
 from siftlm.data import write_jsonl
-from siftlm.data.io import atomic_write, content_id
+from siftlm.data.read import content_id
+from siftlm.files import atomic_write, read_yaml, relative
 from siftlm.select.run import run_selection
 
 
@@ -41,25 +41,21 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
     in it (each source's scores, data and features, and ``out``, default ``siftlm-mix``) is relative to the file's
     folder. Source names become folder names, so each must be a plain file name."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such mix file")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path, what="mix file")
     sources = spec.get("sources")
     if not isinstance(sources, list) or not sources:
         raise ValueError(f"{path}: needs a non-empty 'sources' list")
-    known = {f.name for f in fields(SelectConfig) if f.name != "checkpoint"}
     cfgs = []
     for i, s in enumerate(sources):
-        unknown = sorted(set(s) - known)
-        if unknown:
-            raise ValueError(f"{path}: sources[{i}] has unknown keys {unknown}{closest(unknown[0], known)}; "
-                             f"known: {sorted(known)}")
+        where = f"{path}: sources[{i}]"
+        if not isinstance(s, dict):
+            raise ValueError(f"{where}: expected a mapping of select options")
         for key in ("scores", "data"):
             if key not in s:
-                raise ValueError(f"{path}: sources[{i}] needs '{key}'")
-        s = {**s, **{k: str(path.parent / s[k]) for k in ("scores", "data", "features") if s.get(k)}}
-        name = safe_name(s.get("name") or Path(s["data"]).stem, f"{path}: sources[{i}]")
-        cfgs.append(SelectConfig(**{**s, "name": name}))
+                raise ValueError(f"{where} needs '{key}'")
+        cfg = from_dict(SelectConfig, s, where=where)
+        cfg = replace(cfg, **{k: relative(path, v) for k in ("scores", "data", "features") if (v := getattr(cfg, k))})
+        cfgs.append(replace(cfg, name=safe_name(cfg.name or Path(s["data"]).stem, where)))
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: source names must be unique; got {names}")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.data import Example, read_dataset, write_selected
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 from siftlm.select import cluster, dedup, dpp, s2l, sample, targeted, topk
 from siftlm.select.picked import Picked
 from siftlm.signals.table import load_features
@@ -53,6 +53,7 @@ class Selected:
     format: str
     note: str = ""                   # e.g. why a DPP selection is short
     counts: dict = field(default_factory=dict)
+    by: str | None = None            # the score the selection ranked by, if any
 
 
 def resolve(cfg: SelectConfig) -> SelectConfig:
@@ -155,7 +156,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     if own_checkpoint and not cfg.keep_checkpoint:      # done: its rows take 8 x N x M bytes (GBs at scale)
         shutil.rmtree(cfg.checkpoint, ignore_errors=True)
     res = write_selection(ds.examples, table, picked, out)
-    res.selection.attrs["by"] = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
+    res.by = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
         else None
     res.format = ds.format
     res.counts = {"read": ds.n_read, "rejected": len(ds.rejects), "scored": len(table),

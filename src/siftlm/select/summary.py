@@ -8,7 +8,7 @@ import numpy as np
 def score_summary(res) -> dict[str, str]:
     """For a ``Selected`` whose method ranks by a score: the threshold (the last selected value) and the score's
     median and range, selected against all; empty when the selection used no score column."""
-    by = res.selection.attrs.get("by")
+    by = res.by
     t = res.table
     if not by or by not in t:
         return {}

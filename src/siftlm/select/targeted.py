@@ -19,11 +19,7 @@ from siftlm.scores.datainf import datainf
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count, topk
 from siftlm.signals.table import layer_gradients, load_features
-
-
-def _unit(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from siftlm.stats import l2_normalize
 
 
 def _target(cfg: SelectConfig, features) -> np.ndarray:
@@ -33,7 +29,7 @@ def _target(cfg: SelectConfig, features) -> np.ndarray:
         raise UsageError(f"--method {cfg.method} needs --target (the target set's features, its data file, or "
                          "'centroid')")
     if cfg.target == "centroid":               # no target set: the pool's own mean direction (typical examples)
-        return _unit(features).mean(0, keepdims=True)
+        return l2_normalize(features).mean(0, keepdims=True)
     t = load_features(cfg.target)
     if t.shape[1] != np.shape(features)[1]:
         raise ValueError(f"{cfg.target}: {t.shape[1]}-dim features, the training features have {np.shape(features)[1]}; "
@@ -43,7 +39,7 @@ def _target(cfg: SelectConfig, features) -> np.ndarray:
 
 def similarity(features, target) -> np.ndarray:
     """Cosine similarity of every training example (rows) to every target example (columns)."""
-    return _unit(features) @ _unit(target).T
+    return l2_normalize(features) @ l2_normalize(target).T
 
 
 def _ranked(table: pd.DataFrame, values: np.ndarray, cfg: SelectConfig, what: str) -> Picked:

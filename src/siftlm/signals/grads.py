@@ -104,7 +104,7 @@ class SparseJL:
 
     def project(self, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
         b = next(iter(blocks.values())).shape[0]
-        out_t = torch.zeros(self.dim, b, device=self.device)
+        out_t = torch.zeros(self.dim, b, device=self.device)      # (D, B)
         for name, x in blocks.items():
             self.add(name, x, out_t)
         return out_t.t()
@@ -128,11 +128,11 @@ class LoraGradProbe:
         """
         handles, acc = [], {}
         shape = tuple(batch.input_ids.shape)
-        mask = batch.attention_mask.to(self.device)[..., None].float()      # padded positions contribute nothing
+        mask = batch.attention_mask.to(self.device)[..., None].float()      # (B, T, 1): padding contributes nothing
 
         def forward_hook(name):
             def hook(module, inputs, output):
-                z = inputs[0]
+                z = inputs[0]                                                       # (B, T, in)
                 if tuple(z.shape[:2]) != shape or z.dim() != 3:
                     raise ValueError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
                                      f"{shape}: per-example gradients need token-aligned layers; exclude it with "
@@ -155,10 +155,10 @@ class LoraGradProbe:
             for p in frozen:
                 p.requires_grad_(False)
             with torch.enable_grad():
-                nll, rows = response_nll(self.model, batch)
+                nll, rows = response_nll(self.model, batch)                         # (N_resp,), (N_resp,)
                 n_rows = batch.input_ids.shape[0]
-                counts = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))
-                losses = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll.float()) / counts
+                counts = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))   # (B,)
+                losses = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll.float()) / counts   # (B,)
                 losses.sum().backward()
             for name, _ in self.layers:
                 if name in acc:
@@ -192,8 +192,8 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     try:
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
-            y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)
-            sq = torch.zeros(len(index), device=probe.device)
+            y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)   # (D, B) projected, transposed
+            sq = torch.zeros(len(index), device=probe.device)                  # (B,) squared norms before projection
 
             kept: dict = {}
 
@@ -203,8 +203,8 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
                 if cfg.keep_layers:
                     kept[name] = g.detach().float().cpu()
 
-            loss = probe.per_example(batch, sink=sink)
-            y = y_t.t()
+            loss = probe.per_example(batch, sink=sink)                          # (B,)
+            y = y_t.t()                                                          # (B, D)
             if cfg.normalize:
                 y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-30)
             y = y.cpu().numpy()

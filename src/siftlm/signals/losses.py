@@ -32,15 +32,15 @@ def _softmax_stats(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]
     cache: lse = max + log sum e, entropy = log sum e - <e, y> / sum e, sum p^2 = <e, e> / (sum e)^2.
     Measured on this 2-core CPU at V = 262k: 0.4 ms per position instead of 1.0 ms for the unfused form.
     """
-    m, argmax = z.max(dim=-1)
-    z_t = z.gather(1, t[:, None]).squeeze(1)
-    y = z.sub_(m[:, None])
-    z_sum, ey, ee = torch.empty_like(m), torch.empty_like(m), torch.empty_like(m)
+    m, argmax = z.max(dim=-1)                          # (C,), (C,)
+    z_t = z.gather(1, t[:, None]).squeeze(1)            # (C,) the target's logit
+    y = z.sub_(m[:, None])                              # (C, V) shifted in place
+    z_sum, ey, ee = torch.empty_like(m), torch.empty_like(m), torch.empty_like(m)   # (C,) each
     rows = max(1, STATS_BLOCK_ELEMENTS // y.shape[1])
-    buf = torch.empty((min(rows, y.shape[0]), y.shape[1]), dtype=y.dtype, device=y.device)
+    buf = torch.empty((min(rows, y.shape[0]), y.shape[1]), dtype=y.dtype, device=y.device)   # (rows, V) reused
     for s in range(0, y.shape[0], rows):
-        yb = y[s:s + rows]
-        e = torch.exp(yb, out=buf[: yb.shape[0]])
+        yb = y[s:s + rows]                              # (rows, V)
+        e = torch.exp(yb, out=buf[: yb.shape[0]])       # (rows, V)
         z_sum[s:s + rows] = e.sum(-1)
         ey[s:s + rows] = torch.linalg.vecdot(e, yb)
         ee[s:s + rows] = torch.linalg.vecdot(e, e)
@@ -52,18 +52,18 @@ def _softmax_stats(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]
 def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
     """Per-example statistics for one batch (rows in batch order)."""
     p = parts(model)
-    h, targets, rows = response_hidden(model, batch)
-    n_rows = batch.input_ids.shape[0]
+    h, targets, rows = response_hidden(model, batch)   # (N_resp, H), (N_resp,), (N_resp,)
+    n_rows = batch.input_ids.shape[0]                  # B
     vocab = p.head.weight.shape[0]
     chunk = max(64, min(512, LOGIT_CHUNK_ELEMENTS // vocab))
     sums = torch.zeros((5, n_rows), dtype=torch.float64, device=h.device)  # nll, entropy, el2n, correct, count
     for s in range(0, h.shape[0], chunk):
-        t = targets[s:s + chunk]
+        t = targets[s:s + chunk]                       # (C,)
         logp_t, entropy, p2, argmax = _softmax_stats(logits(p.head, h[s:s + chunk], p.transform, model), t)  # (C, V) -> (C,)
         # ||p - onehot(y)||_2^2 = sum p^2 - 2 p_y + 1
-        el2n = torch.sqrt(torch.clamp(p2 - 2 * logp_t.exp() + 1, min=0))
-        correct = (argmax == t).double()
-        r = rows[s:s + chunk]
+        el2n = torch.sqrt(torch.clamp(p2 - 2 * logp_t.exp() + 1, min=0))   # (C,)
+        correct = (argmax == t).double()                                   # (C,)
+        r = rows[s:s + chunk]                                              # (C,) batch row of each position
         for k, v in enumerate((-logp_t, entropy, el2n, correct, torch.ones_like(entropy))):
             sums[k].index_add_(0, r, v.double())
     sums = sums.cpu().numpy()

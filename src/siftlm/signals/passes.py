@@ -2,9 +2,9 @@
 
 ``PASSES`` maps a pass name to how it computes one shard of a prepared dataset; ``run_pass`` adds the rest:
 the store key (data as encoded, model weights, settings that change the numbers), progress, sharding and
-resume. With ``--backend ray`` the shards not yet stored are computed by a pool of Ray actors
-(``siftlm.backends.ray``), each holding the model, and written through the same store function, so the two
-backends' shards are interchangeable.
+resume. The shards not yet stored are computed by the executor the config names (``siftlm.backends``: in this
+process, or a pool of Ray actors each holding the model) and written through the same store function, so every
+executor's shards are interchangeable.
 
 =========  ======  ==================================================================================
 pass       input   columns
@@ -22,12 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 
-from siftlm.backends import BACKENDS
+from siftlm.backends import executor, fetch
 from siftlm.config import GradConfig, UsageError, closest
 from siftlm.models import precision
 from siftlm.models.load import default_device, load_model
@@ -131,63 +130,51 @@ def _weights(prep: Prepared) -> list[int]:
 
 @dataclass
 class ShardJob:
-    """What a Ray actor needs to compute shards of one pass; built on the driver, called once in each actor to give
-    the per-shard worker. ``model`` is how the actor loads the weights (``load_model``'s arguments, when the
-    driver's model is exactly what they load) or an object-store reference to the driver's model (a model trained
-    in memory, a sentence encoder)."""
+    """What computes shards of one pass, wherever the executor runs it (``siftlm.backends.ShardWork``): built on the
+    driver, ``worker`` is called once per process. ``model`` is the model or an executor's reference to it; a remote
+    worker loads ``source`` (``load_model``'s arguments) instead when the driver's model is exactly what they load."""
     name: str
     prep: object
     model: object
+    source: dict | None
     model_fp: str
     dtype_tag: str
     options: dict
-    folder: str
+    root: str
+    spec: store.PassSpec
     bounds: list
 
-    def __call__(self) -> Callable[[int], str]:
-        from siftlm.backends.ray import fetch
+    def units(self, s: int) -> int:
+        return PASSES[self.name].units * (self.bounds[s][1] - self.bounds[s][0])
 
-        prep = fetch(self.prep)
-        if isinstance(self.model, dict):
-            source = {k: v for k, v in self.model.items() if k != "fingerprint"}
-            lm = load_model(**source, quiet=True)
-            if lm.fingerprint != self.model_fp or precision.tag(lm.model) != self.dtype_tag:
-                raise RuntimeError(f"a Ray worker loaded {source['spec']} as {lm.fingerprint} "
-                                   f"({precision.tag(lm.model)}), the driver has {self.model_fp} ({self.dtype_tag}): "
-                                   "the cluster's nodes must see the same model files")
-            model = lm.model
-        else:
+    def _model(self):
+        if self.source is None:
             model = fetch(self.model)
-            if hasattr(model, "to"):
-                model = model.to(default_device())
+            return model.to(default_device()) if self.model is not model and hasattr(model, "to") else model
+        lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
+        if lm.fingerprint != self.model_fp or precision.tag(lm.model) != self.dtype_tag:
+            raise RuntimeError(f"a worker loaded {self.source['spec']} as {lm.fingerprint} ({precision.tag(lm.model)}), "
+                               f"the driver has {self.model_fp} ({self.dtype_tag}): every node must see the same model "
+                               "files")
+        return lm.model
+
+    def worker(self, progress: Callable[[int], None] | None) -> Callable[[int], str]:
+        prep, model = fetch(self.prep), self._model()
         compute = PASSES[self.name].bind(model, prep, self.options)
-        folder, ids = Path(self.folder), prep.ids
-        return lambda s: store.compute_shard(folder, s, self.bounds, ids, lambda a, b: compute(a, b, lambda n: None))
+        keyed = store.open_pass(self.root, self.spec, len(prep.ids), self.bounds)
+        tick = progress or (lambda n: None)
+        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, lambda a, b: compute(a, b, tick))
 
 
-def _on_ray(prep: Prepared, name: str, model, model_fp: str, spec: store.PassSpec, options: dict,
-            bounds: list[list[int]], advance: Callable[[int], None]) -> None:
-    """Compute the pass's missing shards on a Ray cluster; the caller then reads every shard from the store."""
-    from siftlm.backends import ray as ray_backend
-
-    units = PASSES[name].units
-    folder = store.open_pass(prep.cfg.store, spec, len(prep.ids), bounds)
-    missing = [s for s in range(len(bounds)) if not store.shard_done(folder, s)]
-    advance(units * (len(prep.ids) - sum(bounds[s][1] - bounds[s][0] for s in missing)))
-    if not missing:
-        return
-    address = prep.cfg.ray_address
+def _source(model, model_fp: str) -> dict | None:
+    """How another process loads exactly this model (its files, precision and adapter), or None when the weights
+    exist only in this process (a model trained in memory, a sentence encoder)."""
     source = getattr(model, "siftlm_source", None)
     if source and source["fingerprint"] == model_fp:
-        shipped = source                                   # the actors load the same files
-    elif source and source.get("adapter") and model_fp == source["fingerprint"].split("+")[0]:
-        shipped = {**source, "adapter": None, "fingerprint": model_fp}    # the base: its adapter is disabled here
-    else:
-        shipped = ray_backend.share(model, address)        # weights that exist only in this process
-    job = ShardJob(name, ray_backend.share(prep, address), shipped, model_fp,
-                   precision.tag(model) if name != "embed" else "", options, str(folder), bounds)
-    ray_backend.run_shards(missing, job, address=address, actors=prep.cfg.ray_actors,
-                           on_shard=lambda s, state: advance(units * (bounds[s][1] - bounds[s][0])))
+        return source
+    if source and source.get("adapter") and model_fp == source["fingerprint"].split("+")[0]:
+        return {**source, "adapter": None, "fingerprint": model_fp}    # the base: its adapter is disabled here
+    return None
 
 
 def stored(prep: Prepared, name: str, model, model_fp: str, options: dict | None = None) -> bool:
@@ -219,30 +206,28 @@ def _other_precision(prep: Prepared, spec: store.PassSpec, model) -> pd.DataFram
 def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | None = None,
              options: dict | None = None) -> pd.DataFrame:
     """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns), computing only the shards
-    the store does not hold yet, in this process or on Ray (``prep.cfg.backend``). ``options``: ``grad`` (a
+    the store does not hold yet, by the executor of ``prep.cfg.backend``. ``options``: ``grad`` (a
     GradConfig) for grads; ``part`` and ``batch_size`` for embed."""
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
     if prep.kind != p.kind:
         raise ValueError(f"pass {name} takes {p.kind} data, got {prep.kind}")
-    backend = getattr(prep.cfg, "backend", "local")
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}{closest(backend, BACKENDS)}; known: {', '.join(BACKENDS)}")
     options = options or {}
     spec = pass_spec(prep, name, model, model_fp, options)
-    stored = _other_precision(prep, spec, model)
-    if stored is not None:
-        return stored
-    compute = None
+    stored_frame = _other_precision(prep, spec, model)
+    if stored_frame is not None:
+        return stored_frame
+    trained = getattr(model, "siftlm_trained_fingerprint", None)
+    if trained not in (None, model_fp) and not store.is_complete(prep.cfg.store, spec):
+        raise RuntimeError(f"pass {name}: the model was trained in place since it was loaded (its weights are now "
+                           f"{trained}), so its results cannot be stored as model {model_fp}; load the model again")
+    ex = executor(getattr(prep.cfg, "backend", "local"), address=getattr(prep.cfg, "ray_address", None),
+                  actors=getattr(prep.cfg, "ray_actors", None))
+    bounds = store.shard_bounds(_weights(prep), target=prep.cfg.shard_tokens, size=prep.cfg.shard_size)
+    source = _source(model, model_fp) if ex.remote and name != "embed" else None
+    job = ShardJob(name, ex.share(prep), None if source else ex.share(model), source, model_fp,
+                   precision.tag(model) if name != "embed" else "", options, str(prep.cfg.store), spec, bounds)
     with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
-        def shard(start: int, stop: int) -> dict:
-            nonlocal compute
-            compute = compute or p.bind(model, prep, options)     # nothing is set up when every shard is stored
-            return compute(start, stop, advance)
-        bounds = store.shard_bounds(_weights(prep), target=prep.cfg.shard_tokens, size=prep.cfg.shard_size)
-        on_skip = lambda n: advance(p.units * n)     # noqa: E731
-        if backend == "ray":
-            _on_ray(prep, name, model, model_fp, spec, options, bounds, advance)
-            on_skip = None                           # counted as the actors finished them
-        return store.compute_pass(prep.cfg.store, spec, prep.ids, shard, bounds=bounds, on_skip=on_skip)
+        return store.compute_pass(prep.cfg.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
+                                  units=p.units)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siftlm.data.io import atomic_write
+from siftlm.files import atomic_write
 
 STATS = ("nll_sum", "loss", "entropy", "el2n", "acc")
 VECTOR_COLUMNS = ("vector", "embedding", "features")

@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 from datasets import Dataset as HFDataset
 from peft import LoraConfig
+from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from siftlm.config import DPOTrainConfig
+from siftlm.keyed import Keyed, open_keyed
 from siftlm.models.load import normalize_saved
 from siftlm.scores.pair_margin import MIN_REF_NATS
 from siftlm.train.dpo_losses import LOSSES, default_beta
@@ -113,16 +115,22 @@ def hf_dataset(prep, ref_frame):
     })
 
 
-def last_checkpoint(out: Path, identity: dict) -> str | None:
-    """The newest checkpoint of a run with the same identity (data, model, settings); an error for another run."""
-    path = out / "siftlm-dpo-identity.json"
-    if path.exists() and json.loads(path.read_text()) != json.loads(json.dumps(identity, default=str)):
-        raise ValueError(f"{out} holds a DPO run with other data, model or settings ({path}); use another --out "
-                         "or remove the folder")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=2, default=str))
-    ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+def last_checkpoint(keyed: Keyed) -> str | None:
+    """The newest checkpoint marked done (``MarkSaved``): a checkpoint TRL was killed while writing is passed over."""
+    ckpts = sorted((p for p in keyed.folder.glob("checkpoint-*") if p.name.split("-")[1].isdigit() and keyed.done(p.name)),
+                   key=lambda p: int(p.name.split("-")[1]))
     return str(ckpts[-1]) if ckpts else None
+
+
+class MarkSaved(TrainerCallback):
+    """Marks each checkpoint done in the keyed run folder once the trainer has written all of it."""
+
+    def __init__(self, keyed: Keyed):
+        self.keyed = keyed
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.keyed.mark(f"checkpoint-{state.global_step}")
 
 
 def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, callbacks=None) -> dict:
@@ -147,15 +155,16 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
                                                    target_modules=cfg.target_modules)
     identity = {"data": prep.fingerprint, "model": lm.fingerprint, "beta": beta,
                 **{k: v for k, v in asdict(cfg).items() if k not in ("max_steps", "epochs", "save_steps", "logging_steps")}}
-    resume = last_checkpoint(out, identity)          # a folder of another run is refused before any work
+    keyed = open_keyed(out, identity, what="a DPO run", labels={"data": "other pairs", "model": "another model"})
+    resume = last_checkpoint(keyed)                  # a folder of another run is refused above, before any work
     trainer = SiftDPOTrainer(model=lm.model, args=args, train_dataset=hf_dataset(prep, ref_frame),
                              processing_class=lm.tokenizer, peft_config=peft_config, davir=cfg.loss == "davir",
-                             callbacks=callbacks)
+                             callbacks=[*(callbacks or []), MarkSaved(keyed)])
     result = trainer.train(resume_from_checkpoint=resume)
     final = out / "final"
     trainer.save_model(str(final))
     normalize_saved(final)
     summary = {"config": asdict(cfg), "beta": beta, "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
                "n_pairs": len(prep.encoded), "metrics": result.metrics, "log_history": trainer.state.log_history}
-    (out / "siftlm-dpo.json").write_text(json.dumps(summary, indent=2, default=str))
+    keyed.write("siftlm-dpo.json", json.dumps(summary, indent=2, default=str))
     return summary

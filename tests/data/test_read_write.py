@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from siftlm.data import (
-    DataError,
-    atomic_write,
-    read_dataset,
-    summarize,
-    write_jsonl,
-    write_rejects,
-    write_selected,
-)
-from siftlm.data.io import BLANK, examples_table, read_records
+from siftlm.data import DataError, read_dataset, summarize, write_jsonl, write_rejects, write_selected
+from siftlm.data.read import BLANK, read_records
+from siftlm.data.write import examples_table
+from siftlm.files import atomic_write
 
 ROWS = [
     {"id": "a1", "instruction": "Add.", "input": "2 and 3", "output": "5"},
@@ -286,7 +280,7 @@ def test_atomic_write_result_has_umask_permissions(tmp_path):
     import os
     import stat
 
-    from siftlm.data.io import atomic_write
+    from siftlm.files import atomic_write
 
     umask = os.umask(0o022)
     try:

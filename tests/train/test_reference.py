@@ -6,9 +6,10 @@ from safetensors.torch import load_file
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
-from siftlm.signals import trajectory
+from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare
-from siftlm.signals.trajectory import train_reference
+from siftlm.train import loop as trajectory
+from siftlm.train.reference import train_reference
 
 CFG = TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0)
 
@@ -29,8 +30,11 @@ def test_trajectory_has_every_epoch_and_loss_drops(tmp_path, model_dir, alpaca_f
     # the stored last epoch equals a fresh load of the saved adapter (the reference model)
     ref = load_model(str(model_dir), adapter=str(tmp_path / "ref" / "epoch-2"), device="cpu")
     assert ref.fingerprint == fps[2]
-    # lm.model was trained in place: its fingerprint follows, so a later pass is keyed by the weights it uses
-    assert lm.fingerprint == fps[2]
+    # lm.model was trained in place: lm keeps the base's fingerprint, the model says whose weights it holds, and a
+    # pass of it under the base's fingerprint is refused instead of being stored under the wrong key
+    assert lm.fingerprint == base and lm.model.siftlm_trained_fingerprint == fps[2]
+    with pytest.raises(RuntimeError, match="trained in place since it was loaded"):
+        run_pass(prep, "uncond", lm.model, lm.fingerprint)
     from siftlm.signals.losses import loss_pass
 
     direct = loss_pass(lm.model, prep.encoded, pad_id=lm.tokenizer.pad_token_id)["loss"]
@@ -51,7 +55,7 @@ def test_resume_after_a_crash_gives_the_same_adapter(tmp_path, model_dir, alpaca
 
     def crash_in_epoch_2(model, batch):
         steps["n"] += 1
-        if (tmp_path / "crashy" / "epoch-1" / "siftlm-done").exists():
+        if (tmp_path / "crashy" / "epoch-1.done").exists():
             raise KeyboardInterrupt("simulated crash in epoch 2")
         return real(model, batch)
 
@@ -73,7 +77,7 @@ def test_other_data_in_the_same_folder_is_an_error(tmp_path, model_dir, alpaca_f
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
     train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
     fresh, _ = _setup(model_dir, alpaca_file, tmp_path / "store")      # lm itself now holds the trained weights
-    with pytest.raises(RuntimeError, match=r"holds a reference trained on epochs 1 \(now 2\); use another --out"):
+    with pytest.raises(RuntimeError, match=r"holds a reference training with config.epochs 1 \(now 2\); use another folder"):
         train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=2, token_budget=512))
 
 
@@ -126,18 +130,18 @@ import os, signal, sys
 from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
-from siftlm.signals import trajectory
 from siftlm.signals.prepare import prepare
+from siftlm.train import reference
 model_dir, data, store, out = sys.argv[1:5]
 lm = load_model(model_dir, device="cpu", quiet=True)
 prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=store, progress=False))
-real = trajectory.run_pass
+real = reference.run_pass
 def dying(prep, name, model, fp, label=None, **k):
     if label == "eval P_1":             # epoch 1's weights are saved; killed during its evaluation
         os.kill(os.getpid(), signal.SIGKILL)
     return real(prep, name, model, fp, label=label, **k)
-trajectory.run_pass = dying
-trajectory.train_reference(lm, prep, out, TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0))
+reference.run_pass = dying
+reference.train_reference(lm, prep, out, TrainConfig(epochs=2, lr=5e-3, token_budget=512, lora_r=4, seed=0))
 """
 
 
@@ -153,7 +157,7 @@ def test_kill_9_during_an_epochs_evaluation_redoes_only_the_evaluation(tmp_path,
                           str(tmp_path / "ref")], env=env, capture_output=True)
     assert res.returncode == -9, res.stderr.decode()[-2000:]
     epoch1 = tmp_path / "ref" / "epoch-1"
-    assert (epoch1 / "adapter_model.safetensors").exists() and not (epoch1 / "siftlm-done").exists()
+    assert (epoch1 / "adapter_model.safetensors").exists() and not epoch1.with_name("epoch-1.done").exists()
     saved = (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns
     steps = []
     real = trajectory.response_nll
@@ -162,7 +166,7 @@ def test_kill_9_during_an_epochs_evaluation_redoes_only_the_evaluation(tmp_path,
     frames, fps = train_reference(lm, prep, tmp_path / "ref", CFG)
     n_batches = len(trajectory.plan_batches([len(e.input_ids) for e in prep.encoded], CFG.token_budget))
     assert len(steps) == n_batches                                             # epoch 2 only: epoch 1 was kept
-    assert (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns == saved and (epoch1 / "siftlm-done").exists()
+    assert (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns == saved and epoch1.with_name("epoch-1.done").exists()
     monkeypatch.undo()
     lm2, prep2 = _setup(model_dir, alpaca_file, tmp_path / "st-clean")
     clean, clean_fps = train_reference(lm2, prep2, tmp_path / "clean", CFG)

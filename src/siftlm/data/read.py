@@ -1,18 +1,14 @@
-"""Reading datasets from disk (jsonl, json, parquet, csv, HF save_to_disk) and atomic writing."""
+"""Reading datasets from disk (jsonl, json, parquet, csv, HF save_to_disk, hub datasets) into validated examples, with
+every bad record a reject naming its file, line and field."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
-import tempfile
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from siftlm.data.formats import (
     FORMATS,
@@ -24,21 +20,7 @@ from siftlm.data.formats import (
     detect_format,
 )
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-
-__all__ = [
-    "DataError",
-    "Dataset",
-    "atomic_write",
-    "examples_table",
-    "read_dataset",
-    "read_records",
-    "summarize",
-    "write_jsonl",
-    "write_rejects",
-    "write_selected",
-]
+__all__ = ["DataError", "Dataset", "open_dataset", "read_dataset", "read_records"]
 
 JSONL_EXTS = (".jsonl", ".ndjson")
 JSON_EXTS = (".json",)
@@ -255,17 +237,6 @@ def open_dataset(data, cfg) -> Dataset:
     return read_dataset(data, format=cfg.format, split=cfg.split, columns=columns)
 
 
-def require_examples(ds: Dataset, rejects: str | Path) -> Dataset:
-    """``ds`` when it holds a valid example; else its rejects are written to ``rejects`` and the error names that file
-    (checked before any model is loaded: a bad file fails in a second)."""
-    if ds.examples:
-        return ds
-    write_rejects(ds.rejects, rejects)
-    first = f"; first: line {ds.rejects[0].line}: {ds.rejects[0].reason}" if ds.rejects else ""
-    raise DataError(f"{ds.path}: no valid examples ({ds.n_read} read, {len(ds.rejects)} rejected, {ds.n_skipped} "
-                    f"blank{first}); every reject is in {rejects}")
-
-
 def rename_columns(record: dict, columns: dict[str, str] | None) -> dict:
     """``columns``: {siftlm's key: the record's key}, e.g. {"prompt": "question", "response": "answer"}."""
     if not columns:
@@ -396,125 +367,3 @@ def read_dataset(path, *, format: str | None = None, max_chars: int = 100_000, s
     return Dataset(source, fmt, examples, rejects, len(rows), skipped)
 
 
-# ---------------------------------------------------------------------------------------------
-# writing
-
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
-def disk_error(e: BaseException) -> str | None:
-    """One line for a write that failed because the disk is full or the place is not writable, else None."""
-    where = getattr(e, "filename", None) or ""
-    code = getattr(e, "errno", None)
-    if code in NO_SPACE or "No space left on device" in str(e):
-        return f"no space left on device{f' writing {where}' if where else ''}: free some space or write elsewhere"
-    if code in NOT_WRITABLE:
-        return f"read-only: cannot write {where or 'the output'} ({os.strerror(code)}); choose another --out"
-    return None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def umask_permissions(path: str | Path) -> None:
-    """Give ``path`` (a file, or a folder and everything in it) the permissions a plain write would: libraries
-    that write through temporary files (safetensors: 0600) otherwise leave some outputs unreadable to others."""
-    path, mask = Path(path), _umask()
-    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
-@contextmanager
-def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to path; on success it replaces path, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask permissions
-            umask_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    plain = _plain(obj)
-    if plain is obj:
-        raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
-    return plain
-
-
-def write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
-    with atomic_write(path) as tmp, tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
-
-
-def write_rejects(rejects: list[Reject], path: str | Path) -> None:
-    write_jsonl((asdict(r) for r in rejects), path)
-
-
-def write_selected(examples: list[Example], path: str | Path) -> None:
-    """Write each example's original record (input format) as jsonl."""
-    write_jsonl((ex.raw for ex in examples), path)
-
-
-def examples_table(examples: Iterable[Example]) -> pa.Table:
-    import pyarrow as pa
-
-    examples = list(examples)
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("kind", pa.string()),
-            ("source", pa.string()),
-            ("line", pa.int64()),
-            ("messages", pa.string()),
-            ("chosen", pa.string()),
-            ("rejected", pa.string()),
-        ]
-    )
-    columns = {
-        "id": [e.id for e in examples],
-        "kind": [e.kind for e in examples],
-        "source": [e.source for e in examples],
-        "line": [e.line for e in examples],
-        "messages": [json.dumps(e.messages, ensure_ascii=False) for e in examples],
-        "chosen": [e.chosen for e in examples],
-        "rejected": [e.rejected for e in examples],
-    }
-    return pa.table(columns, schema=schema)
-
-
-def reason_kind(reason: str) -> str:
-    """The stable leading phrase of a reject reason (for grouping counts)."""
-    return next((k for k in REASON_KINDS if reason.startswith(k)), reason)
-
-
-def rejects_by_reason(rejects: list[Reject]) -> dict[str, int]:
-    """Reject counts by the stable leading phrase of their reasons, most frequent first."""
-    return dict(Counter(reason_kind(r.reason) for r in rejects).most_common())
-
-
-def summarize(ds: Dataset) -> dict:
-    return {
-        "path": ds.path,
-        "format": ds.format,
-        "n_read": ds.n_read,
-        "n_kept": len(ds.examples),
-        "n_rejected": len(ds.rejects),
-        "n_skipped": ds.n_skipped,
-        "rejects_by_reason": rejects_by_reason(ds.rejects),
-        "rejects_by_field": dict(Counter(r.field for r in ds.rejects).most_common()),
-        "kinds": dict(Counter(e.kind for e in ds.examples).most_common()),
-    }
