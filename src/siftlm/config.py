@@ -122,10 +122,13 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(False, "recompute the decoder's activations in the backward: less memory per "
                                               "token, more time (bench/memory.py measures both)",
                                        aliases=("activation-checkpointing",))
+    workers: int = opt(1, "--backend ray: training processes (Ray Train workers, one GPU each when the cluster has "
+                          "GPUs); under torchrun / accelerate launch the launcher decides")
 
     def identity(self) -> dict:
-        """The settings that change the trained weights (not how memory is traded for time)."""
-        return {k: v for k, v in asdict(self).items() if k != "gradient_checkpointing"}
+        """The settings that change the trained weights (not how memory is traded for time, nor how many processes
+        share the work: every world size takes the same global batches)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("gradient_checkpointing", "workers")}
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -36,8 +37,8 @@ def log_line(description: str, done: int, total: int, elapsed: float) -> str:
 
 @contextlib.contextmanager
 def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """``with bar("base loss", n) as advance: advance(k)``."""
-    if not enabled:
+    """``with bar("base loss", n) as advance: advance(k)``; under a launcher only rank 0 shows bars."""
+    if not enabled or int(os.environ.get("RANK", "0")):
         yield lambda n: None
         return
     if not console.is_terminal:  # a log file gets a line per 10 %: count, elapsed time, rate and ETA

@@ -8,6 +8,8 @@ An executor can
   store's lock and done marker) and returns "computed", "done" or "busy";
 - ``map_tasks(fn, args)``: ``[fn(*a) for a in args]``, independent pieces (DPP parts, k-means assignment);
 - ``share(obj)``: ship an object once to where work runs; the work gets it back with ``fetch``;
+- ``train(job, workers=N)``: a training job in N processes that form one process group (Ray Train's
+  ``TorchTrainer``); the local executor runs it here (the ranks, if any, come from a launcher);
 - ``remote``: whether work runs in other processes (then a model is loaded there from its files when it can be).
 
 ``EXECUTORS`` maps a backend name to the module that implements it; a Slurm or Accelerate-launched executor is one
@@ -41,6 +43,8 @@ class Executor(Protocol):
     def map_tasks(self, fn: Callable, args: Iterable[tuple]) -> list: ...
 
     def share(self, obj): ...
+
+    def train(self, job: Callable[[], None], *, workers: int = 1, use_gpu: bool = False) -> None: ...
 
 
 def executor(name: str = "local", **options) -> Executor:

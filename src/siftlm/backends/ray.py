@@ -145,6 +145,37 @@ class Executor:
     def share(self, obj):
         return share(obj, self.address)
 
+    def train(self, job: Callable[[], None], *, workers: int = 1, use_gpu: bool = False) -> None:
+        """``job()`` in each of ``workers`` Ray Train workers (a TorchTrainer: the process group is set up for it)."""
+        train(job, workers=workers, use_gpu=use_gpu, address=self.address)
+
+
+def _train_worker(config: dict) -> None:
+    config["job"]()
+
+
+def train(job: Callable[[], None], *, workers: int, use_gpu: bool, address: str | None = None) -> None:
+    """Ray Train's ``TorchTrainer`` over ``workers`` workers (one GPU each with ``use_gpu``) running ``job``; a worker's
+    failure is one line naming its own error (the job resumes from its last saved epoch when run again)."""
+    import tempfile
+
+    init(address)
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    with tempfile.TemporaryDirectory(prefix="siftlm-ray-train-") as storage:     # siftlm keeps its own checkpoints
+        trainer = TorchTrainer(_train_worker, train_loop_config={"job": job},
+                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+                               run_config=RunConfig(storage_path=storage, name="siftlm-train"))
+        try:
+            result = trainer.fit()
+        except Exception as e:                # Ray Train raises its own wrapper around the worker's error
+            raise RuntimeError(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
+                               f"{_cause(e)}") from e
+        if result.error is not None:
+            raise RuntimeError(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
+                               f"{_cause(result.error)}")
+
 
 def share(obj, address: str | None = None):
     """Put ``obj`` in the cluster's object store once; workers ``fetch`` it (no copy per task)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +42,8 @@ def main(ctx: typer.Context,
 
 
 def show(title: str, rows: list, header: tuple = ("item", "value")) -> None:
+    if int(os.environ.get("RANK", "0")):     # under a launcher, rank 0 speaks for every rank
+        return
     t = Table(title=title)
     for i, h in enumerate(header):
         t.add_column(h, justify="left" if i == 0 else "right")

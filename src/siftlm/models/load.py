@@ -195,6 +195,11 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a hub id
 
 
+def _absolute(spec: str | None) -> str | None:
+    """A local path made absolute (another process may run elsewhere); builtin names and hub ids as they are."""
+    return str(Path(spec).resolve()) if spec and Path(spec).expanduser().exists() else spec
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -234,8 +239,8 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     model.siftlm_compute_dtype = prec.compute
     model.siftlm_dtype_auto = str(dtype) == "auto"     # a stored pass in the other precision may serve it
     # how another process (a Ray actor) loads the same weights in the same precision
-    model.siftlm_source = {"spec": spec, "adapter": adapter, "dtype": prec.name, "master_fp32": master_fp32,
-                           "trust_remote_code": trust_remote_code, "fingerprint": fp}
+    model.siftlm_source = {"spec": _absolute(spec), "adapter": _absolute(adapter), "dtype": prec.name,
+                           "master_fp32": master_fp32, "trust_remote_code": trust_remote_code, "fingerprint": fp}
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not quiet:

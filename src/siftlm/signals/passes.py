@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
@@ -227,7 +228,8 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
     bounds = store.shard_bounds(_weights(prep), target=prep.cfg.shard_tokens, size=prep.cfg.shard_size)
     source = _source(model, model_fp) if ex.remote and name != "embed" else None
     job = ShardJob(name, ex.share(prep), None if source else ex.share(model), source, model_fp,
-                   precision.tag(model) if name != "embed" else "", options, str(prep.cfg.store), spec, bounds)
+                   precision.tag(model) if name != "embed" else "", options, str(Path(prep.cfg.store).resolve()), spec,
+                   bounds)
     with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
         return store.compute_pass(prep.cfg.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
                                   units=p.units)

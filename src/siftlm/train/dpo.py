@@ -162,9 +162,12 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
                              callbacks=[*(callbacks or []), MarkSaved(keyed)])
     result = trainer.train(resume_from_checkpoint=resume)
     final = out / "final"
-    trainer.save_model(str(final))
-    normalize_saved(final)
+    trainer.save_model(str(final))                   # TRL saves on the main process only (under a launcher)
     summary = {"config": asdict(cfg), "beta": beta, "model": lm.name, "model_fingerprint": lm.fingerprint, "final": str(final),
-               "n_pairs": len(prep.encoded), "metrics": result.metrics, "log_history": trainer.state.log_history}
-    keyed.write("siftlm-dpo.json", json.dumps(summary, indent=2, default=str))
+               "n_pairs": len(prep.encoded), "metrics": result.metrics, "log_history": trainer.state.log_history,
+               "world_size": trainer.args.world_size}
+    if trainer.is_world_process_zero():
+        normalize_saved(final)
+        keyed.write("siftlm-dpo.json", json.dumps(summary, indent=2, default=str))
+    trainer.accelerator.wait_for_everyone()
     return summary

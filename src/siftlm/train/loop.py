@@ -38,6 +38,7 @@ from siftlm.train.dist import Ranks, ranks, split_batch
 
 OPTIMIZER_FILE = "siftlm-optimizer.pt"
 CONFIG_FILE = "siftlm-train.json"
+STEPS_FILE = "siftlm-steps.json"    # in each epoch folder: the global loss of every step, in order
 LEGACY_DONE = "siftlm-done"          # where siftlm before the keyed folders marked an evaluated epoch
 
 # evaluate(model, fingerprint, epoch) stores the loss pass of ``model`` for epoch ``epoch`` (on every rank)
@@ -106,9 +107,10 @@ def _response_tokens(e: Encoded) -> int:
     return sum(1 for t in e.labels[1:] if t != IGNORE)
 
 
-def _save(net, model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer, rk: Ranks) -> None:
+def _save(net, model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer, rk: Ranks, steps: list[float]) -> None:
     """The epoch folder (rank 0 writes, the others wait): weights (a full model folder must load on its own; under
-    FSDP the full state dict is gathered first), then optimizer and scheduler state."""
+    FSDP the full state dict is gathered first), optimizer and scheduler state, and the epoch's step losses with the
+    world size they were computed at."""
     state = rk.accelerator.get_state_dict(net) if rk.accelerator is not None and cfg.full else None
     if rk.main:
         def write(tmp: Path) -> None:
@@ -124,6 +126,7 @@ def _save(net, model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer, rk:
                 save_folder(model, tmp, tokenizer if cfg.full else None)
             optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+            (tmp / STEPS_FILE).write_text(json.dumps({"world_size": rk.world, "losses": steps}))
         write_folder(folder, write)
     rk.barrier()
 
@@ -201,14 +204,16 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
         trained = True
         net.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
+        steps = []
         for b in rng.permutation(len(batches)):
-            losses.append(_step(net, params, opt, encoded, batches[b], targets, pad_id, cfg, rk))
+            steps.append(_step(net, params, opt, encoded, batches[b], targets, pad_id, cfg, rk))
             sched.step()
             if on_step:
                 on_step(len(batches[b]))
+        losses += steps
         net.eval()
         folder = epoch_dir(out, epoch)
-        _save(net, model, cfg, folder, opt, sched, tokenizer, rk)
+        _save(net, model, cfg, folder, opt, sched, tokenizer, rk, steps)
         fps.append(model_fingerprint(base_fp, folder, cfg))
         mark_trained(model, fps[-1])
         evaluate(model, fps[-1], epoch)

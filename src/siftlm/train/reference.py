@@ -25,6 +25,7 @@ from siftlm.progress import bar
 from siftlm.signals import store
 from siftlm.signals.passes import pass_spec, run_pass
 from siftlm.signals.prepare import Prepared
+from siftlm.train.launch import elsewhere, train_elsewhere
 from siftlm.train.loop import epoch_dir, train, trajectory_fingerprints
 
 
@@ -84,6 +85,11 @@ def find_reference(prep: Prepared, base_fp: str, tcfg: TrainConfig) -> Path | No
     return folder if finished(folder, base_fp) and stored_identity(folder) == _normalize(ident) else None
 
 
+def evaluate_epoch(prep: Prepared, model, fp: str, epoch: int) -> None:
+    """The trajectory's evaluation after ``epoch``: the loss pass of every training example, into the store."""
+    run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}")
+
+
 def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> Reference:
     """Fine-tune the base on all examples with the trajectory evaluated into the store (or reuse a finished folder
     of the same identity; another identity is refused). ``lm.model`` is trained in place when training runs here
@@ -91,12 +97,13 @@ def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> R
     ident = identity(prep, lm.fingerprint, tcfg)
     keyed = open_training(out, ident)
     if not finished(keyed.folder, lm.fingerprint):
-        def evaluate(model, fp, epoch):
-            run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}")
-
-        with bar("train", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
-            train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
-                  evaluate=evaluate, on_step=advance, tokenizer=prep.tokenizer)
+        if elsewhere(prep, tcfg):                      # Ray Train workers run the same loop and evaluations
+            train_elsewhere(lm, prep, keyed, tcfg, evaluate=evaluate_epoch)
+        else:
+            with bar("train", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
+                train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
+                      evaluate=lambda model, fp, epoch: evaluate_epoch(prep, model, fp, epoch), on_step=advance,
+                      tokenizer=prep.tokenizer)
     fps = trajectory_fingerprints(keyed.folder, lm.fingerprint)
     with atomic_write(_index(prep.cfg.store, ident)) as tmp:
         tmp.write_text(json.dumps({"folder": str(keyed.folder.resolve()), "identity": ident}, indent=2))

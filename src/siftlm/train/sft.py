@@ -22,6 +22,7 @@ from siftlm.files import write_folder
 from siftlm.progress import bar
 from siftlm.signals.prepare import Prepared
 from siftlm.train.dist import ranks
+from siftlm.train.launch import elsewhere, train_elsewhere
 from siftlm.train.loop import OPTIMIZER_FILE, epoch_dir, train, trajectory_fingerprints
 from siftlm.train.reference import finished, identity, open_training
 
@@ -45,9 +46,12 @@ def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
     base's); load ``OUT/final`` for the trained model."""
     keyed = open_training(out, identity(prep, lm.fingerprint, tcfg), "a fine-tune")
     if not finished(keyed.folder, lm.fingerprint):
-        with bar("finetune", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
-            train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
-                  on_step=advance, tokenizer=prep.tokenizer)
+        if elsewhere(prep, tcfg):                      # Ray Train workers run the same loop
+            train_elsewhere(lm, prep, keyed, tcfg)
+        else:
+            with bar("finetune", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
+                train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
+                      on_step=advance, tokenizer=prep.tokenizer)
     fps = trajectory_fingerprints(keyed.folder, lm.fingerprint)
     final = keyed.path("final")
     rk = ranks()

@@ -1,0 +1,73 @@
+"""Where a training runs: here (one process, or every rank a launcher started: ``torchrun``, ``accelerate launch``),
+or on a Ray cluster through Ray Train (``--backend ray --workers N``), the same loop in every case.
+
+For Ray, ``TrainJob`` is what each Ray Train worker runs: it fetches the prepared data from the object store, loads
+the model from its files (the driver's model as it was loaded, never weights trained in memory), opens the same keyed
+folder and runs ``siftlm.train.loop.train``; Ray Train has set up the process group, so the loop sees its rank and
+world size exactly as under ``torchrun``. Evaluations inside the workers run their passes locally, sharing the
+store's shards; the driver then reads the finished folder and the store like any finished training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from siftlm.backends import executor, fetch
+from siftlm.config import TrainConfig, UsageError
+from siftlm.keyed import open_keyed
+from siftlm.models.load import load_model
+from siftlm.train.dist import launched_world
+from siftlm.train.loop import train
+
+
+@dataclass
+class TrainJob:
+    prep: object                 # the Prepared data (or the executor's reference to it)
+    source: dict                 # how a worker loads the model (``load_model``'s arguments)
+    folder: str
+    identity: dict
+    what: str
+    cfg: TrainConfig
+    labels: dict
+    evaluate: Callable | None    # evaluate(prep, model, fingerprint, epoch), a picklable function, or None
+
+    def __call__(self) -> None:
+        prep = fetch(self.prep)
+        prep = replace(prep, cfg=replace(prep.cfg, backend="local"))    # each worker computes its share of a pass
+        lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
+        if lm.fingerprint != self.source["fingerprint"]:
+            raise RuntimeError(f"a training worker loaded {self.source['spec']} as {lm.fingerprint}, the driver has "
+                               f"{self.source['fingerprint']}: every node must see the same model files")
+        keyed = open_keyed(self.folder, self.identity, what=self.what, labels=self.labels)
+        evaluate = (lambda model, fp, epoch: self.evaluate(prep, model, fp, epoch)) if self.evaluate else None
+        train(lm.model, lm.fingerprint, prep.encoded, keyed, self.cfg, pad_id=prep.tokenizer.pad_token_id,
+              evaluate=evaluate, tokenizer=prep.tokenizer)
+
+
+def elsewhere(prep, tcfg: TrainConfig) -> bool:
+    """Whether this training runs on the executor's workers rather than here; a local run asked for several workers
+    without a launcher is a usage error saying how to launch it."""
+    ex = executor(getattr(prep.cfg, "backend", "local"), address=getattr(prep.cfg, "ray_address", None))
+    if ex.remote:
+        return True
+    if tcfg.workers > 1 and launched_world() == 1:
+        raise UsageError(f"--workers {tcfg.workers} needs --backend ray, or a launcher that starts the ranks: "
+                         f"torchrun --nproc_per_node {tcfg.workers} -m siftlm ... or accelerate launch --num_processes "
+                         f"{tcfg.workers} -m siftlm ...")
+    return False
+
+
+def train_elsewhere(lm, prep, keyed, tcfg: TrainConfig, *, evaluate: Callable | None = None) -> None:
+    """Run the training of ``keyed`` on the executor of ``prep.cfg.backend`` (Ray Train workers)."""
+    source = getattr(lm.model, "siftlm_source", None)
+    if not source or source["fingerprint"] != lm.fingerprint:
+        raise UsageError("training on Ray needs a model loaded from files (each worker loads it); this one is not")
+    ex = executor(prep.cfg.backend, address=getattr(prep.cfg, "ray_address", None))
+    prep = replace(prep, cfg=replace(prep.cfg, store=str(Path(prep.cfg.store).resolve())))   # workers run elsewhere
+    job = TrainJob(ex.share(prep), source, str(keyed.folder.resolve()), keyed.identity, keyed.what, tcfg,
+                   {"dataset": "other data", "base": "another base model"}, evaluate)
+    ex.train(job, workers=max(1, tcfg.workers), use_gpu=torch.cuda.is_available())
