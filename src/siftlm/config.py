@@ -300,7 +300,9 @@ class EvaluateConfig:
 @dataclass
 class PlanConfig:
     gpus: int = opt(0, "GPUs the run will use (0: this machine's CPU); passes split over them (--backend ray), training "
-                       "runs on one")
+                       "is data-parallel over them")
+    train_efficiency: float = opt(0.9, "data-parallel training's scaling efficiency over --gpus when bench/train_parallel.py "
+                                       "has not measured it for this model and device")
     params: str | None = opt(None, "model size when the model is not on this machine, e.g. 7e9 or 7B (tokens are then "
                                    "counted with builtin:smollm2's tokenizer, said in the output)")
     scale_to: int | None = opt(None, "estimate for this many examples (token counts scaled from DATA's)")

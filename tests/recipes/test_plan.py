@@ -1,5 +1,6 @@
 """siftlm plan: token counts equal the passes' own encoding, FLOPs follow the documented rule, time comes from a
-measured throughput when one exists, passes split over GPUs and training does not."""
+measured throughput when one exists, passes split over GPUs, training splits at its (measured or assumed) scaling
+efficiency."""
 
 import json
 
@@ -27,7 +28,9 @@ def test_counts_params_and_flops_follow_the_rule(model_dir, alpaca_file, tokeniz
     assert train.flops == pytest.approx(4 * p * tokens * 3)                     # LoRA: 4P per token, 3 epochs
     assert loss.device_hours == pytest.approx(loss.flops / (100e12 * 0.5) / 3600)
     assert loss.hours == pytest.approx(loss.device_hours / 4)                   # passes split over the GPUs
-    assert train.hours == pytest.approx(train.device_hours)                     # training runs on one
+    compute = 4 * p * tokens * 3 / (100e12 * 0.5) / 3600
+    assert train.device_hours == pytest.approx(compute / 0.9)                  # data-parallel at the assumed 0.9
+    assert train.hours == pytest.approx(train.device_hours / 4) and "assumed 0.90 efficiency" in train.source
     full = plan(str(alpaca_file), str(model_dir), PlanConfig(full=True, device="cuda", peak_tflops=100.0, bench=""),
                 signals=SignalConfig(progress=False))
     assert [s.flops for s in full["steps"] if "fine-tune" in s.name][0] == pytest.approx(6 * p * tokens * 2)
@@ -47,6 +50,19 @@ def test_a_measured_throughput_is_used_first_and_scaling_multiplies_tokens(model
     assert loss.device_hours == pytest.approx(loss.tokens / 500.0 / 3600) and loss.source == "measured 500 tok/s"
     grads = [s for s in est["steps"] if s.name.startswith("grads")][0]
     assert grads.device_hours == pytest.approx(2 * loss.device_hours)           # 4P vs 2P per token
+
+
+def test_a_measured_scaling_efficiency_is_used_for_training(model_dir, alpaca_file, tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    slug = str(model_dir).replace("/", "_")
+    rows = [{"world": 1, "efficiency": 1.0, "device": "cuda:0"}, {"world": 8, "efficiency": 0.8, "device": "cuda:0"}]
+    (bench / f"train_parallel-{slug}.json").write_text(json.dumps({"rows": rows}))
+    cfg = PlanConfig(gpus=8, device="cuda", peak_tflops=100.0, mfu=0.5, bench=str(bench))
+    train = [s for s in plan(str(alpaca_file), str(model_dir), cfg, signals=SignalConfig(progress=False))["steps"]
+             if "fine-tune" in s.name][0]
+    assert train.hours == pytest.approx(train.flops / (100e12 * 0.5) / 3600 / 0.8 / 8)
+    assert "0.80 efficiency measured at 8" in train.source
 
 
 def test_plan_through_the_cli_writes_json(model_dir, alpaca_file, tmp_path):

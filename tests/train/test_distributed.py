@@ -148,6 +148,26 @@ def test_a_global_batch_is_split_by_tokens_the_same_way_on_every_rank():
     assert imbalance(batch, tokens, 1) == 1.0 and 1.0 <= imbalance(batch, tokens, 2) < 1.3
 
 
+def test_accelerates_mixed_precision_is_refused():
+    from siftlm.config import UsageError
+    from siftlm.train.dist import check_launch
+
+    check_launch({"ACCELERATE_MIXED_PRECISION": "no"})
+    with pytest.raises(UsageError, match="asks for mixed_precision fp16: siftlm sets precision itself"):
+        check_launch({"ACCELERATE_MIXED_PRECISION": "fp16"})
+
+
+def test_full_fine_tuning_under_ddp_trains_what_one_process_does(tmp_path, data, model_dir):
+    full = ["--full", "--lr", "0.0005"]
+    _train([sys.executable, "-m", "siftlm"], tmp_path / "one", tmp_path / "st1", data, model_dir, *full)
+    _train([_bin("torchrun"), "--nproc_per_node", "2", "-m", "siftlm"], tmp_path / "two", tmp_path / "st2", data,
+           model_dir, *full)
+    for sa, sb in zip(_steps(tmp_path / "one"), _steps(tmp_path / "two"), strict=True):
+        np.testing.assert_allclose(sb["losses"], sa["losses"], atol=TOL, rtol=0)
+    wa, wb = (load_file(d / "epoch-2" / "model.safetensors") for d in (tmp_path / "one", tmp_path / "two"))
+    assert wa.keys() == wb.keys() and max(float((wa[k] - wb[k]).abs().max()) for k in wa) < TOL
+
+
 def test_launch_mistakes_are_one_line(tmp_path, data, model_dir):
     res = subprocess.run([sys.executable, "-m", "siftlm", "train", str(data), "--model", str(model_dir), "--out",
                           str(tmp_path / "r"), "--store", str(tmp_path / "st"), "--workers", "2"], env=_env(),

@@ -62,17 +62,19 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
 
 
 def cells(cfg: ExperimentConfig) -> list[Cell]:
-    """Every cell: ``full`` once per seed; random once per subset and budget; every other method once per seed and
-    budget (example budgets, then token budgets)."""
+    """Every cell, budget by budget (smallest first, an example budget before the token budget of the same size;
+    within one, every method's seeds in the grid's order), then ``full`` once per seed: an interrupted grid has whole
+    budgets done."""
     out = []
-    for method in cfg.methods:
-        name = method_name(method)
-        if name == "full":
-            out += [Cell(name, method, None, "all", s) for s in cfg.seeds]
-            continue
-        seeds = list(range(cfg.random_subsets or len(cfg.seeds))) if name == BASELINE else list(cfg.seeds)
-        for unit, budgets in (("examples", cfg.budgets), ("tokens", cfg.budget_tokens)):
-            out += [Cell(name, method, b, unit, s) for b in budgets for s in seeds]
+    pairs = sorted([("examples", b) for b in cfg.budgets] + [("tokens", b) for b in cfg.budget_tokens],
+                   key=lambda ub: (float(ub[1]) if float(ub[1]) <= 1 else float("inf"), ub[0] == "tokens"))
+    for unit, b in pairs:
+        for method in cfg.methods:
+            name = method_name(method)
+            if name != "full":
+                seeds = list(range(cfg.random_subsets or len(cfg.seeds))) if name == BASELINE else list(cfg.seeds)
+                out += [Cell(name, method, b, unit, s) for s in seeds]
+    out += [Cell("full", m, None, "all", s) for m in cfg.methods if method_name(m) == "full" for s in cfg.seeds]
     if len({(c.name, c.budget, c.unit, c.seed) for c in out}) != len(out):
         raise UsageError("two grid methods have the same name; give one a 'name'")
     return out

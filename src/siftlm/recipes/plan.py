@@ -7,7 +7,9 @@ grads pass 4P (forward, and a backward through the activations: LoRA needs no fr
 training epoch 4P, a full fine-tuning epoch 6P; the sentence encoder 2 x its own parameters. Time comes from a
 measured throughput when ``bench/loss_pass.py`` / ``bench/train_step.py`` results exist for this model and device
 (other passes scaled by their FLOPs ratio), else from FLOPs at ``--mfu`` of the device's peak. Model passes split
-over ``--gpus`` (Ray actors); training runs on one device, so its wall time does not shrink with more GPUs.
+over ``--gpus`` (Ray actors) perfectly; training is data-parallel over them (torchrun / accelerate launch / Ray
+Train) at the scaling efficiency ``bench/train_parallel.py`` measured for this model and device at the nearest
+world size, else at ``--train-efficiency``.
 """
 
 from __future__ import annotations
@@ -75,7 +77,23 @@ def measured(bench_dirs: str, model: str, device: str) -> dict:
             r = json.loads(train.read_text())
             tok = max(v for k, v in r.items() if k.startswith("siftlm_") and k.endswith("_tok_s"))
             found["train"] = (tok, f"measured {tok:,.0f} tok/s", str(train))
+        parallel = Path(folder) / f"train_parallel-{slug}.json"
+        if "parallel" not in found and parallel.exists():
+            rows = [r for r in json.loads(parallel.read_text())["rows"] if r["device"].startswith(device)]
+            if rows:
+                found["parallel"] = ({r["world"]: r["efficiency"] for r in rows}, "measured", str(parallel))
     return found
+
+
+def train_efficiency(meas: dict, devices: int, assumed: float) -> tuple[float, str]:
+    """Scaling efficiency of data-parallel training over ``devices``: measured at the nearest world size, else assumed."""
+    if devices <= 1:
+        return 1.0, ""
+    if "parallel" in meas:
+        by_world = meas["parallel"][0]
+        world = min(by_world, key=lambda w: (abs(w - devices), -w))
+        return by_world[world], f", data-parallel at the {by_world[world]:.2f} efficiency measured at {world}"
+    return assumed, f", data-parallel at an assumed {assumed:.2f} efficiency (bench/train_parallel.py measures it)"
 
 
 def token_counts(data: str, model: str, cfg: PlanConfig, src: DataConfig, signals: SignalConfig) -> dict:
@@ -133,12 +151,13 @@ def plan(data: str, model: str, cfg: PlanConfig, *, src: DataConfig | None = Non
         ("loss (base)", T, 2, params, "loss", True),
         ("uncond (IFD)", U, 2, params, "loss", True),
         (f"reference fine-tune ({cfg.epochs} epochs, {'full' if cfg.full else 'LoRA'})", T * cfg.epochs, train_mult,
-         params, "train", False),
+         params, "train", "train"),
         ("loss (reference)", T, 2, params, "loss", True),
         (f"trajectory evaluations ({cfg.epochs} epochs, LP)", T * cfg.epochs, 2, params, "loss", True),
         ("grads (DPP / LESS features)", T, 4, params, "loss", True),
         ("embed (sentence encoder)", X, 2, SENTENCE_PARAMS, None, True),
     ]
+    eff, eff_note = train_efficiency(meas, devices, cfg.train_efficiency)
     steps = []
     for name, tokens, mult, p, which, split in specs:
         flops = mult * p * tokens
@@ -150,7 +169,9 @@ def plan(data: str, model: str, cfg: PlanConfig, *, src: DataConfig | None = Non
                 source += f", x{mult / base_mult:g} for the FLOPs"
         else:
             device_s, source = flops / (peak * 1e12 * cfg.mfu), peak_src
-        wall = device_s / (devices if split else 1)
+        if split == "train":                          # data-parallel: every device pays the efficiency loss
+            device_s, source = device_s / eff, source + eff_note
+        wall = device_s / devices
         steps.append(Step(name, tokens, flops, wall / 3600, device_s / 3600, source))
     flows = {
         "DavIR (siftlm run --by davir)": [steps[0], steps[1], steps[2], steps[3]],
@@ -158,5 +179,6 @@ def plan(data: str, model: str, cfg: PlanConfig, *, src: DataConfig | None = Non
         "DPP on gradients (davir+dpp)": [steps[0], steps[1], steps[2], steps[3], steps[5]],
     }
     return {"data": str(data), "model": model, "params": params, "examples": n, "device": device, "devices": devices,
+            "train_efficiency": eff,
             "counts": counts, "steps": steps, "measurements": {k: v[2] for k, v in meas.items()},
             "flows": {k: (sum(s.hours for s in v), sum(s.device_hours for s in v)) for k, v in flows.items()}}

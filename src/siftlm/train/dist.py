@@ -50,11 +50,22 @@ def launched_world() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_launch(env=os.environ) -> None:
+    """One-line errors for launcher settings that would silently change the training: Accelerate's mixed precision
+    (siftlm runs its own autocast, chosen by --dtype, with fp32 master weights and fp32 losses)."""
+    mixed = env.get("ACCELERATE_MIXED_PRECISION", "no")
+    if mixed not in ("no", ""):
+        raise UsageError(f"the Accelerate config asks for mixed_precision {mixed}: siftlm sets precision itself (--dtype "
+                         "bfloat16, fp32 master weights); set mixed_precision: no in the config, or launch with "
+                         "--mixed_precision no")
+
+
 @lru_cache(maxsize=1)
 def ranks() -> Ranks:
     """This process's rank and the world size; Accelerate sets up the process group once per process."""
     if launched_world() <= 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return Ranks(0, 1)
+    check_launch()
     try:
         from accelerate import Accelerator
     except ImportError as e:
@@ -64,8 +75,8 @@ def ranks() -> Ranks:
 
 
 def split_batch(index: list[int], tokens: list[int], world: int) -> list[list[int]]:
-    """One global batch (example positions, with their token counts) split into ``world`` parts of balanced token
-    counts: longest first, each to the part with the fewest tokens so far (ties to the lower rank). Deterministic,
+    """One global batch (example positions, with their lengths in tokens) split into ``world`` parts of balanced
+    token counts: longest first, each to the part with the fewest tokens so far (ties to the lower rank). Deterministic,
     so every rank computes the same split; a part may be empty when the batch has fewer examples than ranks."""
     parts: list[list[int]] = [[] for _ in range(world)]
     load = [0] * world

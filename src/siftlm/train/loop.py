@@ -206,7 +206,7 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         steps = []
         for b in rng.permutation(len(batches)):
-            steps.append(_step(net, params, opt, encoded, batches[b], targets, pad_id, cfg, rk))
+            steps.append(_step(net, params, opt, encoded, batches[b], lengths, targets, pad_id, cfg, rk))
             sched.step()
             if on_step:
                 on_step(len(batches[b]))
@@ -236,11 +236,12 @@ def _mark(keyed: Keyed, epoch: int, rk: Ranks) -> None:
     rk.barrier()
 
 
-def _step(net, params, opt, encoded, batch: list[int], targets: list[int], pad_id: int, cfg: TrainConfig,
-          rk: Ranks) -> float:
-    """One optimizer step on a global batch; returns its loss (the token mean over the whole global batch)."""
+def _step(net, params, opt, encoded, batch: list[int], lengths: list[int], targets: list[int], pad_id: int,
+          cfg: TrainConfig, rk: Ranks) -> float:
+    """One optimizer step on a global batch; returns its loss (the token mean over the whole global batch). The batch
+    is split across ranks by sequence length (what a forward costs); the loss is normalised by response tokens."""
     n_global = sum(targets[i] for i in batch)
-    mine = split_batch(batch, targets, rk.world)[rk.rank] if rk.world > 1 else batch
+    mine = split_batch(batch, lengths, rk.world)[rk.rank] if rk.world > 1 else batch
     real = bool(mine)
     part = collate(encoded, mine if real else batch[:1], pad_id)   # an empty share still joins the gradient sync
     nll = net(part)
