@@ -230,6 +230,8 @@ class RunConfig:
     by: str = opt("davir", "score to select by")
     budget: int | float = opt(0.1, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written as an "
                                    "integer (10)")
+    budget_tokens: int | float | None = opt(None, "a token budget instead: the selection's prompt + response tokens "
+                                                  "at most this many (an integer) or this fraction of all (in (0, 1])")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     ifd: bool = opt(True, "run the response-only pass for IFD")
     reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from siftlm.options import Fail, fail, load_config
+from siftlm.report import evidence
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Pick the post-training data worth keeping, using the model itself.")
@@ -67,3 +68,7 @@ def show_summary(summary: dict, out) -> None:
          [(k.split("~")[0], f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}")
           for k, v in summary["length_correlations"].items() if k.endswith("~tokens_total")], ("signal", "pearson", "spearman"))
     console.print(f"outputs in {out}/: " + ", ".join(Path(p).name for p in summary["outputs"].values()))
+    if summary.get("selection"):
+        said = evidence.line(summary["selection"]["by"])
+        if said and not int(os.environ.get("RANK", "0")):
+            console.print(said, highlight=False)

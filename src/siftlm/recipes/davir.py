@@ -20,10 +20,11 @@ from siftlm.data.write import rejects_by_reason, require_examples
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, console
+from siftlm.report import evidence
 from siftlm.report.selection import write_report
 from siftlm.scores import SCORES, add_scores, direction
 from siftlm.select import topk
-from siftlm.select.run import write_selection
+from siftlm.select.run import by_tokens, write_selection
 from siftlm.signals.passes import run_pass, stored
 from siftlm.signals.prepare import Prepared, prepare
 from siftlm.signals.table import signals_table
@@ -98,7 +99,8 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
     write_rejects(prep.rejects, out / "rejects.jsonl")
     with timer("select + write"):
         if select:
-            picked = topk.pick(table, None, SelectConfig(by=cfg.by, budget=cfg.budget, direction=cfg.direction))
+            scfg = SelectConfig(by=cfg.by, budget=cfg.budget, budget_tokens=cfg.budget_tokens, direction=cfg.direction)
+            picked = by_tokens(table, None, scfg) if cfg.budget_tokens is not None else topk.pick(table, None, scfg)
             table = write_selection(prep.examples, table, picked, out).table
         else:
             with atomic_write(out / "scores.parquet") as tmp:
@@ -109,7 +111,8 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
     summary = {
         "data": str(cfg.data), "format": prep.dataset.format, "model": cfg.model, "counts": counts,
         "rejects_by_reason": rejects_by_reason(prep.rejects),
-        "selection": {"by": cfg.by, "budget": cfg.budget, "direction": direction(cfg.by, cfg.direction)} if select else None,
+        "selection": {"by": cfg.by, "budget": cfg.budget, "budget_tokens": cfg.budget_tokens,
+                      "direction": direction(cfg.by, cfg.direction)} if select else None,
         "score_means": {k: finite_mean(table[k]) for k in SCORES if k in table},
         "non_finite_scores": extra["guarded"],
         "length_correlations": length_correlations(table),
@@ -117,6 +120,7 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
         "cached": timer.cached,
         "precision": extra["precision"],
         "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
+        "evidence": evidence.for_score(cfg.by) if select else None,
         "outputs": {k: str(out / k) for k in files},
     }
     with atomic_write(out / "summary.json") as tmp:

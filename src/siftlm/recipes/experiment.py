@@ -203,7 +203,13 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current_items = items[items["key"].isin(set(current["key"])) & items["set_key"].isin(set_keys)]
     summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE)
     if pool is not None and cfg.inject.rate and pool.scores.exists():
-        summary["noise"] = noisy.analyse(cfg, pool, current)
+        saved = out / "noise.json"
+        if tables_only and saved.exists():              # the analysis needs the feature files: keep its last result
+            summary["noise"] = json.loads(saved.read_text())
+        else:
+            summary["noise"] = noisy.analyse(cfg, pool, current)
+            with atomic_write(saved) as tmp:
+                tmp.write_text(json.dumps(summary["noise"], indent=1, default=str))
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
     summary["wall_s"] = time.perf_counter() - wall
     with atomic_write(out / "results.json") as tmp:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm.report import evidence
 from siftlm.report.html import figure, png, pyplot, write_page
 from siftlm.report.html import table as html_table
 from siftlm.signals.table import trajectory_columns
@@ -156,6 +157,7 @@ def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: st
     body = f"""<p>data <code>{esc(str(summary.get("data", "")))}</code>, model <code>{esc(str(summary.get("model", "")))}</code>,
 {"selected by <b>" + esc(by) + "</b> (" + esc(json.dumps(selection)) + ")" if selection else "scored, nothing selected"}</p>
 {_length_sentence(table, by)}
+{evidence.section(by) if selection else ""}
 <h2>Counts</h2><p>read = kept + rejected + skipped + unused by --limit; "selected" is what the selection chose.</p>{counts}
 <h2>Length dependence</h2>{corr}
 <h2>Plots</h2><div class="figs">{figs}</div>

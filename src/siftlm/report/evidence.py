@@ -1,0 +1,83 @@
+"""What siftlm's own benchmarks say about a score, for every report: the noisy-pool AUROCs (does the score keep
+injected junk out?) and the clean grid's comparison with random (does its selection train a better model?).
+
+The findings ship with the package (``evidence.json``, written by ``runs/evidence.py`` from the committed results of
+``runs/grids/``), so a user's report shows them beside the selection without any run of ours on their machine.
+They are measurements on small models and pools; the report says so, with the setting they come from.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from pathlib import Path
+
+FILE = Path(__file__).with_name("evidence.json")
+
+
+@lru_cache(maxsize=1)
+def load() -> dict:
+    return json.loads(FILE.read_text()) if FILE.exists() else {}
+
+
+def _method_names(by: str, method: str = "topk") -> list[str]:
+    """The grid methods that select by ``by`` (highest/lowest top-k, per cluster, as DPP quality)."""
+    if method == "dpp":
+        return [f"{by}+dpp"]
+    return [f"highest:{by}", f"lowest:{by}", f"cluster:{by}"]
+
+
+def for_score(by: str, method: str = "topk") -> dict:
+    """{"auroc": {kind: value}, "grid": [rows of the clean grid for methods by this score], "setting", "advice"}."""
+    ev = load()
+    if not ev:
+        return {}
+    auroc = {name: v for name, v in ev.get("noisy", {}).get("auroc", {}).items() if name == by}
+    names = _method_names(by, method)
+    grid = [r for r in ev.get("clean", {}).get("rows", []) if r["method"] in names]
+    return {"score": by, "auroc": auroc.get(by), "grid": grid, "setting": ev.get("setting", ""),
+            "advice": ev.get("advice", ""), "noisy_setting": ev.get("noisy", {}).get("setting", ""),
+            "clean_setting": ev.get("clean", {}).get("setting", "")}
+
+
+def line(by: str, method: str = "topk") -> str:
+    """One sentence for the CLI."""
+    e = for_score(by, method)
+    if not e:
+        return ""
+    parts = []
+    if e["auroc"]:
+        parts.append(f"keeps clean over injected junk with AUROC {e['auroc']['all']:.2f}")
+    verdicts = sorted({r["verdict"] for r in e["grid"]})
+    if verdicts:
+        parts.append(f"against random in the clean grid: {', '.join(verdicts)}")
+    head = f"benchmarks on {by}: " + ("; ".join(parts) if parts else "not measured")
+    return head + (f". {e['advice']}" if e["advice"] else "")
+
+
+def section(by: str, method: str = "topk") -> str:
+    """The report's box: what the benchmarks measured for this score, and siftlm's advice."""
+    e = for_score(by, method)
+    if not e:
+        return ""
+    esc = html.escape
+    out = [f"<h2>What siftlm's benchmarks say about {esc(by)}</h2>"]
+    if e["advice"]:
+        out.append(f"<p><b>{esc(e['advice'])}</b></p>")
+    if e["auroc"]:
+        kinds = ", ".join(f"{esc(k)} {v:.2f}" for k, v in e["auroc"].items() if k != "all")
+        out.append(f"<p>Noisy pool ({esc(e['noisy_setting'])}): AUROC of clean vs injected junk in this score's "
+                   f"selection order <b>{e['auroc']['all']:.2f}</b> (1 = junk always ranked last, 0.5 = chance); by "
+                   f"kind: {kinds}.</p>")
+    if e["grid"]:
+        rows = "".join(f"<tr><td>{esc(r['method'])}</td><td>{esc(r['budget'])}</td><td>{esc(r['set'])}</td>"
+                       f"<td>{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]</td><td>{esc(r['verdict'])}</td></tr>"
+                       for r in e["grid"])
+        out.append(f"<p>Clean grid ({esc(e['clean_setting'])}): held-out loss of the fine-tuned model minus random's "
+                   "at the same budget (95 % CI over seeds, subsets and items; lower is better):</p>"
+                   f"<table><tr><th>method</th><th>budget</th><th>eval set</th><th>minus random</th><th>verdict</th>"
+                   f"</tr>{rows}</table>")
+    out.append(f"<p>Measured on small models and pools ({esc(e['setting'])}); your data and model may differ. "
+               "The tables and their per-item data: docs/experiments.md.</p>")
+    return "".join(out)
