@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from siftlm import assets
 from siftlm.assets import cache_dir
 from siftlm.config import UsageError, closest
-from siftlm.files import umask_permissions
+from siftlm.files import umask_permissions, write_folder
 from siftlm.models import precision
 from siftlm.models.precision import Precision
 from siftlm.progress import console
@@ -130,13 +129,10 @@ def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Pat
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict(), strict=False)
     model.tie_weights()
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_folder(model, tmp, tok)
-    (tmp / "siftlm-converted.json").write_text(json.dumps({"gguf": str(gguf_path), "size": st.st_size}))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    def write(tmp: Path) -> None:                 # whole or not at all; a full disk is one line naming the folder
+        save_folder(model, tmp, tok)
+        (tmp / "siftlm-converted.json").write_text(json.dumps({"gguf": str(gguf_path), "size": st.st_size}))
+    return write_folder(out, write)
 
 
 HUB_TIMEOUT_S = 3.0
