@@ -105,3 +105,16 @@ def pair_file(tmp_path):
 # exact comparisons are written for fp32, and no test may depend on a timing (tests/models/test_precision.py checks the
 # decision itself, with the pin removed and the probe injected).
 os.environ["SIFTLM_AUTO_DTYPE"] = "float32"
+
+
+def run_killed(tmp_path, source: str, *args) -> None:
+    """Run ``source`` as a script in a fresh process (this test's sys.path) and check that it killed itself with
+    SIGKILL at the point it injects: what every kill -9 test starts with."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "killed.py"
+    script.write_text(source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True)
+    assert res.returncode == -9, res.stderr.decode()[-2000:]

@@ -189,16 +189,10 @@ judge.rate([(f"i{k}", f"q{k}", "GOOD") for k in range(6)])
 
 
 def test_kill_9_mid_judging_keeps_every_verdict_already_given(server, tmp_path):
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_killed
 
     rules, url = server
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED_JUDGE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), url, str(tmp_path / "cache")], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    run_killed(tmp_path, KILLED_JUDGE, url, tmp_path / "cache")
     assert rules.requests == 3 and not list((tmp_path / "cache").glob(".*.tmp"))
     again = Judge(JudgeConfig(url, "j", concurrency=1, progress=False), tmp_path / "cache")
     out = again.rate([(f"i{k}", f"q{k}", "GOOD") for k in range(6)])

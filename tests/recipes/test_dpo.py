@@ -92,16 +92,9 @@ run_dpo(pairs, model, out, SignalConfig(store=store, progress=False),
 
 
 def test_kill_9_while_a_dpo_checkpoint_is_saved_resumes_from_the_last_marked_one(tmp_path, model_dir, pair_file):
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_killed
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED_DPO)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(pair_file), str(model_dir), str(tmp_path / "dpo"),
-                          str(tmp_path / "st")], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    run_killed(tmp_path, KILLED_DPO, pair_file, model_dir, tmp_path / "dpo", tmp_path / "st")
     out = tmp_path / "dpo"
     assert (out / "checkpoint-6").exists() and not (out / "checkpoint-6.done").exists() and (out / "checkpoint-3.done").exists()
     args = ["dpo", str(pair_file), "--model", str(model_dir), "--loss", "davir", "--max-steps", "8", "--batch-size", "4",

@@ -110,15 +110,9 @@ experiment.run_experiment(experiment.load_grid(sys.argv[1]))
 
 
 def test_kill_9_mid_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, monkeypatch):
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_killed
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(grid)], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    run_killed(tmp_path, KILLED, grid)
     assert len(pd.read_parquet(tmp_path / "exp" / "cells.parquet")) == 1 + 3          # the base model and 3 cells
     real, calls = experiment.finetune, []
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))

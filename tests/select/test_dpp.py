@@ -159,24 +159,6 @@ dpp.greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=folder, checkpoi
 """
 
 
-@pytest.mark.parametrize("after", [1, 4])
-def test_kill_9_mid_selection_then_resume_gives_identical_picks(tmp_path, after):
-    import os
-    import subprocess
-    import sys
-
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(after)], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
-    rng = np.random.default_rng(7)
-    x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
-    resumed = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=tmp_path / "ck", checkpoint_every=9)
-    clean = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3)
-    assert resumed.order.tolist() == clean.order.tolist() and np.array_equal(resumed.gains, clean.gains)
-
-
 KILLED_BETWEEN = """
 import os, signal, sys
 import numpy as np
@@ -196,17 +178,13 @@ dpp.greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=folder, checkpoi
 """
 
 
-@pytest.mark.parametrize("after", [1, 3])
-def test_kill_9_between_the_residuals_and_the_state_resumes_exactly(tmp_path, after):
-    import os
-    import subprocess
-    import sys
+@pytest.mark.parametrize("script, after", [(KILLED, 1), (KILLED, 4), (KILLED_BETWEEN, 1), (KILLED_BETWEEN, 3)],
+                         ids=["after-save-1", "after-save-4", "before-state-1", "before-state-3"])
+def test_kill_9_mid_selection_then_resume_gives_identical_picks(tmp_path, script, after):
+    """Killed after a checkpoint, or between its residuals and its state.json: the resumed run makes the same picks."""
+    from tests.conftest import run_killed
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED_BETWEEN)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(tmp_path / "ck"), str(after)], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    run_killed(tmp_path, script, tmp_path / "ck", after)
     rng = np.random.default_rng(7)
     x, q = rng.standard_normal((400, 16)) / 4, rng.standard_normal(400)
     resumed = greedy_map(x, 60, gamma=0.5, quality=q, lam=0.3, checkpoint=tmp_path / "ck", checkpoint_every=9)

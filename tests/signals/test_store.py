@@ -174,11 +174,9 @@ store.compute_pass(sys.argv[1], store.PassSpec("p", "d", "m", {}), [f"e{i}" for 
 
 
 def test_kill_9_while_taking_a_lock_leaves_no_lock_and_no_temporaries(tmp_path):
-    script = tmp_path / "kill.py"
-    script.write_text(LINK_KILLED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    from tests.conftest import run_killed
+
+    run_killed(tmp_path, LINK_KILLED, tmp_path)
     spec = PassSpec("p", "d", "m", {})
     folder = pass_dir(tmp_path, spec)
     assert not (folder / "shard-00000.lock").exists() and list(folder.glob(".*.tmp"))   # only the orphan temp

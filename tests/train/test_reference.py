@@ -146,16 +146,9 @@ reference.train_reference(lm, prep, out, TrainConfig(epochs=2, lr=5e-3, token_bu
 
 
 def test_kill_9_during_an_epochs_evaluation_redoes_only_the_evaluation(tmp_path, model_dir, alpaca_file, monkeypatch):
-    import os
-    import subprocess
-    import sys
+    from tests.conftest import run_killed
 
-    script = tmp_path / "kill.py"
-    script.write_text(KILLED_IN_EVAL)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    res = subprocess.run([sys.executable, str(script), str(model_dir), str(alpaca_file), str(tmp_path / "st"),
-                          str(tmp_path / "ref")], env=env, capture_output=True)
-    assert res.returncode == -9, res.stderr.decode()[-2000:]
+    run_killed(tmp_path, KILLED_IN_EVAL, model_dir, alpaca_file, tmp_path / "st", tmp_path / "ref")
     epoch1 = tmp_path / "ref" / "epoch-1"
     assert (epoch1 / "adapter_model.safetensors").exists() and not epoch1.with_name("epoch-1.done").exists()
     saved = (epoch1 / "adapter_model.safetensors").stat().st_mtime_ns
