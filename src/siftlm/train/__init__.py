@@ -1,1 +1,2 @@
-"""Training: preference optimisation through TRL (DPO with the DavIR-DPO loss)."""
+"""Training: the one loop (LoRA or full fine-tuning, data-parallel under a launcher or Ray Train), the reference model
+and its trajectory, fine-tuning on a selection, and preference optimisation through TRL (DPO, the DavIR-DPO loss)."""
