@@ -14,7 +14,7 @@ def length_correlations(table: pd.DataFrame) -> dict:
     res = {}
     for length_col in ("tokens_total", "n_response"):
         n = table["n_prompt"] + table["n_response"] if length_col == "tokens_total" else table["n_response"]
-        for col in ("base_loss", "base_entropy", "rho", "davir"):
+        for col in ("base_loss", "base_entropy", "rho", "davir", "davir_e1", "davir_xfit"):
             if col in table and np.isfinite(p := pearson(table[col], n)):
                 res[f"{col}~{length_col}"] = {"pearson": p, "spearman": spearman(table[col], n)}
     return res

@@ -35,6 +35,7 @@ from siftlm.scores import add_scores
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import Prepared, prepare, prepare_texts
 from siftlm.signals.table import write_frame
+from siftlm.stats import length_correlations
 from siftlm.train.reference import train_reference
 
 POOL_VERSION = 1
@@ -200,6 +201,7 @@ def score_pool(cfg: ExperimentConfig, pool: Pool) -> Path:
     with atomic_write(pool.scores) as tmp:
         table.to_parquet(tmp, index=False)
     info = {"model": selector, "counts": prep.counts(), "non_finite_scores": guarded, "train": asdict(tcfg),
+            "length_correlations": length_correlations(table),
             "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"]}
     with atomic_write(pool.folder / "scores" / "summary.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=str))
