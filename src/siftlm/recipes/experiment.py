@@ -211,6 +211,9 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
             with atomic_write(saved) as tmp:
                 tmp.write_text(json.dumps(summary["noise"], indent=1, default=str))
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
+    scored = pool.folder / "scores" / "summary.json" if pool is not None else None
+    if scored is not None and scored.exists():
+        summary["pool_scoring"] = json.loads(scored.read_text())    # counts, length correlations, the reference
     summary["wall_s"] = time.perf_counter() - wall
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), **summary}, indent=2, default=str))
