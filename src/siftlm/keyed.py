@@ -143,16 +143,35 @@ def open_keyed(folder: str | Path, identity: dict, *, what: str,
                               "it to start over")
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / IDENTITY) as tmp:
+        mine = folder / f".{IDENTITY}.{socket.gethostname()}.{os.getpid()}.tmp"
+        with atomic_write(mine) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+        try:
+            os.link(mine, folder / IDENTITY)         # the first process to create the folder's identity wins
+        except FileExistsError:                      # another process made the folder at the same moment: check it
+            return open_keyed(folder, identity, what=what, normalize=normalize, labels=labels)
+        finally:
+            mine.unlink(missing_ok=True)
     clear_orphans(folder)
     return Keyed(folder, wanted, what)
 
 
 # ---- locks ----
 
+def _started(pid) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot, with the boot id), to tell a reused pid from
+    the owner; None where /proc does not say."""
+    try:
+        ticks = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}:{ticks}"
+
+
 def _alive(owner: dict) -> bool:
-    """Whether a lock's owner may still be working: another host is assumed alive; here, the pid must exist."""
+    """Whether a lock's owner may still be working: another host is assumed alive; here, the pid must exist and,
+    when the lock recorded it, have started when the owner did (a restarted container reuses small pids)."""
     if owner.get("host") != socket.gethostname():
         return True
     try:
@@ -161,7 +180,8 @@ def _alive(owner: dict) -> bool:
         return False
     except (PermissionError, KeyError, ValueError):
         return True
-    return True
+    recorded, now = owner.get("started"), _started(owner["pid"])
+    return recorded is None or now is None or recorded == now
 
 
 def _owner(path: Path) -> dict | None:
@@ -178,7 +198,7 @@ def take_lock(path: Path) -> bool:
     """A temporary file holding the owner is hard-linked to the lock's name, which fails when a lock exists. A lock
     left by a dead process, or an empty one, is removed and taken. Locks only save work: every output is written
     atomically and deterministically, so two owners in a takeover race write the same bytes."""
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), "started": _started(os.getpid())}
     tmp = path.with_name(f".{path.name}.{me['host']}.{me['pid']}.tmp")
     tmp.write_text(json.dumps(me))
     try:
@@ -197,9 +217,9 @@ def take_lock(path: Path) -> bool:
 
 
 def clear_orphans(folder: Path) -> None:
-    """Temporary lock files of processes on this host that died between writing one and linking it."""
+    """Temporary lock and identity files of processes on this host that died between writing one and linking it."""
     host = socket.gethostname()
-    for tmp in folder.glob(f".*.lock.{host}.*.tmp"):
+    for tmp in [*folder.glob(f".*.lock.{host}.*.tmp"), *folder.glob(f".{IDENTITY}.{host}.*.tmp")]:
         pid = tmp.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not _alive({"host": host, "pid": pid}):
             tmp.unlink(missing_ok=True)

@@ -168,7 +168,8 @@ def two_level_difference(method, baseline, *, n_boot: int = 2000, seed: int = 0,
             "p_le_0": float((draws <= 0).mean()), "n_items": int(n), "n_method": s, "n_baseline": r,
             "method_seed_sd": float(m.mean(1).std(ddof=1)) if s > 1 else 0.0,
             "baseline_seed_sd": float(b.mean(1).std(ddof=1)) if r > 1 else 0.0,
-            "levels": "seeds/subsets and items" if s > 1 and r > 1 else "items, and seeds on the side with several",
+            "levels": ("seeds/subsets and items" if s > 1 and r > 1 else
+                       "items, and seeds on the side with several" if s > 1 or r > 1 else "items only"),
             "verdict": verdict(float(low), float(high))}
 
 

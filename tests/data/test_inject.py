@@ -79,3 +79,12 @@ def test_truncate_and_repeat_helpers():
     cut = truncate(text, rng)
     assert text.startswith(cut) and 3 <= len(cut.split()) <= 6
     assert repeat("a b", rng).split() == ["a", "b"] * 4
+
+
+def test_every_corrupted_row_changes_even_when_the_answer_is_tiny():
+    exs = [Example(f"p{i}", [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "4"}])
+           for i in range(30)]
+    out, labels = inject(exs, 0.5, kinds=["truncate", "repeat"], seed=0)
+    assert all(o.messages != e.messages for o, e, k in zip(out, exs, labels, strict=True) if k)
+    with pytest.raises(ValueError, match="at least one corruption kind"):
+        inject(exs, 0.2, kinds=[])

@@ -167,7 +167,7 @@ def test_a_judge_that_never_answers_stops_being_asked_and_exits_1(tmp_path):
     finally:
         srv.shutdown()
     took = time.perf_counter() - t
-    assert res.exit_code == 1 and "answered none of the 20 examples" in res.stderr
+    assert res.exit_code == 1 and "no verdict for any of the 20 examples" in " ".join(res.stderr.split())
     assert len(failures) == 20 and sum("judge unavailable" in f["reason"] for f in failures) >= 10
     assert took < 20 and rules.requests < 20                     # gave up instead of waiting out every item
 

@@ -123,3 +123,12 @@ def test_random_selections_are_nested_across_budgets():
 
     small, large = random_subset(50, 10, seed=4), random_subset(50, 30, seed=4)
     assert set(small) <= set(large) and len(set(large)) == 30
+
+
+def test_a_token_budget_over_scores_with_gaps_keeps_what_can_be_ranked(tmp_path):
+    data, _ = _source(tmp_path, "s", 10, 1)
+    table = pd.read_parquet(tmp_path / "s.parquet").assign(n_prompt=5, n_response=5)
+    table.loc[[2, 7], "davir"] = np.nan                                           # never selected, never a crash
+    table.to_parquet(tmp_path / "s.parquet")
+    got = run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=1.0), tmp_path / "o")
+    assert len(got.selection) == 8 and not set(got.selection["id"]) & set(table["id"].iloc[[2, 7]])

@@ -165,8 +165,11 @@ LINK_KILLED = """
 import os, signal, sys
 import siftlm.keyed as keyed
 import siftlm.signals.store as store
+real = os.link
 def dying(src, dst):                   # the owner is written; killed before the lock appears
-    os.kill(os.getpid(), signal.SIGKILL)
+    if str(dst).endswith(".lock"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
 keyed.os.link = dying
 store.compute_pass(sys.argv[1], store.PassSpec("p", "d", "m", {}), [f"e{i}" for i in range(10)],
                    lambda a, b: {"x": list(range(a, b))})
@@ -199,3 +202,18 @@ def test_a_full_disk_leaves_no_partial_shard(tmp_path, monkeypatch):
         compute_pass(tmp_path, spec, IDS, _compute([]))
     folder = pass_dir(tmp_path, spec)
     assert sorted(p.name for p in folder.iterdir()) == ["siftlm-identity.json"]
+
+
+def test_a_lock_whose_pid_was_reused_is_taken_over(tmp_path):
+    """A restarted container reuses small pids: a lock naming a live pid that started at another time is stale."""
+    import json
+    import socket
+
+    spec = PassSpec("p", "d", "m", {})
+    folder = pass_dir(tmp_path, spec)
+    folder.mkdir(parents=True)
+    (folder / "shard-00000.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                         "started": "another-boot:1"}))
+    calls = []
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls))
+    assert calls == [0] and len(out) == 10

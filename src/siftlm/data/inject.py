@@ -66,17 +66,18 @@ def _with_response(ex: Example, text: str) -> Example:
 
 
 def truncate(text: str, rng: np.random.Generator) -> str:
-    """The text cut after 30-60 % of its words, without a final full stop (at least one word is dropped)."""
+    """The text cut after 30-60 % of its words, without a final full stop (at least one word is dropped); a
+    one-word answer loses its second half, and one character becomes an ellipsis, so the row always changes."""
     words = text.split()
     if len(words) < 2:
-        return text[: max(1, len(text) // 2)]
+        return text[: len(text) // 2] if len(text) > 1 else "..."
     keep = min(len(words) - 1, max(1, int(len(words) * rng.uniform(0.3, 0.6))))
     return re.sub(r"[.!?。！？;:,]+$", "", " ".join(words[:keep]))
 
 
 def repeat(text: str, rng: np.random.Generator) -> str:
     """The first 3-8 words repeated until the answer has at least as many words as before (and at least 4 copies)."""
-    words = text.split()
+    words = text.split() or ["..."]
     k = max(1, min(len(words), int(rng.integers(3, 9))))
     copies = max(4, -(-len(words) // k))
     return " ".join(words[:k] * copies)
@@ -104,6 +105,8 @@ def inject(examples: Sequence[Example], rate: float, *, kinds: Sequence[str] = K
 
     ``foreign``: answers in another language for the ``foreign`` kind. Swapped answers and near copies come from rows
     left clean, so every corruption is made from genuine data of the same pool."""
+    if rate and not kinds:
+        raise ValueError("inject needs at least one corruption kind")
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown corruption kind(s) {unknown}; known: {', '.join(KINDS)}")
@@ -129,8 +132,8 @@ def inject(examples: Sequence[Example], rate: float, *, kinds: Sequence[str] = K
             continue
         ex = examples[p]
         if kind == "swap":
-            j = int(rng.choice(clean))
-            new = _with_response(ex, _response(examples[j]))
+            others = [j for j in clean if _response(examples[j]) != _response(ex)] or list(clean)
+            new = _with_response(ex, _response(examples[int(rng.choice(others))]))
         elif kind == "truncate":
             new = _with_response(ex, truncate(_response(ex), rng))
         elif kind == "repeat":

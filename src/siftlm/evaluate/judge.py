@@ -214,7 +214,7 @@ class Judge:
         after the results and ``failures.jsonl`` are written."""
         failed = len(self.stats.failures)
         if total and failed == total:
-            raise RuntimeError(f"the judge answered none of the {total} {what} (first reason: "
+            raise RuntimeError(f"no verdict for any of the {total} {what} (first reason: "
                                f"{self.stats.failures[0]['reason']}); see failures.jsonl")
         if total and failed / total > self.cfg.max_failures:
             raise RuntimeError(f"{failed} of {total} {what} failed (more than --judge-max-failures "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,7 +198,8 @@ def _absolute(spec: str | None) -> str | None:
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """This process's device: under a launcher each rank its own GPU (LOCAL_RANK), else the first; the CPU without one."""
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
 
 
 def load_model(spec: str, *, adapter: str | None = None, device: str | None = None, dtype: str | torch.dtype = "auto",

@@ -174,8 +174,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
     grid = cells(cfg)
     keys = {c: cell_key(cfg, c, source) for c in grid}
-    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, {k: getattr(cfg.signals, k) for k in ("max_length",
-                                                                                                        "dtype")}])
+    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, {k: getattr(cfg.signals, k) for k in (
+        "max_length", "template", "loss_on", "dtype")}])
     todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
     if tables_only:
         todo = []

@@ -67,7 +67,7 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     budgets done."""
     out = []
     pairs = sorted([("examples", b) for b in cfg.budgets] + [("tokens", b) for b in cfg.budget_tokens],
-                   key=lambda ub: (float(ub[1]) if float(ub[1]) <= 1 else float("inf"), ub[0] == "tokens"))
+                   key=lambda ub: (float(ub[1]) > 1, float(ub[1]), ub[0] == "tokens"))   # fractions, then counts
     for unit, b in pairs:
         for method in cfg.methods:
             name = method_name(method)
@@ -76,7 +76,8 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
                 out += [Cell(name, method, b, unit, s) for s in seeds]
     out += [Cell("full", m, None, "all", s) for m in cfg.methods if method_name(m) == "full" for s in cfg.seeds]
     if len({(c.name, c.budget, c.unit, c.seed) for c in out}) != len(out):
-        raise UsageError("two grid methods have the same name; give one a 'name'")
+        raise UsageError("two grid cells are the same: a method name or a budget is listed twice (give a method a "
+                         "'name')")
     return out
 
 

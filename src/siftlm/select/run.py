@@ -112,18 +112,24 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
         raise UsageError(f"--budget-tokens must be a positive count or a fraction in (0, 1], got {budget}")
     limit = int(np.floor(budget * tokens.sum())) if isinstance(budget, float) and budget <= 1 else int(budget)
     method = METHODS[cfg.method]
+    if cfg.method == "dpp" and cfg.dpp_dtype == "auto":     # one precision for every count: one checkpoint identity
+        d = np.shape(features)[1] if features is not None else 0
+        cfg = replace(cfg, dpp_dtype=str(dpp.choose_dtype(len(table), len(table), d, dpp.torch.device("cpu"))).split(".")[-1])
 
-    def at(k: int) -> tuple[Picked, int]:
-        picked = method(table, features, replace(cfg, budget=k))
+    def at(k: int) -> tuple[Picked, int] | None:
+        try:
+            picked = method(table, features, replace(cfg, budget=k))
+        except ValueError:              # e.g. more picks than finite scores: this count cannot be selected
+            return None
         return picked, int(tokens[picked.positions].sum())
 
     lo, hi = 0, len(table)              # invariant: count lo fits (0 always does), hi + 1 does not or is past the end
     best = None
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        picked, used = at(mid)
-        if used <= limit:
-            lo, best = mid, picked
+        got = at(mid)
+        if got is not None and got[1] <= limit:
+            lo, best = mid, got[0]
         else:
             hi = mid - 1
     if best is None:

@@ -32,6 +32,12 @@ class Ranks:
     def main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the parameters and optimizer state are split across ranks (FSDP, DeepSpeed)."""
+        kind = str(getattr(self.accelerator, "distributed_type", ""))
+        return "FSDP" in kind or "DEEPSPEED" in kind
+
     def barrier(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()

@@ -125,7 +125,8 @@ def _save(net, model, cfg: TrainConfig, folder: Path, opt, sched, tokenizer, rk:
             else:
                 save_folder(model, tmp, tokenizer if cfg.full else None)
             optimizer = opt.optimizer if hasattr(opt, "optimizer") else opt
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": sched.state_dict()}, tmp / OPTIMIZER_FILE)
+            torch.save({"optimizer": {} if rk.sharded else optimizer.state_dict(), "scheduler": sched.state_dict()},
+                       tmp / OPTIMIZER_FILE)
             (tmp / STEPS_FILE).write_text(json.dumps({"world_size": rk.world, "losses": steps}))
         write_folder(folder, write)
     rk.barrier()
@@ -163,6 +164,9 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
     through ``evaluate`` (when given); resumes after the last saved epoch. On several ranks every global batch is
     split by tokens, rank 0 writes, and every rank evaluates (the store shares the shards out)."""
     out, rk = keyed.folder, ranks()
+    if rk.sharded and not cfg.full:
+        raise UsageError("FSDP / DeepSpeed shard the weights of a full fine-tune (--full); LoRA trains under DDP: "
+                         "launch without the sharding config")
     if rk.world > 1 and rk.world > len(encoded):
         raise UsageError(f"{rk.world} processes for {len(encoded)} examples: launch at most {len(encoded)}")
     if rk.main:
@@ -188,8 +192,9 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
     start, trained, losses = 1, False, []
     if saved:
         last = saved[-1]
-        state = torch.load(epoch_dir(out, last) / OPTIMIZER_FILE, weights_only=True)
-        opt.load_state_dict(state["optimizer"])
+        state = torch.load(epoch_dir(out, last) / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+        if not rk.sharded:                           # a sharded optimizer restarts its moments at the last epoch
+            opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         fps += [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in range(1, last + 1)]
         start = last + 1
