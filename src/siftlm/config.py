@@ -227,7 +227,9 @@ class RunConfig:
     model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
     out: str = opt("siftlm-out", "output folder", aliases=("output-dir",))
     input: DataConfig = opt(factory=DataConfig)
-    by: str = opt("davir", "score to select by")
+    by: str = opt("lp_app", "score to select by (default lp_app, keep lowest: of siftlm's scores, the one that kept "
+                            "injected junk out best in its noisy-pool benchmark; no score beat random subsets on clean "
+                            "data there: docs/experiments.md)")
     budget: int | float = opt(0.1, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written as an "
                                    "integer (10)")
     budget_tokens: int | float | None = opt(None, "a token budget instead: the selection's prompt + response tokens "

@@ -13,7 +13,7 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
     rows.append(dict(rows[0]))                                   # rejected: duplicate
     rows.insert(0, {"instruction": "long", "output": "z" * 400})  # rejected at encoding: max_length
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n{bad json\n")
-    cfg = RunConfig(data=str(data), model=str(model_dir), out=str(tmp_path / "out"), budget=0.1,
+    cfg = RunConfig(data=str(data), model=str(model_dir), out=str(tmp_path / "out"), budget=0.1, by="davir",
                     signals=SignalConfig(store=str(tmp_path / "store"), max_length=200, limit=25, progress=False),
                     train=TrainConfig(epochs=2, lr=5e-3, token_budget=512))
     s = run_davir(cfg)

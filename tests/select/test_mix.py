@@ -74,8 +74,8 @@ def test_mix_dedups_by_content_not_by_the_records_own_ids(tmp_path):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         ids = [e.id for e in read_dataset(tmp_path / f"{name}.jsonl").examples]
         pd.DataFrame({"id": ids, "davir": np.arange(len(ids), 0, -1.0)}).to_parquet(tmp_path / f"{name}.parquet")
-    srcs = [SelectConfig(name=n, scores=str(tmp_path / f"{n}.parquet"), data=str(tmp_path / f"{n}.jsonl"), budget=6)
-            for n in ("a", "b")]
+    srcs = [SelectConfig(name=n, scores=str(tmp_path / f"{n}.parquet"), data=str(tmp_path / f"{n}.jsonl"), budget=6,
+                         by="davir") for n in ("a", "b")]
     summary = mix(srcs, tmp_path / "m")
     assert summary["duplicates_across_sources"] == 1 and summary["selected"] == 11
 
@@ -100,7 +100,7 @@ def test_mix_out_is_relative_to_the_file(tmp_path, monkeypatch):
     a, _ = _source(tmp_path, "a", 10, 0)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "mix.yaml").write_text("out: mixed\nsources:\n  - {scores: ../a.parquet, data: ../a.jsonl, "
-                                               "budget: 3}\n")
+                                               "budget: 3, by: davir}\n")
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["mix", "sub/mix.yaml"])
     assert res.exit_code == 0, res.output

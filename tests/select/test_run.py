@@ -18,7 +18,7 @@ def test_resolve_gives_each_method_its_defaults():
     got = resolve(SelectConfig(method="tokens_out+dpp", lam=0.9))
     assert (got.method, got.by, got.lam) == ("dpp", "tokens_out", 0.9)
     got = resolve(SelectConfig(method="dpp"))
-    assert (got.method, got.by, got.lam, got.budget) == ("dpp", "davir", None, 0.1)
+    assert (got.method, got.by, got.lam, got.budget) == ("dpp", "lp_app", None, 0.1)   # the default score
     got = resolve(SelectConfig(method="dedup"))
     assert (got.by, got.budget) == (None, None)              # dedup: input order, every non-duplicate
     with pytest.raises(ValueError, match="unknown method"):
@@ -69,7 +69,7 @@ def test_rank_is_the_selection_order_and_empty_for_rows_not_selected(tmp_path):
     path, _ = _source(tmp_path, "a", 20, 0)
     for method in ("topk", "random", "dpp"):
         res = run_selection(SelectConfig(scores=str(tmp_path / "a.parquet"), data=str(path), method=method, budget=4,
-                                         features=str(tmp_path / "a.npy")), tmp_path / method)
+                                         by="davir", features=str(tmp_path / "a.npy")), tmp_path / method)
         t = pd.read_parquet(tmp_path / method / "scores.parquet")
         assert str(t["rank"].dtype) == "Int64" and t["rank"].isna().sum() == 16
         assert t.loc[t["selected"], "rank"].sort_values().tolist() == [1, 2, 3, 4]
@@ -94,7 +94,7 @@ def test_a_token_budget_keeps_the_largest_selection_that_fits(tmp_path, method, 
     tokens = (table["n_prompt"] + table["n_response"]).to_numpy()
     features = {"features": str(tmp_path / "s.npy")} if extra.pop("features", False) else {}
     cfg = SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), method=method, budget_tokens=0.3,
-                       **features, **extra)
+                       **({"by": "davir"} | features | extra))
     got = run_selection(cfg, tmp_path / "out")
     limit = int(0.3 * tokens.sum())
     used = tokens[table.set_index("id").index.get_indexer(got.selection["id"])].sum()
@@ -130,5 +130,6 @@ def test_a_token_budget_over_scores_with_gaps_keeps_what_can_be_ranked(tmp_path)
     table = pd.read_parquet(tmp_path / "s.parquet").assign(n_prompt=5, n_response=5)
     table.loc[[2, 7], "davir"] = np.nan                                           # never selected, never a crash
     table.to_parquet(tmp_path / "s.parquet")
-    got = run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=1.0), tmp_path / "o")
+    got = run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=1.0,
+                                     by="davir"), tmp_path / "o")
     assert len(got.selection) == 8 and not set(got.selection["id"]) & set(table["id"].iloc[[2, 7]])

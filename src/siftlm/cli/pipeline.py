@@ -27,6 +27,7 @@ DEMO_DEFAULTS = {  # where the demo differs from siftlm's defaults, and why
     "lr": (1e-3, "a 2-epoch LoRA reference on 128 examples needs a larger step to move; real data keeps 2e-4"),
     "max_length": (512, "alpaca_en_demo's examples fit; shorter batches keep the demo fast"),
     "train_budget": (1024, "smaller steps give the short demo run more optimizer steps"),
+    "by": ("davir", "the demo shows the DavIR pipeline; its report says what the benchmarks found about DavIR"),
 }
 
 

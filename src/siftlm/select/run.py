@@ -38,7 +38,7 @@ METHODS = {
     "repr": targeted.pick_repr,
     "datainf": targeted.pick_datainf,
 }
-DEFAULT_BY = "davir"
+DEFAULT_BY = "lp_app"   # the measured best junk filter (docs/experiments.md); run takes the same default
 DEFAULT_BUDGET = 0.1
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
 SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain", "less_score", "repr_score",
