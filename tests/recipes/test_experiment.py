@@ -174,6 +174,22 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     assert noise["auroc_scores"]["tokens_out"]["all"] == pytest.approx(want)
     shares = {(r["method"], r["seed"]): r["corrupted_share"] for r in noise["selection_rows"]}
     assert set(shares) == {("random", 0), ("random", 1), ("highest:davir", 0), ("repr", 0)}
+    # scores under the same key are kept (a fresh clone of committed results): only a missing feature file is made
+    from dataclasses import replace
+
+    assert pool.scored(cfg, p)
+    before, embed = p.scores.read_bytes(), p.features("embed").read_bytes()
+    p.features("embed").unlink()
+
+    def no_scoring(*a, **k):
+        raise AssertionError("scored again")
+    monkeypatch.setattr(pool, "score_dataset", no_scoring)
+    experiment.run_experiment(cfg)
+    assert p.scores.read_bytes() == before and p.features("embed").read_bytes() == embed
+    for changed in (replace(cfg, train=replace(cfg.train, lr=0.001)), replace(cfg, crossfit=True),
+                    replace(cfg, signals=replace(cfg.signals, max_length=128))):
+        assert not pool.scored(changed, p)
+    assert pool.scored(replace(cfg, methods=["random"], budgets=[0.5]), p)     # the grid, not the scoring, changed
 
 
 def test_grid_files_are_checked(tmp_path):

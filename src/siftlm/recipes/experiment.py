@@ -34,7 +34,8 @@ from siftlm.keyed import open_keyed
 from siftlm.models.load import load_model
 from siftlm.progress import console
 from siftlm.recipes import noisy
-from siftlm.recipes.grid import BASELINE, Cell, cells, method_config
+from siftlm.recipes import pool as pools
+from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
 from siftlm.recipes.pool import DEFAULT_FEATURES, Pool, build_pool, reference_config, score_pool, source_path
 from siftlm.report import experiment as page
 from siftlm.select.run import run_selection
@@ -180,7 +181,9 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     if tables_only:
         todo = []
     elif pool is not None and (todo or not pool.scores.exists() or not cfg.finetune):
-        score_pool(cfg, pool)
+        # the noisy-pool analysis orders the pool by every feature-based method; cells make theirs when they run
+        score_pool(cfg, pool, features_needed(cfg, also=noisy.ORDER_METHODS) if cfg.inject.rate and not cfg.finetune
+                   else ())
     if todo or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets)):
         if not _complete(base_key, rows, items, sets):
             base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key)
@@ -192,6 +195,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
                           f"{'all' if cell.budget is None else cell.budget}, seed {cell.seed}", highlight=False)
             folder = open_keyed(out / "cells" / cell.folder, cell_design(cfg, cell, source), what="an experiment cell",
                                 labels={"source": "another pool"}).folder
+            if pool is not None:
+                pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])))
             row, cell_items = run_cell(cfg, cell, keys[cell], folder, scores, data, pool, sets)
             rows, items = _merge(rows, items, row, cell_items)
             _save(out, rows, items)

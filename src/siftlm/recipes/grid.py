@@ -47,6 +47,19 @@ def select_options(method) -> dict | None:
     return {"method": name}
 
 
+def features_needed(cfg: ExperimentConfig, also=()) -> set[str]:
+    """The pool feature passes (DEFAULT_FEATURES' values) that the grid's methods, and the methods in ``also``, read."""
+    out = set()
+    for method in [*cfg.methods, *also]:
+        opts = select_options(method)
+        if opts is None or opts.get("features") or cfg.features:
+            continue
+        kind = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k != "features"})).method
+        if kind in DEFAULT_FEATURES:
+            out.add(DEFAULT_FEATURES[kind])
+    return out
+
+
 def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, pool: Pool | None) -> SelectConfig | None:
     opts = select_options(cell.method)
     if opts is None:

@@ -32,6 +32,7 @@ from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import console
 from siftlm.recipes.davir import score_dataset
 from siftlm.scores import add_scores
+from siftlm.signals import store
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import Prepared, prepare, prepare_texts
 from siftlm.signals.table import write_frame
@@ -39,6 +40,7 @@ from siftlm.stats import length_correlations
 from siftlm.train.reference import train_reference
 
 POOL_VERSION = 1
+SCORING_VERSION = 1     # of what a pool's scores are: bump when siftlm computes a score differently
 SPLIT_SALT, HALVES_SALT = 0x9001, 0x4A1F   # own random streams: unrelated to random selections of the same seed
 FEATURE_PASSES = ("grads", "lm-embed", "embed")
 DEFAULT_FEATURES = {"dpp": "grads", "less": "grads", "cluster": "embed", "cluster-random": "embed", "dedup": "embed",
@@ -172,24 +174,60 @@ def _trained(model: str, folder: Path, tcfg: TrainConfig, dtype: str):
             else load_model(model, adapter=str(last), dtype=dtype, quiet=True)).model
 
 
-def score_pool(cfg: ExperimentConfig, pool: Pool) -> Path:
-    """Every score and feature file the grid's methods and the noisy-pool analysis read (cached passes skip):
-    feature passes on the base model first, then the DavIR scoring (base, response-only, reference fine-tune with
-    its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``."""
+def scoring_key(cfg: ExperimentConfig, pool: Pool) -> str:
+    """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
+    training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
+    return store.fingerprint([SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
+                              {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+                              reference_config(cfg).identity()])
+
+
+def scored(cfg: ExperimentConfig, pool: Pool) -> bool:
+    """True when ``scores/`` holds this pool's scores under these settings (summary.json is written last and names
+    the key), e.g. the committed results of a grid in a fresh clone: its scores are not computed again."""
+    summary = pool.folder / "scores" / "summary.json"
+    if not (pool.scores.exists() and summary.exists()):
+        return False
+    return json.loads(summary.read_text()).get("scoring_key") == scoring_key(cfg, pool)
+
+
+def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None) -> None:
+    """The feature files ``names`` (of FEATURE_PASSES) that are not written yet: grads and lm-embed on the base
+    weights of the selector, embed with the sentence model."""
+    selector = cfg.selector_model or cfg.model
+    todo = [n for n in FEATURE_PASSES if n in set(names) and not pool.features(n).exists()]
+    ds = ds if ds is not None or not todo else read_dataset(pool.data)
+    model_passes = [n for n in todo if n != "embed"]
+    if model_passes:
+        lm = lm or load_model(selector, dtype=cfg.signals.dtype)
+        prep = prepare(ds, lm.tokenizer, cfg.signals)
+        for name in model_passes:      # on the base weights, before any reference trains them in place
+            frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
+            write_frame(frame, pool.features(name), {"pass": name, "model": selector})
+    if "embed" in todo:
+        sentence = load_sentence_model()
+        frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
+                         options={"part": "full"}, label="sentence embeddings (pool)")
+        write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+
+
+def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Path:
+    """Every score, and the feature files ``features`` (cached passes skip): the grads pass (grad_norm) and feature
+    passes on the base model first, then the DavIR scoring (base, response-only, reference
+    fine-tune with its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``. Scores
+    already in ``scores/`` under the same key (``scored``) are kept: only missing feature files are computed."""
+    if scored(cfg, pool):
+        console.print(f"pool scores: {pool.scores} (same pool and scoring settings, kept)", highlight=False)
+        feature_passes(cfg, pool, features)
+        return pool.scores
     selector = cfg.selector_model or cfg.model
     tcfg = reference_config(cfg)
     lm = load_model(selector, dtype=cfg.signals.dtype, master_fp32=tcfg.full)
     ds = read_dataset(pool.data)
     prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frames = {}
-    for name in ("grads", "lm-embed"):         # on the base weights, before the reference trains them in place
-        frames[name] = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
-        write_frame(frames[name], pool.features(name), {"pass": name, "model": selector})
-    sentence = load_sentence_model()
-    texts = prepare_texts(ds, cfg.signals)
-    frames["embed"] = run_pass(texts, "embed", sentence.model, sentence.fingerprint, options={"part": "full"},
-                               label="sentence embeddings (pool)")
-    write_frame(frames["embed"], pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+    frames = {"grads": run_pass(prep, "grads", lm.model, lm.fingerprint, label="grads (pool)")}  # grad_norm
+    write_frame(frames["grads"], pool.features("grads"), {"pass": "grads", "model": selector})
+    feature_passes(cfg, pool, features, lm=lm, ds=ds)
     run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
                     train=tcfg, ifd=True)
     _, table, extra = score_dataset(run, lm=lm, prep=prep)
@@ -200,8 +238,8 @@ def score_pool(cfg: ExperimentConfig, pool: Pool) -> Path:
     pool.scores.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(pool.scores) as tmp:
         table.to_parquet(tmp, index=False)
-    info = {"model": selector, "counts": prep.counts(), "non_finite_scores": guarded, "train": asdict(tcfg),
-            "length_correlations": length_correlations(table),
+    info = {"scoring_key": scoring_key(cfg, pool), "model": selector, "counts": prep.counts(),
+            "non_finite_scores": guarded, "train": asdict(tcfg), "length_correlations": length_correlations(table),
             "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"]}
     with atomic_write(pool.folder / "scores" / "summary.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=str))
