@@ -8,7 +8,8 @@ batches of the largest rank's padded tokens / the mean rank's: 1.0 is perfect; t
 on CUDA the MFU (6 x trainable-and-frozen parameters x tokens / time / peak, an upper-bound convention for LoRA).
 
     python bench/train_parallel.py --model builtin:smollm2 --examples 48 --worlds 1,2          # 2 CPU cores: expect ~1x
-    python bench/train_parallel.py --model <a 1B model folder> --examples 4000 --worlds 1,2,4,8 --token-budget 16384 --peak-tflops 989
+    python bench/train_parallel.py --model <a 1B model folder> --examples 4000 --worlds 1,2,4,8 \
+        --token-budget 16384 --peak-tflops 989
                                                                                         # 8 GPUs: the >= 0.9 x N goal
 """
 
@@ -67,7 +68,8 @@ def launch(args, world: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--nproc_per_node", str(world),
-               __file__, "--worker", "--model", args.model, "--examples", str(args.examples), "--token-budget", str(args.token_budget),
+               __file__, "--worker", "--model", args.model, "--examples", str(args.examples),
+               "--token-budget", str(args.token_budget),
                "--dtype", args.dtype, "--out", str(Path(tmp) / "train"), "--result", str(result)]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world))})
         return json.loads(result.read_text())

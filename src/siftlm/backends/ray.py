@@ -50,13 +50,19 @@ def actor_pool(size: int, version: str | None = None) -> dict:
     return {"concurrency": size}
 
 
-def init(address: str | None = None):
-    """Connect to the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local one; once per process."""
+def init(address: str | None = None, num_cpus: int | None = None):
+    """Connect to the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local one (of ``num_cpus``, default
+    all); once per process."""
     ray = _ray()
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
+        # A local cluster is started with workers at the driver's priority: Ray's default niceness of 15 starves the
+        # workers (which do all of siftlm's compute) on a machine with any other load (measured: a 2-worker training
+        # 44 s idle, 568 s beside two busy loops at nice 15, see tests/train/test_distributed.py). A cluster that is
+        # already running keeps its own setting.
+        local = {} if address else {"num_cpus": num_cpus, "_system_config": {"worker_niceness": 0}}
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 configure_logging=True)
+                 configure_logging=True, **local)
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = False     # siftlm's own bar counts examples
