@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from siftlm.scores import SCORES
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "runs" / "results"
 OUT = ROOT / "src" / "siftlm" / "report" / "evidence.json"
@@ -43,9 +45,10 @@ def advice(rows: list[dict], auroc: dict) -> str:
         head = ("No selection method beat random subsets of the same size in siftlm's clean grid (held-out loss; CIs "
                 "over seeds, subsets and items include 0 or favour random).")
     if best:
+        keep = "lowest" if SCORES[best[0]].direction == "low" else "highest"
         head += (f" Of the scores, {best[0]} ranks injected junk last best (noisy-pool AUROC {best[1]['all']:.2f}): use "
-                 f"selection to filter junk (siftlm select --method dedup, then drop the lowest by {best[0]}) rather "
-                 "than to beat random on clean data.")
+                 f"selection to filter junk (near-duplicate removal, then keep the {keep} by {best[0]} at a generous "
+                 "budget) rather than to beat random on clean data.")
     return head
 
 
