@@ -36,9 +36,12 @@ def for_score(by: str, method: str = "topk") -> dict:
     auroc = {name: v for name, v in ev.get("noisy", {}).get("auroc", {}).items() if name == by}
     names = _method_names(by, method)
     grid = [r for r in ev.get("clean", {}).get("rows", []) if r["method"] in names]
-    return {"score": by, "auroc": auroc.get(by), "grid": grid, "setting": ev.get("setting", ""),
-            "advice": ev.get("advice", ""), "noisy_setting": ev.get("noisy", {}).get("setting", ""),
-            "clean_setting": ev.get("clean", {}).get("setting", "")}
+    noisy_grid = [r for r in ev.get("noisy_cells", {}).get("rows", []) if r["method"] in names]
+    return {"score": by, "auroc": auroc.get(by), "grid": grid, "noisy_grid": noisy_grid,
+            "setting": ev.get("setting", ""), "advice": ev.get("advice", ""),
+            "noisy_setting": ev.get("noisy", {}).get("setting", ""),
+            "clean_setting": ev.get("clean", {}).get("setting", ""),
+            "noisy_cells_setting": ev.get("noisy_cells", {}).get("setting", "")}
 
 
 def line(by: str, method: str = "topk") -> str:
@@ -48,10 +51,12 @@ def line(by: str, method: str = "topk") -> str:
         return ""
     parts = []
     if e["auroc"]:
-        parts.append(f"keeps clean over injected junk with AUROC {e['auroc']['all']:.2f}")
-    verdicts = sorted({r["verdict"] for r in e["grid"]})
-    if verdicts:
-        parts.append(f"against random in the clean grid: {', '.join(verdicts)}")
+        parts.append(f"keeps clean over injected junk with AUROC {e['auroc']['all']:.2f} (0.5 = chance, below it "
+                     "prefers junk)")
+    for rows, where in ((e["grid"], "the clean grid"), (e["noisy_grid"], "the noisy pool's fine-tunes")):
+        verdicts = sorted({f"{r['method']} {r['verdict']}" for r in rows if r["set"] == "heldout"})
+        if verdicts:
+            parts.append(f"against random in {where} (held-out loss): {', '.join(verdicts)}")
     head = f"benchmarks on {by}: " + ("; ".join(parts) if parts else "not measured")
     return head + (f". {e['advice']}" if e["advice"] else "")
 
@@ -70,14 +75,17 @@ def section(by: str, method: str = "topk") -> str:
         out.append(f"<p>Noisy pool ({esc(e['noisy_setting'])}): AUROC of clean vs injected junk in this score's "
                    f"selection order <b>{e['auroc']['all']:.2f}</b> (1 = junk always ranked last, 0.5 = chance); by "
                    f"kind: {kinds}.</p>")
-    if e["grid"]:
-        rows = "".join(f"<tr><td>{esc(r['method'])}</td><td>{esc(r['budget'])}</td><td>{esc(r['set'])}</td>"
-                       f"<td>{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]</td><td>{esc(r['verdict'])}</td></tr>"
-                       for r in e["grid"])
-        out.append(f"<p>Clean grid ({esc(e['clean_setting'])}): held-out loss of the fine-tuned model minus random's "
-                   "at the same budget (95 % CI over seeds, subsets and items; lower is better):</p>"
+    for rows, title, setting in ((e["grid"], "Clean grid", e["clean_setting"]),
+                                 (e["noisy_grid"], "Fine-tunes on the noisy pool", e["noisy_cells_setting"])):
+        if not rows:
+            continue
+        cells = "".join(f"<tr><td>{esc(r['method'])}</td><td>{esc(r['budget'])}</td><td>{esc(r['set'])}</td>"
+                        f"<td>{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]</td><td>{esc(r['verdict'])}</td>"
+                        "</tr>" for r in rows)
+        out.append(f"<p>{title} ({esc(setting)}): loss of the fine-tuned model minus random's at the same budget "
+                   "(95 % CI over seeds, subsets and items; lower is better):</p>"
                    f"<table><tr><th>method</th><th>budget</th><th>eval set</th><th>minus random</th><th>verdict</th>"
-                   f"</tr>{rows}</table>")
+                   f"</tr>{cells}</table>")
     out.append(f"<p>Measured on small models and pools ({esc(e['setting'])}); your data and model may differ. "
                "The tables and their per-item data: docs/experiments.md.</p>")
     return "".join(out)

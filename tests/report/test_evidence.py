@@ -1,0 +1,70 @@
+"""What every report says about its score: the shipped evidence file is the committed results' (regenerated whenever
+they change), the advice follows the verdicts, never the sign of a point estimate, and a report shows the rows of
+the chosen score's methods only."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from siftlm.report import evidence
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def runs_evidence():
+    spec = importlib.util.spec_from_file_location("runs_evidence", ROOT / "runs" / "evidence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(method, verdict, diff, low, high, set_="heldout"):
+    return {"method": method, "budget": "10 %", "set": set_, "diff": diff, "low": low, "high": high,
+            "verdict": verdict, "beats_random": 0.0, "train_tokens": 100.0}
+
+
+def test_the_shipped_evidence_is_the_committed_results(runs_evidence):
+    if not (ROOT / "runs" / "results" / "clean" / "results.json").exists():
+        pytest.skip("no committed results in this checkout")
+    assert json.loads(evidence.FILE.read_text()) == runs_evidence.build()
+
+
+def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
+    auroc = {"lp_app": {"all": 0.8}, "davir": {"all": 0.3}}
+    # a lower loss than random whose CI contains 0 is no win
+    hopeful = [_row("highest:davir", "no difference detected", -0.05, -0.11, +0.01)]
+    text = runs_evidence.advice(hopeful, [], auroc)
+    assert text.startswith("No selection method beat random") and "highest:davir" not in text
+    won = runs_evidence.advice([_row("highest:davir", "better", -0.05, -0.09, -0.01)], [], auroc)
+    assert won.startswith("In siftlm's clean grid, highest:davir at 10 % trained a better model")
+    lost = runs_evidence.advice([_row("lowest:lp_app", "worse", +0.07, +0.05, +0.10),
+                                 _row("highest:ifd", "worse", +0.07, +0.05, +0.10, set_="mt-bench")], [], auroc)
+    assert "Worse than random there, with the CI excluding 0: lowest:lp_app at 10 %." in lost
+    # the best-AUROC score is named with the direction it keeps, and its noisy-pool fine-tune verdict is quoted
+    noisy = [_row("lowest:lp_app", "no difference detected", +0.038, -0.007, +0.074)]
+    text = runs_evidence.advice([], noisy, auroc)
+    assert "lp_app ranks injected junk last best (noisy-pool AUROC 0.80)" in text
+    assert "+0.038 [-0.007, +0.074] from random's held-out loss (no difference detected)" in text
+    assert "keep the lowest by lp_app" in text
+
+
+def test_a_report_shows_the_rows_of_its_own_score(monkeypatch):
+    ev = {"setting": "tiny", "advice": "ADVICE",
+          "noisy": {"setting": "n", "auroc": {"lp_app": {"all": 0.81, "refusal": 0.99}, "davir": {"all": 0.31}}},
+          "clean": {"setting": "c", "rows": [_row("lowest:lp_app", "worse", 0.07, 0.05, 0.1),
+                                             _row("highest:davir", "worse", 0.05, 0.02, 0.08)]},
+          "noisy_cells": {"setting": "nc", "rows": [_row("lowest:lp_app", "no difference detected", 0.04, -0.01,
+                                                         0.07)]}}
+    monkeypatch.setattr(evidence, "load", lambda: ev)
+    e = evidence.for_score("lp_app")
+    assert [r["method"] for r in e["grid"]] == ["lowest:lp_app"] and len(e["noisy_grid"]) == 1
+    line = evidence.line("lp_app")
+    assert "AUROC 0.81" in line and "lowest:lp_app worse" in line and "lowest:lp_app no difference detected" in line
+    assert line.endswith("ADVICE")
+    html = evidence.section("lp_app")
+    assert "refusal 0.99" in html and "Fine-tunes on the noisy pool (nc)" in html and "+0.0700 [+0.0500, +0.1000]" in html
+    assert "highest:davir" not in html
+    assert evidence.for_score("davir")["noisy_grid"] == []
