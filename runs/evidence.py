@@ -68,6 +68,12 @@ def advice(clean: list[dict], noisy: list[dict], auroc: dict) -> str:
     return head
 
 
+def _draws(res: dict) -> str:
+    """How many random subsets and training seeds the grid ran, from its own config."""
+    cfg = res["config"]
+    return f"{cfg['random_subsets']} random subsets, {len(cfg['seeds'])} seeds per method"
+
+
 def _read(grid: str) -> dict | None:
     path = RESULTS / grid / "results.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -78,8 +84,9 @@ def build() -> dict:
     ev: dict = {"setting": "SmolLM2-135M-Instruct with LoRA on alpaca_en_demo pools of 600-700 examples, 2 CPU cores"}
     res = _read("clean")
     if res:
-        ev["clean"] = {"setting": f"{res.get('pool', {}).get('pool')} examples, 100 held out, 5 random subsets, "
-                                  "3 seeds per method", "rows": grid_rows(res)}
+        pool = res["pool"]
+        ev["clean"] = {"setting": f"{pool['pool']} examples, {pool['heldout']} held out, {_draws(res)}",
+                       "rows": grid_rows(res)}
     res = _read("noisy-smollm2")
     if res:
         n = res["noise"]
@@ -89,7 +96,7 @@ def build() -> dict:
     if res:
         ev["noisy_cells"] = {"setting": f"the noisy pool ({res['noise']['scored']} examples, "
                                         f"{100 * res['noise']['pool_rate']:.0f} % junk), held-out loss on clean "
-                                        "held-out examples, 5 random subsets, 3 seeds per method",
+                                        f"held-out examples, {_draws(res)}",
                              "rows": grid_rows(res)}
     ev["advice"] = advice(ev.get("clean", {}).get("rows", []), ev.get("noisy_cells", {}).get("rows", []),
                           ev.get("noisy", {}).get("auroc", {}))

@@ -13,6 +13,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from siftlm.report.html import table
+
 FILE = Path(__file__).with_name("evidence.json")
 
 
@@ -79,13 +81,11 @@ def section(by: str, method: str = "topk") -> str:
                                  (e["noisy_grid"], "Fine-tunes on the noisy pool", e["noisy_cells_setting"])):
         if not rows:
             continue
-        cells = "".join(f"<tr><td>{esc(r['method'])}</td><td>{esc(r['budget'])}</td><td>{esc(r['set'])}</td>"
-                        f"<td>{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]</td><td>{esc(r['verdict'])}</td>"
-                        "</tr>" for r in rows)
+        cells = [[r["method"], r["budget"], r["set"], f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]",
+                  r["verdict"]] for r in rows]
         out.append(f"<p>{title} ({esc(setting)}): loss of the fine-tuned model minus random's at the same budget "
                    "(95 % CI over seeds, subsets and items; lower is better):</p>"
-                   f"<table><tr><th>method</th><th>budget</th><th>eval set</th><th>minus random</th><th>verdict</th>"
-                   f"</tr>{cells}</table>")
+                   + table(["method", "budget", "eval set", "minus random", "verdict"], cells))
     out.append(f"<p>Measured on small models and pools ({esc(e['setting'])}); your data and model may differ. "
                "The tables and their per-item data: docs/experiments.md.</p>")
     return "".join(out)
