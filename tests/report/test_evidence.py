@@ -43,6 +43,15 @@ def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
     lost = runs_evidence.advice([_row("lowest:lp_app", "worse", +0.07, +0.05, +0.10),
                                  _row("highest:ifd", "worse", +0.07, +0.05, +0.10, set_="mt-bench")], [], auroc)
     assert "Worse than random there, with the CI excluding 0: lowest:lp_app at 10 %." in lost
+    # the whole pool's row is quoted with its verdict, whichever way it points
+    full = [{"set": "heldout", "examples": 599, "budget": "10 % of the tokens", "diff": -0.09, "low": -0.12,
+             "high": -0.06, "verdict": "better"}]
+    text = runs_evidence.advice(hopeful, [], auroc, full)
+    assert text.startswith("No selection method beat random")
+    assert "whole pool (599 examples) came out -0.090 [-0.120, -0.060] from a random 10 % of the tokens subset (better)" in text
+    unclear = runs_evidence.advice(hopeful, [], auroc, [{**full[0], "low": -0.2, "high": 0.02,
+                                                         "verdict": "no difference detected"}])
+    assert "(no difference detected)." in unclear and "cost held-out loss" not in unclear
     # the best-AUROC score is named with the direction it keeps, and its noisy-pool fine-tune verdict is quoted
     noisy = [_row("lowest:lp_app", "no difference detected", +0.038, -0.007, +0.074)]
     text = runs_evidence.advice([], noisy, auroc)
@@ -62,7 +71,7 @@ def test_a_report_shows_the_rows_of_its_own_score(monkeypatch):
     e = evidence.for_score("lp_app")
     assert [r["method"] for r in e["grid"]] == ["lowest:lp_app"] and len(e["noisy_grid"]) == 1
     line = evidence.line("lp_app")
-    assert "AUROC 0.81" in line and "lowest:lp_app worse" in line and "lowest:lp_app no difference detected" in line
+    assert "AUROC 0.81" in line and "lowest:lp_app at 10 % worse" in line and "lowest:lp_app at 10 % no difference detected" in line
     assert line.endswith("ADVICE")
     html = evidence.section("lp_app")
     assert "refusal 0.99" in html and "Fine-tunes on the noisy pool (nc)" in html and "+0.0700 [+0.0500, +0.1000]" in html

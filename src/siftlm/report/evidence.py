@@ -56,7 +56,7 @@ def line(by: str, method: str = "topk") -> str:
         parts.append(f"keeps clean over injected junk with AUROC {e['auroc']['all']:.2f} (0.5 = chance, below it "
                      "prefers junk)")
     for rows, where in ((e["grid"], "the clean grid"), (e["noisy_grid"], "the noisy pool's fine-tunes")):
-        verdicts = sorted({f"{r['method']} {r['verdict']}" for r in rows if r["set"] == "heldout"})
+        verdicts = sorted({f"{r['method']} at {r['budget']} {r['verdict']}" for r in rows if r["set"] == "heldout"})
         if verdicts:
             parts.append(f"against random in {where} (held-out loss): {', '.join(verdicts)}")
     head = f"benchmarks on {by}: " + ("; ".join(parts) if parts else "not measured")
