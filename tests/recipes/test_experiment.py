@@ -90,9 +90,12 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     monkeypatch.setattr(sft, "train", lambda *a, **k: pytest.fail("a finished cell ran again"))
     monkeypatch.setattr(experiment, "finetune", lambda *a, **k: pytest.fail("a finished cell ran again"))
     before = (out / "results.md").read_text()
+    wall = json.loads((out / "results.json").read_text())["wall_s"]
     assert runner.invoke(app, ["experiment", str(grid)]).exit_code == 0
     assert (out / "results.md").read_text() == before
     assert runner.invoke(app, ["experiment", str(grid), "--tables-only"]).exit_code == 0
+    # recomputing the tables keeps the wall time of the runs that trained the cells
+    assert json.loads((out / "results.json").read_text())["wall_s"] == wall
 
 
 KILLED = """

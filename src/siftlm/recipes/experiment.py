@@ -184,7 +184,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
         # the noisy-pool analysis orders the pool by every feature-based method; cells make theirs when they run
         score_pool(cfg, pool, features_needed(cfg, also=noisy.ORDER_METHODS) if cfg.inject.rate and not cfg.finetune
                    else ())
-    if todo or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets)):
+    trained = bool(todo) or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets))
+    if trained:
         if not _complete(base_key, rows, items, sets):
             base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key)
             rows, items = _merge(rows, items, {"key": base_key, "method": "base model", "unit": "none", "seed": 0,
@@ -219,13 +220,25 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     scored = pool.folder / "scores" / "summary.json" if pool is not None else None
     if scored is not None and scored.exists():
         summary["pool_scoring"] = json.loads(scored.read_text())    # counts, length correlations, the reference
-    summary["wall_s"] = time.perf_counter() - wall
+    summary["wall_s"] = _wall(out / "results.json", time.perf_counter() - wall, trained)
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), **summary}, indent=2, default=str))
     with atomic_write(out / "results.md") as tmp:
         tmp.write_text(page.markdown(summary, cfg))
     page.write(summary, cfg, out / "report.html")
     return current
+
+
+def _wall(saved: Path, seconds: float, trained: bool) -> float:
+    """The grid's wall time: the seconds of every run that trained or evaluated something, summed; a run that only
+    recomputed the tables (``--tables-only``, or every cell cached) keeps the recorded time."""
+    try:
+        before = json.loads(saved.read_text()).get("wall_s")
+    except (OSError, ValueError):
+        before = None
+    if before is None:
+        return seconds
+    return float(before) + seconds if trained else float(before)
 
 
 def _merge(rows: pd.DataFrame | None, items: pd.DataFrame | None, row: dict,
