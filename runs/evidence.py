@@ -92,16 +92,28 @@ def _read(grid: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+CLEAN_GRIDS = ("clean", "clean-tokens", "clean-25")    # one pool and its scores, at different budgets
+
+
+def _budgets(grid: str, res: dict) -> str:
+    """The budgets a grid ran, from its own config: '10 % of the tokens: clean-tokens grid'."""
+    cfg = res["config"]
+    parts = ([f"{100 * b:g} % of the examples" for b in cfg.get("budgets") or []]
+             + [f"{100 * b:g} % of the tokens" for b in cfg.get("budget_tokens") or []])
+    return "; ".join(parts) + ("" if grid == "clean" else f": {grid} grid")
+
+
 def build() -> dict:
     """The evidence file's content from the committed results (a test checks the shipped file equals it)."""
     ev: dict = {"setting": "SmolLM2-135M-Instruct with LoRA on alpaca_en_demo pools of 600-700 examples, 2 CPU cores"}
-    res, tokens = _read("clean"), _read("clean-tokens")
-    if res:
+    grids = {g: r for g in CLEAN_GRIDS if (r := _read(g))}
+    if "clean" in grids:
+        res = grids["clean"]
         pool = res["pool"]
-        ev["clean"] = {"setting": f"{pool['pool']} examples, {pool['heldout']} held out, {_draws(res)}"
-                                  + (" (10 % of the examples; 10 % of the tokens: clean-tokens grid)" if tokens else ""),
-                       "rows": grid_rows(res) + (grid_rows(tokens) if tokens else []),
-                       "full": full_rows(tokens) if tokens else []}
+        budgets = "; ".join(_budgets(g, r) for g, r in grids.items())
+        ev["clean"] = {"setting": f"{pool['pool']} examples, {pool['heldout']} held out, {_draws(res)} ({budgets})",
+                       "rows": [row for r in grids.values() for row in grid_rows(r)],
+                       "full": [row for r in grids.values() for row in full_rows(r)]}
     res = _read("noisy-smollm2")
     if res:
         n = res["noise"]

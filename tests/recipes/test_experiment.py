@@ -158,6 +158,11 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     monkeypatch.setattr(pool.Pool, "labels", hidden)
     p = pool.build_pool(cfg, tmp_path / "exp" / "pool")
     pool.score_pool(cfg, p)
+    summary = json.loads((p.folder / "scores" / "summary.json").read_text())
+    steps = summary["timings_s"]                # where the scoring's time went, step by step
+    assert {"grads pass", "lm-embed pass", "embed pass", "base loss pass", "unconditional pass (IFD)",
+            "reference fine-tune + trajectory"} <= set(steps) and summary["cached"] == []
+    assert steps["total"] == pytest.approx(sum(v for k, v in steps.items() if k != "total"), abs=0.05)
     rows = [json.loads(line) for line in p.data.read_text().splitlines()]
     held = [json.loads(line) for line in p.heldout.read_text().splitlines()]
     assert len(rows) == 30 and len(held) == 8 and all(set(r) == {"id", "messages"} for r in rows)

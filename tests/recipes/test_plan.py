@@ -31,6 +31,13 @@ def test_counts_params_and_flops_follow_the_rule(model_dir, alpaca_file, tokeniz
     compute = 4 * p * tokens * 3 / (100e12 * 0.5) / 3600
     assert train.device_hours == pytest.approx(compute / 0.9)                  # data-parallel at the assumed 0.9
     assert train.hours == pytest.approx(train.device_hours / 4) and "assumed 0.90 efficiency" in train.source
+    epochs = steps["loss after each epoch"]                 # P_1..P_3, the last being the reference's
+    assert epochs.tokens == pytest.approx(3 * tokens) and epochs.flops == pytest.approx(2 * p * tokens * 3)
+    names = [s.name for s in est["steps"]]
+    davir = [steps[k] for k in ("loss", "uncond", "reference fine-tune", "loss after each epoch")]
+    assert est["flows"]["DavIR (siftlm run --by davir)"][0] == pytest.approx(sum(s.hours for s in davir))
+    assert est["flows"]["every score and feature (an experiment's pool)"][0] == pytest.approx(
+        sum(s.hours for s in est["steps"])) and len(set(names)) == len(names)
     full = plan(str(alpaca_file), str(model_dir), PlanConfig(full=True, device="cuda", peak_tflops=100.0, bench=""),
                 signals=SignalConfig(progress=False))
     assert [s.flops for s in full["steps"] if "fine-tune" in s.name][0] == pytest.approx(6 * p * tokens * 2)
@@ -50,6 +57,11 @@ def test_a_measured_throughput_is_used_first_and_scaling_multiplies_tokens(model
     assert loss.device_hours == pytest.approx(loss.tokens / 500.0 / 3600) and loss.source == "measured 500 tok/s"
     grads = [s for s in est["steps"] if s.name.startswith("grads")][0]
     assert grads.device_hours == pytest.approx(2 * loss.device_hours)           # 4P vs 2P per token
+    (bench / f"grads-{slug}-cpu.json").write_text(json.dumps({"real_tokens": 1000, "a_s": 10.0}))   # 100 tok/s
+    est = plan(str(alpaca_file), str(model_dir), PlanConfig(bench=str(bench), device="cpu", scale_to=2400),
+               signals=SignalConfig(progress=False))
+    grads = [s for s in est["steps"] if s.name.startswith("grads")][0]
+    assert grads.device_hours == pytest.approx(grads.tokens / 100.0 / 3600) and grads.source == "measured 100 tok/s"
 
 
 def test_a_measured_scaling_efficiency_is_used_for_training(model_dir, alpaca_file, tmp_path):

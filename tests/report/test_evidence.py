@@ -71,7 +71,8 @@ def test_a_report_shows_the_rows_of_its_own_score(monkeypatch):
     e = evidence.for_score("lp_app")
     assert [r["method"] for r in e["grid"]] == ["lowest:lp_app"] and len(e["noisy_grid"]) == 1
     line = evidence.line("lp_app")
-    assert "AUROC 0.81" in line and "lowest:lp_app at 10 % worse" in line and "lowest:lp_app at 10 % no difference detected" in line
+    assert "AUROC 0.81" in line and "lowest:lp_app at 10 % worse" in line
+    assert "lowest:lp_app at 10 % no difference detected" in line
     assert line.endswith("ADVICE")
     html = evidence.section("lp_app")
     assert "refusal 0.99" in html and "Fine-tunes on the noisy pool (nc)" in html and "+0.0700 [+0.0500, +0.1000]" in html

@@ -4,10 +4,13 @@ Tokens are counted by encoding a seeded sample of the data exactly as the passes
 max_length) and scaled to the whole set (or ``--scale-to``). FLOPs per token, with P the model's parameters
 (Kaplan et al. 2020's 2P forward / 4P forward + backward rule): a forward pass (loss, uncond, lm-embed) 2P; the
 grads pass 4P (forward, and a backward through the activations: LoRA needs no frozen-weight gradients); a LoRA
-training epoch 4P, a full fine-tuning epoch 6P; the sentence encoder 2 x its own parameters. Time comes from a
-measured throughput when ``bench/loss_pass.py`` / ``bench/train_step.py`` results exist for this model and device
-(other passes scaled by their FLOPs ratio), else from FLOPs at ``--mfu`` of the device's peak. Model passes split
-over ``--gpus`` (Ray actors) perfectly; training is data-parallel over them (torchrun / accelerate launch / Ray
+training epoch 4P, a full fine-tuning epoch 6P; the sentence encoder 2 x its own parameters. The passes are the
+ones siftlm runs: the base pass is the trajectory's P_0, and the reference fine-tune evaluates the model after every
+epoch (P_1..P_E, the last being the reference DavIR scores with). Time comes from a measured throughput when
+``bench/loss_pass.py`` / ``bench/train_step.py`` / ``bench/grads.py`` results exist for this model and device (other
+passes scaled by their FLOPs ratio; the grads pass by the loss pass's when only that exists, which on a CPU
+underestimates it: a backward costs more than its FLOPs say), else from FLOPs at ``--mfu`` of the device's peak.
+Model passes split over ``--gpus`` (Ray actors) perfectly; training is data-parallel over them (torchrun / accelerate launch / Ray
 Train) at the scaling efficiency ``bench/train_parallel.py`` measured for this model and device at the nearest
 world size, else at ``--train-efficiency``.
 """
@@ -77,6 +80,11 @@ def measured(bench_dirs: str, model: str, device: str) -> dict:
             r = json.loads(train.read_text())
             tok = max(v for k, v in r.items() if k.startswith("siftlm_") and k.endswith("_tok_s"))
             found["train"] = (tok, f"measured {tok:,.0f} tok/s", str(train))
+        grads = next(iter(sorted(Path(folder).glob(f"grads-{slug}-{device}*.json"))), None)
+        if "grads" not in found and grads is not None:
+            r = json.loads(grads.read_text())
+            tok = r["real_tokens"] / r["a_s"]
+            found["grads"] = (tok, f"measured {tok:,.0f} tok/s", str(grads))
         parallel = Path(folder) / f"train_parallel-{slug}.json"
         if "parallel" not in found and parallel.exists():
             rows = [r for r in json.loads(parallel.read_text())["rows"] if r["device"].startswith(device)]
@@ -148,22 +156,25 @@ def plan(data: str, model: str, cfg: PlanConfig, *, src: DataConfig | None = Non
     train_mult = 6 if cfg.full else 4
     T, U, X = n * counts["tokens_per_example"], n * counts["uncond_tokens"], n * counts["text_tokens"]
     specs = [  # name, tokens, FLOPs per token per parameter, parameters, which measurement applies, split over devices
-        ("loss (base)", T, 2, params, "loss", True),
+        ("loss (base, P_0)", T, 2, params, "loss", True),
         ("uncond (IFD)", U, 2, params, "loss", True),
         (f"reference fine-tune ({cfg.epochs} epochs, {'full' if cfg.full else 'LoRA'})", T * cfg.epochs, train_mult,
          params, "train", "train"),
-        ("loss (reference)", T, 2, params, "loss", True),
-        (f"trajectory evaluations ({cfg.epochs} epochs, LP)", T * cfg.epochs, 2, params, "loss", True),
-        ("grads (DPP / LESS features)", T, 4, params, "loss", True),
+        (f"loss after each epoch (P_1..P_{cfg.epochs}; the last is the reference's)", T * cfg.epochs, 2, params,
+         "loss", True),
+        ("grads (DPP / LESS features)", T, 4, params, "grads", True),
+        ("lm-embed (repr)", T, 2, params, "loss", True),
         ("embed (sentence encoder)", X, 2, SENTENCE_PARAMS, None, True),
     ]
     eff, eff_note = train_efficiency(meas, devices, cfg.train_efficiency)
     steps = []
     for name, tokens, mult, p, which, split in specs:
         flops = mult * p * tokens
+        if which == "grads" and "grads" not in meas and "loss" in meas and p == params:
+            which = "loss"                            # no grads benchmark here: the loss pass's rate, scaled by FLOPs
         if which in meas and p == params:
             tok_s, source, _ = meas[which]
-            base_mult = 2 if which == "loss" else train_mult
+            base_mult = {"loss": 2, "grads": 4}.get(which, train_mult)
             device_s = tokens / tok_s * mult / base_mult
             if mult != base_mult:
                 source += f", x{mult / base_mult:g} for the FLOPs"
@@ -175,8 +186,9 @@ def plan(data: str, model: str, cfg: PlanConfig, *, src: DataConfig | None = Non
         steps.append(Step(name, tokens, flops, wall / 3600, device_s / 3600, source))
     flows = {
         "DavIR (siftlm run --by davir)": [steps[0], steps[1], steps[2], steps[3]],
-        "learning percentage (cluster:lp_app)": [steps[2], steps[4], steps[6]],
-        "DPP on gradients (davir+dpp)": [steps[0], steps[1], steps[2], steps[3], steps[5]],
+        "learning percentage (cluster:lp_app)": [steps[0], steps[2], steps[3], steps[6]],
+        "DPP on gradients (davir+dpp)": [steps[0], steps[1], steps[2], steps[3], steps[4]],
+        "every score and feature (an experiment's pool)": steps,
     }
     return {"data": str(data), "model": model, "params": params, "examples": n, "device": device, "devices": devices,
             "train_efficiency": eff,

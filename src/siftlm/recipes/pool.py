@@ -29,11 +29,11 @@ from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
-from siftlm.progress import console
+from siftlm.progress import Timer, console
 from siftlm.recipes.davir import score_dataset
 from siftlm.scores import add_scores
 from siftlm.signals import store
-from siftlm.signals.passes import run_pass
+from siftlm.signals.passes import run_pass, stored
 from siftlm.signals.prepare import Prepared, prepare, prepare_texts
 from siftlm.signals.table import write_frame
 from siftlm.stats import length_correlations
@@ -191,10 +191,11 @@ def scored(cfg: ExperimentConfig, pool: Pool) -> bool:
     return json.loads(summary.read_text()).get("scoring_key") == scoring_key(cfg, pool)
 
 
-def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None) -> None:
+def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, timer: Timer | None = None) -> None:
     """The feature files ``names`` (of FEATURE_PASSES) that are not written yet: grads and lm-embed on the base
-    weights of the selector, embed with the sentence model."""
+    weights of the selector, embed with the sentence model; each timed as "<name> pass" in ``timer``."""
     selector = cfg.selector_model or cfg.model
+    timer = timer or Timer()
     todo = [n for n in FEATURE_PASSES if n in set(names) and not pool.features(n).exists()]
     ds = ds if ds is not None or not todo else read_dataset(pool.data)
     model_passes = [n for n in todo if n != "embed"]
@@ -202,46 +203,62 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None) -
         lm = lm or load_model(selector, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
-            write_frame(frame, pool.features(name), {"pass": name, "model": selector})
+            if stored(prep, name, lm.model, lm.fingerprint):
+                timer.cached.append(f"{name} pass")
+            with timer(f"{name} pass"):
+                frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
+                write_frame(frame, pool.features(name), {"pass": name, "model": selector})
     if "embed" in todo:
-        sentence = load_sentence_model()
-        frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
-                         options={"part": "full"}, label="sentence embeddings (pool)")
-        write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+        with timer("embed pass"):
+            sentence = load_sentence_model()
+            frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
+                             options={"part": "full"}, label="sentence embeddings (pool)")
+            write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
 
 
 def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Path:
     """Every score, and the feature files ``features`` (cached passes skip): the grads pass (grad_norm) and feature
     passes on the base model first, then the DavIR scoring (base, response-only, reference
     fine-tune with its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``. Scores
-    already in ``scores/`` under the same key (``scored``) are kept: only missing feature files are computed."""
+    already in ``scores/`` under the same key (``scored``) are kept: only missing feature files are computed.
+    summary.json records each step's wall time (``timings_s``, seconds) and the steps the store served (``cached``)."""
     if scored(cfg, pool):
         console.print(f"pool scores: {pool.scores} (same pool and scoring settings, kept)", highlight=False)
         feature_passes(cfg, pool, features)
         return pool.scores
     selector = cfg.selector_model or cfg.model
     tcfg = reference_config(cfg)
-    lm = load_model(selector, dtype=cfg.signals.dtype, master_fp32=tcfg.full)
-    ds = read_dataset(pool.data)
-    prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frames = {"grads": run_pass(prep, "grads", lm.model, lm.fingerprint, label="grads (pool)")}  # grad_norm
-    write_frame(frames["grads"], pool.features("grads"), {"pass": "grads", "model": selector})
-    feature_passes(cfg, pool, features, lm=lm, ds=ds)
+    timer = Timer()
+    with timer("load model"):
+        lm = load_model(selector, dtype=cfg.signals.dtype, master_fp32=tcfg.full)
+    with timer("read + encode"):
+        ds = read_dataset(pool.data)
+        prep = prepare(ds, lm.tokenizer, cfg.signals)
+    grads = pool.features("grads")
+    if stored(prep, "grads", lm.model, lm.fingerprint):
+        timer.cached.append("grads pass")
+    with timer("grads pass"):       # grad_norm, and DPP's features
+        frame = run_pass(prep, "grads", lm.model, lm.fingerprint, label="grads (pool)")
+        write_frame(frame, grads, {"pass": "grads", "model": selector})
+    feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer)
     run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
                     train=tcfg, ifd=True)
-    _, table, extra = score_dataset(run, lm=lm, prep=prep)
-    table["grad_norm"] = frames["grads"].set_index("id").loc[table["id"], "grad_norm"].to_numpy()
+    _, table, extra = score_dataset(run, timer, lm=lm, prep=prep)
+    table["grad_norm"] = frame.set_index("id").loc[table["id"], "grad_norm"].to_numpy()
     if cfg.crossfit:
-        table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype)
+        with timer("cross-fitted references"):
+            table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype)
     table, guarded = add_scores(table)
     pool.scores.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(pool.scores) as tmp:
         table.to_parquet(tmp, index=False)
     info = {"scoring_key": scoring_key(cfg, pool), "model": selector, "counts": prep.counts(),
             "non_finite_scores": guarded, "train": asdict(tcfg), "length_correlations": length_correlations(table),
-            "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"]}
+            "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"],
+            "tokens": int(sum(len(e.input_ids) for e in prep.encoded)),
+            "timings_s": {**timer.times, "total": round(sum(timer.times.values()), 2)}, "cached": timer.cached}
     with atomic_write(pool.folder / "scores" / "summary.json") as tmp:
         tmp.write_text(json.dumps(info, indent=2, default=str))
-    console.print(f"pool scored: {len(table)} examples -> {pool.scores}", highlight=False)
+    console.print(f"pool scored: {len(table)} examples in {info['timings_s']['total'] / 60:.1f} min "
+                  f"({', '.join(f'{k} {v:.0f} s' for k, v in timer.times.items())}) -> {pool.scores}", highlight=False)
     return pool.scores
