@@ -203,17 +203,24 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, t
         lm = lm or load_model(selector, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            if stored(prep, name, lm.model, lm.fingerprint):
-                timer.cached.append(f"{name} pass")
-            with timer(f"{name} pass"):
-                frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
-                write_frame(frame, pool.features(name), {"pass": name, "model": selector})
+            _model_pass(pool, name, prep, lm, selector, timer)
     if "embed" in todo:
         with timer("embed pass"):
             sentence = load_sentence_model()
             frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
                              options={"part": "full"}, label="sentence embeddings (pool)")
             write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+
+
+def _model_pass(pool: Pool, name: str, prep: Prepared, lm, selector: str, timer: Timer) -> pd.DataFrame:
+    """One feature pass of the selector's base weights, timed as "<name> pass" (and listed as cached when the store
+    serves it), written to the pool's feature file; returns its rows."""
+    if stored(prep, name, lm.model, lm.fingerprint):
+        timer.cached.append(f"{name} pass")
+    with timer(f"{name} pass"):
+        frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
+        write_frame(frame, pool.features(name), {"pass": name, "model": selector})
+    return frame
 
 
 def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Path:
@@ -234,12 +241,7 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Pa
     with timer("read + encode"):
         ds = read_dataset(pool.data)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
-    grads = pool.features("grads")
-    if stored(prep, "grads", lm.model, lm.fingerprint):
-        timer.cached.append("grads pass")
-    with timer("grads pass"):       # grad_norm, and DPP's features
-        frame = run_pass(prep, "grads", lm.model, lm.fingerprint, label="grads (pool)")
-        write_frame(frame, grads, {"pass": "grads", "model": selector})
+    frame = _model_pass(pool, "grads", prep, lm, selector, timer)      # grad_norm, and DPP's features
     feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer)
     run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
                     train=tcfg, ifd=True)
