@@ -69,16 +69,46 @@ def advice(clean: list[dict], noisy: list[dict], auroc: dict, full: list[dict] =
     if best:
         name = best[0]
         keep = "lowest" if SCORES[name].direction == "low" else "highest"
-        head += (f" Of the scores, {name} ranks injected junk last best (noisy-pool AUROC {best[1]['all']:.2f}). ")
-        mine = [r for r in noisy if r["method"] == f"{keep}:{name}" and r["set"] == "heldout"]
-        if mine:
-            r = mine[0]
-            head += (f"As a {r['budget']} selection on the noisy pool it trained a model {r['diff']:+.3f} "
-                     f"[{r['low']:+.3f}, {r['high']:+.3f}] from random's held-out loss ({r['verdict']}). ")
-        head += (f"Use it to filter junk (near-duplicate removal, then keep the {keep} by {name} at a generous budget, "
-                 "e.g. 0.5-0.8) rather than to pick a small subset: no measured method picks a small subset better "
-                 "than random.")
+        head += (f" Of the scores, {name} ranks injected junk last best (noisy-pool AUROC {best[1]['all']:.2f}).")
+        mine = sorted((r for r in noisy if r["method"] == f"{keep}:{name}" and r["set"] == "heldout"), key=_fraction)
+        for r in mine:
+            head += (f" As a {r['budget']} selection on the noisy pool it trained a model {r['diff']:+.3f} "
+                     f"[{r['low']:+.3f}, {r['high']:+.3f}] from random's held-out loss ({r['verdict']}).")
+        small = (f"in the clean grid, {'; '.join(better)} did." if better
+                 else "no measured method picks a small subset better than random.")
+        head += " " + _filter_advice(keep, name, [r for r in mine if _fraction(r) >= GENEROUS], small)
     return head
+
+
+GENEROUS = 0.5    # a selection that keeps at least half the pool is a filter, not a pick
+
+
+def _fraction(r: dict) -> float:
+    """A row's budget as a fraction of the pool ('50 %' -> 0.5); an absolute count reads as 0 (not a filter)."""
+    text = r["budget"]
+    return float(text.split()[0]) / 100 if "%" in text else 0.0
+
+
+def _filter_advice(keep: str, name: str, generous: list[dict], small: str) -> str:
+    """What to do with the best junk-ranking score, from its generous-filter fine-tunes' verdicts (if any ran)."""
+    how = f"near-duplicate removal, then keep the {keep} by {name} at a generous budget"
+
+    def at(verdict: str) -> str:
+        return ", ".join(r["budget"] for r in generous if r["verdict"] == verdict)
+
+    if at("better"):
+        return (f"Use it to filter junk ({how}: at {at('better')} it trained better than random subsets of the same "
+                f"size) rather than to pick a small subset: {small}")
+    if at("worse"):
+        return (f"Even as a generous filter (at {at('worse')}) its selection trained worse than random subsets of the "
+                f"same size: dropping the junk did not make up for what it dropped with it. Use it to find junk to inspect or "
+                f"remove, and train on a random subset or the whole pool: {small}")
+    if generous:
+        return (f"As a generous filter (at {', '.join(r['budget'] for r in generous)}) it removes junk but trained a "
+                f"model not distinguishable from random subsets of the same size. Use it to find and drop junk "
+                f"({how}) if junk matters to you beyond held-out loss, not to pick a small subset: {small}")
+    return (f"Use it to filter junk ({how}, e.g. 0.5-0.8; not measured against random at that size) rather than to "
+            f"pick a small subset: {small}")
 
 
 def _draws(res: dict) -> str:
@@ -93,14 +123,16 @@ def _read(grid: str) -> dict | None:
 
 
 CLEAN_GRIDS = ("clean", "clean-tokens", "clean-25")    # one pool and its scores, at different budgets
+NOISY_CELL_GRIDS = ("noisy-smollm2-cells", "noisy-filter")     # the noisy pool's fine-tunes: a pick and a filter
 
 
-def _budgets(grid: str, res: dict) -> str:
-    """The budgets a grid ran, from its own config: '10 % of the tokens: clean-tokens grid'."""
+def _budgets(grid: str, res: dict, first: str = "clean") -> str:
+    """The budgets a grid ran, from its own config: '10 % of the tokens: clean-tokens grid' (the first grid of a
+    setting is not named)."""
     cfg = res["config"]
     parts = ([f"{100 * b:g} % of the examples" for b in cfg.get("budgets") or []]
              + [f"{100 * b:g} % of the tokens" for b in cfg.get("budget_tokens") or []])
-    return "; ".join(parts) + ("" if grid == "clean" else f": {grid} grid")
+    return "; ".join(parts) + ("" if grid == first else f": {grid} grid")
 
 
 def build() -> dict:
@@ -119,12 +151,14 @@ def build() -> dict:
         n = res["noise"]
         ev["noisy"] = {"setting": f"{n['scored']} examples, {100 * n['pool_rate']:.0f} % injected junk of 6 kinds",
                        "auroc": n["auroc_scores"], "methods": n["auroc_methods"]}
-    res = _read("noisy-smollm2-cells")
-    if res:
+    grids = {g: r for g in NOISY_CELL_GRIDS if (r := _read(g))}
+    if grids:
+        res = next(iter(grids.values()))
+        budgets = "; ".join(_budgets(g, r, first=NOISY_CELL_GRIDS[0]) for g, r in grids.items())
         ev["noisy_cells"] = {"setting": f"the noisy pool ({res['noise']['scored']} examples, "
                                         f"{100 * res['noise']['pool_rate']:.0f} % junk), held-out loss on clean "
-                                        f"held-out examples, {_draws(res)}",
-                             "rows": grid_rows(res)}
+                                        f"held-out examples, {_draws(res)} ({budgets})",
+                             "rows": [row for r in grids.values() for row in grid_rows(r)]}
     ev["advice"] = advice(ev.get("clean", {}).get("rows", []), ev.get("noisy_cells", {}).get("rows", []),
                           ev.get("noisy", {}).get("auroc", {}), ev.get("clean", {}).get("full", []))
     return ev

@@ -21,8 +21,8 @@ def runs_evidence():
     return mod
 
 
-def _row(method, verdict, diff, low, high, set_="heldout"):
-    return {"method": method, "budget": "10 %", "set": set_, "diff": diff, "low": low, "high": high,
+def _row(method, verdict, diff, low, high, set_="heldout", budget="10 %"):
+    return {"method": method, "budget": budget, "set": set_, "diff": diff, "low": low, "high": high,
             "verdict": verdict, "beats_random": 0.0, "train_tokens": 100.0}
 
 
@@ -57,7 +57,24 @@ def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
     text = runs_evidence.advice([], noisy, auroc)
     assert "lp_app ranks injected junk last best (noisy-pool AUROC 0.80)" in text
     assert "+0.038 [-0.007, +0.074] from random's held-out loss (no difference detected)" in text
-    assert "keep the lowest by lp_app" in text
+    assert "keep the lowest by lp_app" in text and "not measured against random at that size" in text
+
+
+@pytest.mark.parametrize("verdict, low, high, says, not_says", [
+    ("better", -0.06, -0.01, "at 50 % it trained better than random subsets", "Even as a generous filter"),
+    ("worse", +0.01, +0.06, "Even as a generous filter (at 50 %) its selection trained worse", "it trained better"),
+    ("no difference detected", -0.06, +0.01, "not distinguishable from random", "it trained better"),
+])
+def test_filter_advice_follows_the_generous_budgets_verdict(runs_evidence, verdict, low, high, says, not_says):
+    """The junk filter's advice rests on its fine-tune at a generous budget (>= 50 %), not on the 10 % pick's, and a
+    CI containing 0 never recommends it as a gain."""
+    auroc = {"lp_app": {"all": 0.8}}
+    pick = _row("lowest:lp_app", "worse", +0.05, +0.01, +0.09)               # a 10 % pick that lost: not the filter
+    generous = _row("lowest:lp_app", verdict, (low + high) / 2, low, high, budget="50 %")
+    text = runs_evidence.advice([], [generous, pick], auroc)
+    assert says in text and not_says not in text
+    assert text.index("As a 10 % selection") < text.index("As a 50 % selection")     # quoted smallest budget first
+    assert "not measured against random at that size" not in text
 
 
 def test_a_report_shows_the_rows_of_its_own_score(monkeypatch):
