@@ -388,6 +388,7 @@ def test_demo_help_says_why_its_defaults_differ():
     res = runner.invoke(app, ["demo", "--help"], env={"COLUMNS": "300"})
     text = " ".join(res.output.split())
     assert "here 0.001: a 2-epoch LoRA reference on 128 examples needs a larger step" in text
+    assert "0.1: a DavIR pick at about the size the paper keeps" in text
 
 
 def test_every_common_mistake_is_one_line_on_stderr_with_the_right_exit_code(tmp_path, alpaca_file, monkeypatch):

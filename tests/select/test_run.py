@@ -14,11 +14,13 @@ from tests.conftest import alpaca_rows
 
 def test_resolve_gives_each_method_its_defaults():
     assert astuple(resolve(SelectConfig(method="davir+dpp"))) == astuple(SelectConfig(method="dpp", by="davir", lam=0.5,
-                                                                                        budget=0.1))
+                                                                                        budget=0.5))
     got = resolve(SelectConfig(method="tokens_out+dpp", lam=0.9))
     assert (got.method, got.by, got.lam) == ("dpp", "tokens_out", 0.9)
     got = resolve(SelectConfig(method="dpp"))
-    assert (got.method, got.by, got.lam, got.budget) == ("dpp", "lp_app", None, 0.1)   # the default score
+    assert (got.method, got.by, got.lam, got.budget) == ("dpp", "lp_app", None, 0.5)   # the default score
+    got = resolve(SelectConfig())                # the measured junk filter: lowest lp_app keeping half
+    assert (got.method, got.by, got.direction, got.budget) == ("topk", "lp_app", None, 0.5)
     got = resolve(SelectConfig(method="dedup"))
     assert (got.by, got.budget) == (None, None)              # dedup: input order, every non-duplicate
     with pytest.raises(ValueError, match="unknown method"):

@@ -28,6 +28,7 @@ DEMO_DEFAULTS = {  # where the demo differs from siftlm's defaults, and why
     "max_length": (512, "alpaca_en_demo's examples fit; shorter batches keep the demo fast"),
     "train_budget": (1024, "smaller steps give the short demo run more optimizer steps"),
     "by": ("davir", "the demo shows the DavIR pipeline; its report says what the benchmarks found about DavIR"),
+    "budget": (0.1, "a DavIR pick at about the size the paper keeps (6 % of Alpaca), not a generous filter"),
 }
 
 
