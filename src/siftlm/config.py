@@ -232,8 +232,9 @@ class RunConfig:
                             "injected junk out best in its noisy-pool benchmark; no score beat random subsets on clean "
                             "data there: docs/experiments.md)")
     budget: int | float = opt(0.5, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written as an "
-                                   "integer (10); default 0.5: with lowest lp_app a generous junk filter, the one use "
-                                   "of a score siftlm's benchmarks did not find worse than random (a 10 % pick was)")
+                                   "integer (10); default 0.5: with lowest lp_app a generous junk filter (no difference "
+                                   "from random halves detected on the noisy pool; a 10 % pick by it was worse than "
+                                   "random on clean data)")
     budget_tokens: int | float | None = opt(None, "a token budget instead: the selection's prompt + response tokens "
                                                   "at most this many (an integer) or this fraction of all (in (0, 1])")
     direction: str | None = opt(None, "high | low (default: the score's own)")
