@@ -148,6 +148,12 @@ class GradConfig:
         return self.dim or (8192 if device.type == "cuda" else 1024)
 
 
+# siftlm's default selection, for run and select alike (docs/experiments.md): lowest lp_app, the best junk ranking of
+# the noisy-pool benchmark, as a generous filter (a 10 % pick by it trained worse than random on clean data)
+DEFAULT_BY = "lp_app"
+DEFAULT_BUDGET = 0.5
+
+
 @dataclass
 class SelectConfig:
     scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column)", argument=True)
@@ -228,13 +234,13 @@ class RunConfig:
     model: str = opt("builtin:smollm2", "model folder, .gguf file, builtin:<name> or hub id")
     out: str = opt("siftlm-out", "output folder", aliases=("output-dir",))
     input: DataConfig = opt(factory=DataConfig)
-    by: str = opt("lp_app", "score to select by (default lp_app, keep lowest: of siftlm's scores, the one that kept "
-                            "injected junk out best in its noisy-pool benchmark; no score beat random subsets on clean "
-                            "data there: docs/experiments.md)")
-    budget: int | float = opt(0.5, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written as an "
-                                   "integer (10); default 0.5: with lowest lp_app a generous junk filter (no difference "
-                                   "from random halves detected on the noisy pool; a 10 % pick by it was worse than "
-                                   "random on clean data)")
+    by: str = opt(DEFAULT_BY, "score to select by (default lp_app, keep lowest: of siftlm's scores, the one that "
+                              "kept injected junk out best in its noisy-pool benchmark; no score beat random subsets "
+                              "on clean data there: docs/experiments.md)")
+    budget: int | float = opt(DEFAULT_BUDGET, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count "
+                                              "written as an integer (10); default 0.5: with lowest lp_app a generous "
+                                              "junk filter (no difference from random halves detected on the noisy "
+                                              "pool; a 10 % pick by it was worse than random on clean data)")
     budget_tokens: int | float | None = opt(None, "a token budget instead: the selection's prompt + response tokens "
                                                   "at most this many (an integer) or this fraction of all (in (0, 1])")
     direction: str | None = opt(None, "high | low (default: the score's own)")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siftlm.config import SelectConfig, UsageError, closest
+from siftlm.config import DEFAULT_BUDGET, DEFAULT_BY, SelectConfig, UsageError, closest
 from siftlm.data import Example, read_dataset, write_selected
 from siftlm.files import atomic_write
 from siftlm.select import cluster, dedup, dpp, s2l, sample, targeted, topk
@@ -38,8 +38,6 @@ METHODS = {
     "repr": targeted.pick_repr,
     "datainf": targeted.pick_datainf,
 }
-DEFAULT_BY = "lp_app"   # the measured best junk filter (docs/experiments.md); run takes the same default
-DEFAULT_BUDGET = 0.5    # a generous filter: lowest lp_app at 10 % trained worse than random, at 50 % no worse (docs)
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
 SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain", "less_score", "repr_score",
                      "datainf_score")
