@@ -159,7 +159,9 @@ class SelectConfig:
     scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column)", argument=True)
     data: str = opt("", "the dataset the scored ids come from (for selected.jsonl)")
     method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup | "
-                              "s2l (loss-trajectory clusters) | less | repr | datainf (toward --target)")
+                              "s2l (loss-trajectory clusters) | less | repr | datainf (toward --target) | filter (drop "
+                              "what the behaviour detectors flag: refusals, wrong language, repetition, empty, echo; "
+                              "then random up to the budget)")
     by: str | None = opt(None, "score to rank by (topk, cluster; default lp_app), the DPP quality with --lam > 0, or "
                                "the order dedup walks in (default: input order)")
     budget: int | float | None = opt(None, "a fraction of the examples in (0, 1] (1.0 keeps all) or a count written "
@@ -169,6 +171,12 @@ class SelectConfig:
                                                   "response tokens at most this many (an integer) or this fraction of "
                                                   "all scored tokens (in (0, 1]); every method; needs the n_prompt / "
                                                   "n_response columns of siftlm score")
+    budget_on: str = opt("all", "what --budget-tokens counts: all (prompt + response tokens) | response (the supervised "
+                                "tokens a fine-tune learns from)")
+    exclude: str | None = opt(None, "ids to leave out before the method runs (.parquet with an id column, .jsonl, or a "
+                                    "text file of one id per line); a fractional budget stays a fraction of every "
+                                    "scored row")
+    language: str = opt("en", "filter: the language answers should be in (ISO 639-1), for the wrong-language detector")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     features: str | None = opt(None, "dpp / cluster / dedup: .npy rows in scores order, or .parquet id + vector "
                                      "(from `siftlm signals --out`)")
@@ -243,6 +251,12 @@ class RunConfig:
                                               "pool; a 10 % pick by it was worse than random on clean data)")
     budget_tokens: int | float | None = opt(None, "a token budget instead: the selection's prompt + response tokens "
                                                   "at most this many (an integer) or this fraction of all (in (0, 1])")
+    budget_on: str = opt("all", "what --budget-tokens counts: all (prompt + response tokens) | response (the supervised "
+                                "tokens a fine-tune learns from)")
+    exclude: str | None = opt(None, "ids to leave out before the method runs (.parquet with an id column, .jsonl, or a "
+                                    "text file of one id per line); a fractional budget stays a fraction of every "
+                                    "scored row")
+    language: str = opt("en", "filter: the language answers should be in (ISO 639-1), for the wrong-language detector")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     ifd: bool = opt(True, "run the response-only pass for IFD")
     reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "
@@ -297,6 +311,10 @@ class EvaluateConfig:
     limit: int | None = opt(None, "use only the first N items of each set")
     loss: bool = opt(True, "held-out loss of the reference answers")
     generate: bool = opt(False, "generate answers (written in alpaca_eval's model-outputs format)")
+    behaviour: bool = opt(False, "what the model does: greedy answers to each first turn, the detectors on them "
+                                 "(refusal, wrong language, repetition, empty, echo; rates with CIs) and the "
+                                 "propensities of fixed junk continuations (behaviour.parquet per set)")
+    language: str = opt("en", "behaviour: the language answers should be in (ISO 639-1 code)")
     max_new_tokens: int = opt(256, "generation: tokens per answer")
     sample: bool = opt(False, "generation: sample (seeded) instead of greedy")
     seed: int = opt(0, "seed of sampling and of the bootstrap")
@@ -352,6 +370,31 @@ class InjectConfig:
 
 
 @dataclass
+class BehaviourConfig:
+    """What a fine-tuned model does on each evaluation set's prompts (``siftlm.evaluate.behaviour``): greedy answers,
+    the detectors on them, and the teacher-forced propensities of fixed junk continuations."""
+    max_new_tokens: int = opt(96, "tokens generated per answer (greedy, first turn)")
+    language: str = opt("en", "the language answers should be in (an ISO 639-1 code): the wrong-language detector")
+    propensity: bool = opt(True, "also score the fixed refusal and foreign-language continuations after each prompt")
+    sets: list = opt(factory=list, help="the evaluation sets to generate on (default: every set)")
+
+
+METRIC_NAMES = ("loss_per_token", "loss_per_item", "refusal", "wrong_language", "repetition", "empty", "echo", "words",
+                "prop_refusal", "prop_foreign")
+
+
+@dataclass
+class PrimaryConfig:
+    """The endpoint a grid's verdicts rest on, fixed before it runs; every other metric is shown as secondary."""
+    metric: str = opt("loss_per_token", "loss_per_token (held-out loss: summed NLL / summed tokens, what 'eval loss' "
+                                        "and perplexity mean) | loss_per_item (mean of each item's per-token loss) | "
+                                        "refusal | wrong_language | repetition | empty | echo (rates of greedy answers) "
+                                        "| prop_refusal | prop_foreign (propensities)")
+    sets: list = opt(factory=list, help="the evaluation sets it is measured on, items pooled (default: the first set)")
+    why: str = opt("", "why this endpoint: written into the tables")
+
+
+@dataclass
 class ExperimentConfig:
     """A grid of selection methods x budgets x seeds over one pool; each cell: select -> fine-tune -> evaluate.
     Filled from the grid YAML (unknown keys are errors)."""
@@ -388,6 +431,12 @@ class ExperimentConfig:
                                      "more than the pool's max_length)")
     out: str = opt("siftlm-experiment", "output folder")
     n_boot: int = opt(2000, "bootstrap resamples")
+    budget_on: str = opt("all", "what budget_tokens counts: all (prompt + response tokens) | response (the supervised "
+                                "tokens a fine-tune learns from)")
+    behaviour: BehaviourConfig | None = opt(None, "also measure what each model does: greedy answers, detectors, "
+                                                  "propensities (keys: max_new_tokens, language, propensity, sets)",
+                                            nested=BehaviourConfig)
+    primary: PrimaryConfig = opt(factory=PrimaryConfig)
     signals: SignalConfig = opt(factory=SignalConfig)
     train: TrainConfig = opt(factory=TrainConfig)
     reference: TrainConfig | None = opt(None, "the reference fine-tune that scores the pool (default: as train)",

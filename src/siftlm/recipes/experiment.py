@@ -27,12 +27,14 @@ import pandas as pd
 
 from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
 from siftlm.data import open_dataset
+from siftlm.data import detect
+from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
 from siftlm.files import atomic_write, load_yaml, relative
 from siftlm.keyed import open_keyed
 from siftlm.models.load import load_model
-from siftlm.progress import console
+from siftlm.progress import bar, console
 from siftlm.recipes import noisy
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
@@ -41,6 +43,7 @@ from siftlm.report import experiment as page
 from siftlm.select.run import run_selection
 from siftlm.signals import store
 from siftlm.signals.prepare import prepare
+from siftlm.train.loop import STEPS_FILE
 from siftlm.train.sft import finetune, restrict
 
 CELL_VERSION = 3     # 3: keyed by design, per-item results in results.parquet (2: evaluated with OUT/final; 1: base)
@@ -74,18 +77,34 @@ def cell_design(cfg: ExperimentConfig, cell: Cell, source: str) -> dict:
 
 def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
     d = cell_design(cfg, cell, source)
-    return store.fingerprint([d["version"], d["source"], d["method"], d["spec"], d["budget"], d["unit"], d["seed"],
-                              d["features"], d["model"], d["selector_model"], d["train"], d["reference"], d["signals"]])
+    parts = [d["version"], d["source"], d["method"], d["spec"], d["budget"], d["unit"], d["seed"], d["features"],
+             d["model"], d["selector_model"], d["train"], d["reference"], d["signals"]]
+    if "filter" in str(d["spec"]):          # the detectors decide the selection: their version is part of it
+        parts.append({"detectors": detect.VERSION})
+    return store.fingerprint(parts)
 
 
-def set_key(spec: str, items: list[EvalItem], max_length: int) -> str:
-    return store.fingerprint([spec, [i.id for i in items], [i.references for i in items], max_length])
+def set_key(spec: str, items: list[EvalItem], max_length: int, behaviour: dict | None = None) -> str:
+    """What a set's per-item rows depend on: the items, their references, the max length and, when the set's
+    behaviour is measured, its settings (generation length, language, detectors, continuations)."""
+    parts = [spec, [i.id for i in items], [i.references for i in items], max_length]
+    return store.fingerprint(parts + [behaviour] if behaviour else parts)
+
+
+def behaviour_identity(cfg: ExperimentConfig, name: str, continuations: dict) -> dict | None:
+    """The behaviour settings of set ``name``, or None when its behaviour is not measured."""
+    b = cfg.behaviour
+    if b is None or (b.sets and name not in b.sets):
+        return None
+    return {"max_new_tokens": b.max_new_tokens, "language": b.language, "detectors": detect.VERSION,
+            "continuations": continuations if b.propensity else {}}
 
 
 def eval_sets(cfg: ExperimentConfig, pool: Pool | None) -> dict[str, tuple[str, list[EvalItem]]]:
     """{set name: (key, items)}: ``heldout`` is the pool's held-out split; a limit takes a seeded sample stratified
     over each set's sources."""
     sets = {}
+    conts = continuations(pool)
     for spec in [s.strip() for s in cfg.eval.split(",") if s.strip()]:
         if spec == "heldout":
             if pool is None or pool.heldout is None:
@@ -96,8 +115,13 @@ def eval_sets(cfg: ExperimentConfig, pool: Pool | None) -> dict[str, tuple[str, 
         items = [i for i in items if i.references]
         if cfg.eval_limit:
             items = stratified_sample(items, cfg.eval_limit, seed=cfg.eval_seed)
-        sets[name] = (set_key(spec, items, cfg.eval_max_length), items)
+        sets[name] = (set_key(spec, items, cfg.eval_max_length, behaviour_identity(cfg, name, conts)), items)
     return sets
+
+
+def continuations(pool: Pool | None) -> dict:
+    """The propensity continuations, none of them an answer the pool holds."""
+    return behaviour.continuations(pool.responses() if pool is not None else frozenset())
 
 
 def _read(path: Path) -> pd.DataFrame | None:
@@ -111,13 +135,35 @@ def _save(out: Path, rows: pd.DataFrame, items: pd.DataFrame) -> None:
         items.to_parquet(tmp, index=False, compression="zstd")
 
 
-def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str) -> pd.DataFrame:
+def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str, pool: Pool | None = None) -> pd.DataFrame:
+    """Every set's per-item rows: the held-out loss of the references (per-item mean NLL, its token count) and, where
+    the grid measures behaviour, the greedy answer, each detector's value and the propensities."""
     frames = []
+    signals = replace(cfg.signals, max_length=cfg.eval_max_length)
+    conts = continuations(pool) if cfg.behaviour is not None else {}
     for name, (skey, items) in sets.items():
-        f = heldout_loss(lm, items, EvaluateConfig(signals=replace(cfg.signals, max_length=cfg.eval_max_length)), name)
-        frames.append(pd.DataFrame({"key": key, "set": name, "set_key": skey, "id": f["id"].astype(str),
-                                    "loss": f["loss"].astype(float), "n_tokens": f["n_tokens"].astype(int)}))
+        f = heldout_loss(lm, items, EvaluateConfig(signals=signals), name)
+        frame = pd.DataFrame({"key": key, "set": name, "set_key": skey, "id": f["id"].astype(str),
+                              "loss": f["loss"].astype(float), "n_tokens": f["n_tokens"].astype(int)})
+        if behaviour_identity(cfg, name, conts) is not None:
+            b = cfg.behaviour
+            with bar(f"{name} behaviour", len(items), enabled=cfg.signals.progress) as advance:
+                acts = behaviour.behaviour(lm, items, max_new_tokens=b.max_new_tokens, language=b.language,
+                                           continuations=conts if b.propensity else {}, signals=signals, name=name,
+                                           on_batch=advance)
+            frame = frame.merge(acts, on="id", how="left")
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _trained_counts(prep, folder: Path) -> dict:
+    """Prompt and response (supervised) tokens of what a cell trained on, and its optimizer steps (every epoch)."""
+    response = sum(e.n_response for e in prep.encoded)
+    steps = 0
+    for f in sorted(folder.glob(f"epoch-*/{STEPS_FILE}")):
+        steps += len(json.loads(f.read_text()).get("losses", []))
+    return {"prompt_tokens": int(sum(len(e.input_ids) for e in prep.encoded) - response),
+            "response_tokens": int(response), "steps": int(steps)}
 
 
 def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: str, data: str, pool: Pool | None,
@@ -137,15 +183,17 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: 
     tcfg = replace(cfg.train, seed=cell.seed)
     lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=tcfg.full, quiet=True)   # fresh: LoRA goes in place
     ds = restrict(open_dataset(data, DataConfig()), folder / "ids.parquet")
-    info = finetune(lm, prepare(ds, lm.tokenizer, cfg.signals), folder / "model", tcfg)
+    prep = prepare(ds, lm.tokenizer, cfg.signals)
+    info = finetune(lm, prep, folder / "model", tcfg)
+    counts = _trained_counts(prep, folder / "model")
     times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
     del lm
     trained = load_model(info["final"], dtype=cfg.signals.dtype, quiet=True)   # its own fingerprint: its own passes
-    items = _evaluate(trained, sets, cfg, key)
+    items = _evaluate(trained, sets, cfg, key, pool)
     times["evaluate_s"] = time.perf_counter() - t
     row = {"key": key, "method": cell.name, "budget": None if cell.budget is None else float(cell.budget),
-           "unit": cell.unit, "seed": cell.seed, "selected": len(ids), "train_tokens": info["tokens"],
+           "unit": cell.unit, "seed": cell.seed, "selected": len(ids), "train_tokens": info["tokens"], **counts,
            "model_fingerprint": info["fingerprint"], **times, "cell_s": sum(times.values()),
            "cpu_s": time.process_time() - cpu, "ids": list(map(str, ids))}
     return row, items
@@ -187,7 +235,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     trained = bool(todo) or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets))
     if trained:
         if not _complete(base_key, rows, items, sets):
-            base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key)
+            base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key, pool)
             rows, items = _merge(rows, items, {"key": base_key, "method": "base model", "unit": "none", "seed": 0,
                                                "selected": 0, "train_tokens": 0, "ids": []}, base)
             _save(out, rows, items)

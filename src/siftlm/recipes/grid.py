@@ -9,6 +9,7 @@ from siftlm.recipes.pool import DEFAULT_FEATURES, Pool
 from siftlm.select.run import resolve
 
 BASELINE = "random"
+ORACLE = "oracle"      # stands for the pool's labelled junk ids (a pool with inject:)
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,8 @@ class Cell:
     @property
     def folder(self) -> str:
         safe = self.name.replace(":", "-").replace("+", "-").replace("/", "-")
-        return f"{safe}-{'all' if self.budget is None else ('t' if self.unit == 'tokens' else 'b') + str(self.budget)}" \
-               f"-s{self.seed}"
+        unit = {"tokens": "t", "response": "r"}.get(self.unit, "b")
+        return f"{safe}-{'all' if self.budget is None else unit + str(self.budget)}-s{self.seed}"
 
 
 def method_name(method) -> str:
@@ -39,6 +40,8 @@ def select_options(method) -> dict | None:
     name = str(method)
     if name == "full":
         return None
+    if name == "oracle":                 # drop exactly the labelled junk, then random up to the budget
+        return {"method": "random", "exclude": ORACLE}
     kind, _, score = name.partition(":")
     if kind in ("highest", "lowest"):
         return {"method": "topk", "by": score, "direction": "high" if kind == "highest" else "low"}
@@ -68,8 +71,13 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
     features = opts.get("features") or cfg.features or DEFAULT_FEATURES.get(base.method)
     if pool is not None and features in DEFAULT_FEATURES.values():
         features = str(pool.features(features))
-    budget = {"budget_tokens": cell.budget} if cell.unit == "tokens" else {"budget": cell.budget}
+    budget = ({"budget_tokens": cell.budget, "budget_on": "response" if cell.unit == "response" else "all"}
+              if cell.unit in ("tokens", "response") else {"budget": cell.budget})
     target = {"target": "centroid"} if base.method == "repr" and not opts.get("target") else {}
+    if opts.get("exclude") == ORACLE:
+        if pool is None or not (pool.folder / "labels.parquet").exists():
+            raise UsageError("the oracle method needs a pool with labelled junk (pool: and inject:)")
+        opts = {**opts, "exclude": str(pool.junk_ids())}
     return from_dict(SelectConfig, {**opts, "features": features, **budget, **target, "seed": cell.seed,
                                     "scores": scores, "data": data})
 
@@ -79,8 +87,9 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     within one, every method's seeds in the grid's order), then ``full`` once per seed: an interrupted grid has whole
     budgets done."""
     out = []
-    pairs = sorted([("examples", b) for b in cfg.budgets] + [("tokens", b) for b in cfg.budget_tokens],
-                   key=lambda ub: (float(ub[1]) > 1, float(ub[1]), ub[0] == "tokens"))   # fractions, then counts
+    tokens = "response" if cfg.budget_on == "response" else "tokens"
+    pairs = sorted([("examples", b) for b in cfg.budgets] + [(tokens, b) for b in cfg.budget_tokens],
+                   key=lambda ub: (float(ub[1]) > 1, float(ub[1]), ub[0] != "examples"))   # fractions, then counts
     for unit, b in pairs:
         for method in cfg.methods:
             name = method_name(method)

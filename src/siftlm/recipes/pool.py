@@ -65,6 +65,21 @@ class Pool:
     def labels(self) -> pd.DataFrame:
         return pd.read_parquet(self.folder / "labels.parquet")
 
+    def junk_ids(self) -> Path:
+        """A text file of the labelled junk's ids (one per line), for the oracle arm; written from labels.parquet."""
+        path = self.folder / "junk-ids.txt"
+        labels = self.labels()
+        text = "".join(f"{i}\n" for i in labels.loc[labels["kind"] != "clean", "id"])
+        if not path.exists() or path.read_text() != text:
+            with atomic_write(path) as tmp:
+                tmp.write_text(text)
+        return path
+
+    def responses(self) -> set[str]:
+        """Every assistant turn in the pool (what a model trained on it may have seen)."""
+        return {str(m["content"]) for e in read_dataset(self.data).examples for m in e.messages
+                if m["role"] == "assistant"}
+
 
 def source_path(data: str) -> str:
     return str(demo_data(data.removeprefix("builtin:"))) if data.startswith("builtin:") else data

@@ -12,6 +12,7 @@ and ``write_selection`` is the one writer of its files:
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from siftlm.config import DEFAULT_BUDGET, DEFAULT_BY, SelectConfig, UsageError, closest
-from siftlm.data import Example, read_dataset, write_selected
+from siftlm.data import Example, detect, read_dataset, write_selected
 from siftlm.files import atomic_write
 from siftlm.select import cluster, dedup, dpp, s2l, sample, targeted, topk
 from siftlm.select.picked import Picked
+from siftlm.select.topk import budget_count
 from siftlm.signals.table import load_features
 
 METHODS = {
@@ -37,6 +39,7 @@ METHODS = {
     "less": targeted.pick_less,
     "repr": targeted.pick_repr,
     "datainf": targeted.pick_datainf,
+    "filter": sample.pick,        # run_selection drops what the detectors flag first; random fills the budget
 }
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
 SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain", "less_score", "repr_score",
@@ -52,6 +55,7 @@ class Selected:
     note: str = ""                   # e.g. why a DPP selection is short
     counts: dict = field(default_factory=dict)
     by: str | None = None            # the score the selection ranked by, if any
+    detectors: dict = field(default_factory=dict)   # {detector: {"kept": n, "dropped": n}}
 
 
 def resolve(cfg: SelectConfig) -> SelectConfig:
@@ -63,9 +67,11 @@ def resolve(cfg: SelectConfig) -> SelectConfig:
     if method not in METHODS:
         raise UsageError(f"unknown method {cfg.method!r}{closest(cfg.method, METHODS)}; known: {', '.join(METHODS)}, "
                          "<score>+dpp")
-    if method != "dedup":
+    if method not in ("dedup", "filter"):
         by = by or DEFAULT_BY
         budget = DEFAULT_BUDGET if budget is None else budget
+    if method == "filter" and budget is None and cfg.budget_tokens is None:
+        budget = 1.0                    # every row the detectors pass
     return replace(cfg, method=method, by=by, lam=lam, budget=budget)
 
 
@@ -93,22 +99,33 @@ def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked
     return Selected(table, selection, kept, "", picked.note)
 
 
-def token_counts(table: pd.DataFrame) -> np.ndarray:
-    """Prompt + response tokens of every scored example (what a fine-tune trains on)."""
+def token_counts(table: pd.DataFrame, on: str = "all") -> np.ndarray:
+    """Tokens of every scored example: prompt + response (``on="all"``, what a fine-tune reads) or response only
+    (``on="response"``, the supervised tokens it learns from)."""
+    if on not in ("all", "response"):
+        raise UsageError(f"--budget-on must be all or response, got {on!r}")
     if "n_prompt" not in table or "n_response" not in table:
         raise UsageError("--budget-tokens needs the n_prompt and n_response columns (a scores.parquet of siftlm score)")
-    return (table["n_prompt"] + table["n_response"]).to_numpy(dtype=np.int64)
+    n = table["n_response"] if on == "response" else table["n_prompt"] + table["n_response"]
+    return n.to_numpy(dtype=np.int64)
 
 
-def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
-    """The method's selection under a token budget: the largest count whose selection fits in the budget, found by
-    bisection over counts. Exact for methods whose selections are nested (a larger count keeps every pick of a
-    smaller one: topk, random, dpp, repr); for per-cluster quotas, a count at which one more would not fit."""
-    tokens = token_counts(table)
+def token_limit(table: pd.DataFrame, cfg: SelectConfig) -> int:
+    """The token budget as a count: an integer as given, a fraction of every scored example's tokens."""
     budget = cfg.budget_tokens
     if isinstance(budget, bool) or budget <= 0:
         raise UsageError(f"--budget-tokens must be a positive count or a fraction in (0, 1], got {budget}")
-    limit = int(np.floor(budget * tokens.sum())) if isinstance(budget, float) and budget <= 1 else int(budget)
+    total = token_counts(table, cfg.budget_on).sum()
+    return int(np.floor(budget * total)) if isinstance(budget, float) and budget <= 1 else int(budget)
+
+
+def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | None = None) -> Picked:
+    """The method's selection under a token budget: the largest count whose selection fits in the budget, found by
+    bisection over counts. Exact for methods whose selections are nested (a larger count keeps every pick of a
+    smaller one: topk, random, dpp, repr); for per-cluster quotas, a count at which one more would not fit."""
+    tokens = token_counts(table, cfg.budget_on)
+    budget = cfg.budget_tokens
+    limit = token_limit(table, cfg) if limit is None else limit
     method = METHODS[cfg.method]
     if cfg.method == "dpp" and cfg.dpp_dtype == "auto":     # one precision for every count: one checkpoint identity
         d = np.shape(features)[1] if features is not None else 0
@@ -134,7 +151,8 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
         raise ValueError(f"--budget-tokens {budget}: no example fits in {limit} tokens (the shortest has "
                          f"{int(tokens.min())})")
     used = int(tokens[best.positions].sum())
-    note = f"token budget {limit}: {len(best.positions)} examples, {used} tokens"
+    what = "response tokens" if cfg.budget_on == "response" else "tokens"
+    note = f"token budget {limit} {what}: {len(best.positions)} examples, {used} {what}"
     return replace(best, note=f"{best.note}; {note}" if best.note else note)
 
 
@@ -156,13 +174,101 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     own_checkpoint = cfg.method == "dpp" and cfg.checkpoint is None
     if own_checkpoint:
         cfg = replace(cfg, checkpoint=str(out / "dpp-checkpoint"))
-    picked = by_tokens(table, x, cfg) if cfg.budget_tokens is not None else METHODS[cfg.method](table, x, cfg)
+    examples = {e.id: e for e in ds.examples}
+    table["detected"] = detected(table["id"], examples, cfg.language)
+    drop = np.zeros(len(table), dtype=bool)
+    excluded = table["id"].isin(read_ids(cfg.exclude)).to_numpy() if cfg.exclude else drop
+    filtered = (table["detected"] != "").to_numpy() if cfg.method == "filter" else drop
+    picked = _pick_without(table, x, replace(cfg, method="random") if cfg.method == "filter" else cfg,
+                           excluded | filtered)
     if own_checkpoint and not cfg.keep_checkpoint:      # done: its rows take 8 x N x M bytes (GBs at scale)
         shutil.rmtree(cfg.checkpoint, ignore_errors=True)
+    if cfg.method == "filter":
+        picked = replace(picked, reasons=[f"passed every detector; {r}" for r in picked.reasons])
+        _write_filtered(table, filtered, examples, out / "filtered.jsonl")
     res = write_selection(ds.examples, table, picked, out)
     res.by = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
         else None
     res.format = ds.format
     res.counts = {"read": ds.n_read, "rejected": len(ds.rejects), "scored": len(table),
-                  "not_scored": len(ds.examples) - len(table), "selected": len(res.selection)}
+                  "not_scored": len(ds.examples) - len(table), "selected": len(res.selection),
+                  **({"excluded": int(excluded.sum())} if cfg.exclude else {}),
+                  **({"filtered": int(filtered.sum())} if cfg.method == "filter" else {})}
+    res.detectors = detector_counts(res.table)
     return res
+
+
+def detected(ids, examples: dict, language: str = "en") -> list[str]:
+    """What the behaviour detectors find in each example's last answer ("; "-joined reasons, "" when nothing)."""
+    out = []
+    for i in ids:
+        msgs = examples[i].messages
+        answer = next((m["content"] for m in reversed(msgs) if m["role"] == "assistant"), "")
+        prompt = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
+        out.append("; ".join(detect.findings(str(answer), str(prompt), language).reasons()))
+    return out
+
+
+def detector_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{detector: {"kept": n, "dropped": n}}: how many rows each detector flags among the kept and the dropped rows
+    (what a selection filtered, without any label)."""
+    if "detected" not in table:
+        return {}
+    kept = table["selected"].to_numpy(dtype=bool)
+    out = {}
+    for flag in detect.FLAGS:
+        label = flag.replace("_", " ") if flag != "echo" else "echoes the prompt"
+        label = "empty answer" if flag == "empty" else label
+        hit = table["detected"].str.contains(label, regex=False).to_numpy()
+        out[flag] = {"kept": int((hit & kept).sum()), "dropped": int((hit & ~kept).sum())}
+    return out
+
+
+def read_ids(path: str | Path) -> set[str]:
+    """Ids from a .parquet (id column), .jsonl (an id field per line) or a text file (one id per line)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such ids file (--exclude)")
+    if path.suffix == ".parquet":
+        return set(pd.read_parquet(path, columns=["id"])["id"].astype(str))
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if path.suffix == ".jsonl":
+        return {str(json.loads(ln)["id"]) for ln in lines}
+    return set(lines)
+
+
+def _pick_without(table: pd.DataFrame, x, cfg: SelectConfig, drop: np.ndarray) -> Picked:
+    """The method run on the rows not dropped, its picks mapped back to ``table``'s positions. A fractional budget
+    (of examples or tokens) stays a fraction of every row of ``table``, so leaving rows out does not shrink it; when
+    fewer rows are left than the budget asks for, all of them are kept (said in the note)."""
+    if cfg.budget_tokens is not None:
+        limit = token_limit(table, cfg)
+    if not drop.any():
+        return by_tokens(table, x, cfg, limit) if cfg.budget_tokens is not None else METHODS[cfg.method](table, x, cfg)
+    keep = np.flatnonzero(~drop)
+    sub = table.iloc[keep].reset_index(drop=True)
+    xs = None if x is None else np.asarray(x)[keep]
+    note = ""
+    if cfg.budget_tokens is not None:
+        picked = by_tokens(sub, xs, cfg, limit)
+    else:
+        k = budget_count(cfg.budget, len(table))
+        if k > len(sub):
+            note = f"kept all {len(sub)} rows left after leaving {int(drop.sum())} out (the budget allowed {k})"
+            k = len(sub)
+        picked = METHODS[cfg.method](sub, xs, replace(cfg, budget=int(k)))
+    columns = {}
+    for name, values in picked.columns.items():
+        full = np.full(len(table), np.nan, dtype=object)
+        full[keep] = np.asarray(values, dtype=object)
+        columns[name] = full
+    return replace(picked, positions=keep[picked.positions], columns=columns,
+                   note="; ".join(n for n in (picked.note, note) if n))
+
+
+def _write_filtered(table: pd.DataFrame, filtered: np.ndarray, examples: dict, path: Path) -> None:
+    """Every row the filter dropped, with its file, line and the detectors' reasons (like rejects.jsonl)."""
+    rows = [{"id": i, "file": str(examples[i].source), "line": examples[i].line, "reason": why}
+            for i, why in zip(table["id"][filtered], table["detected"][filtered], strict=True)]
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
