@@ -80,3 +80,56 @@ def test_share_beaten():
     assert share_beaten(1.0, [0.5, 1.5, 2.0, 1.0]) == pytest.approx((2 + 0.5) / 4)
     assert share_beaten(3.0, [1, 2]) == 0.0 and share_beaten(0.0, [1, 2]) == 1.0
     assert np.isnan(share_beaten(1.0, []))
+
+
+def _brute_weighted(m, b, w, n_boot, seed):
+    """Per-token means by hand: each resample sums the resampled items' NLL (loss x tokens) over their tokens."""
+    rng = np.random.default_rng(seed)
+    s, r, n = len(m), len(b), m.shape[1]
+    rows_m = [rng.integers(0, s, s) for _ in range(n_boot)]
+    rows_b = [rng.integers(0, r, r) for _ in range(n_boot)]
+    items = [rng.integers(0, n, n) for _ in range(n_boot)]
+    out = []
+    for rm, rb, it in zip(rows_m, rows_b, items, strict=True):
+        per_m = [(m[k, it] * w[it]).sum() / w[it].sum() for k in rm]
+        per_b = [(b[k, it] * w[it]).sum() / w[it].sum() for k in rb]
+        out.append(np.mean(per_m) - np.mean(per_b))
+    return np.array(out)
+
+
+def test_weighted_two_level_is_the_per_token_difference_and_matches_a_brute_force_loop():
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(1, 300, 30).astype(float)
+    m, b = rng.normal(1.0, 0.3, (3, 30)), rng.normal(1.1, 0.3, (5, 30))
+    got = two_level_difference(m, b, n_boot=300, seed=7, weights=tokens)
+    nll_m, nll_b = (m * tokens).sum(1), (b * tokens).sum(1)        # per cell: summed NLL / summed tokens
+    assert got["diff"] == pytest.approx(nll_m.mean() / tokens.sum() - nll_b.mean() / tokens.sum(), abs=1e-12)
+    draws = _brute_weighted(m, b, tokens, 300, 7)
+    assert got["low"] == pytest.approx(np.percentile(draws, 2.5)) and got["high"] == pytest.approx(np.percentile(draws, 97.5))
+    assert got["p_le_0"] == pytest.approx((draws <= 0).mean()) and got["p_ge_0"] == pytest.approx((draws >= 0).mean())
+    assert got["p"] == pytest.approx(max(min(1, 2 * min((draws <= 0).mean(), (draws >= 0).mean())), 1 / 300))
+    # equal weights give the unweighted result exactly
+    plain, ones = two_level_difference(m, b, n_boot=300, seed=7), two_level_difference(m, b, n_boot=300, seed=7,
+                                                                                      weights=np.full(30, 4.0))
+    assert plain["low"] == pytest.approx(ones["low"]) and plain["diff"] == pytest.approx(ones["diff"])
+
+
+def test_a_metric_without_direction_gets_higher_or_lower():
+    assert verdict(0.1, 0.3, lower_is_better=None) == "higher" and verdict(-0.3, -0.1, lower_is_better=None) == "lower"
+    assert verdict(-0.1, 0.3, lower_is_better=None) == NO_DIFFERENCE
+
+
+def test_bh_qvalues_against_the_definition():
+    from siftlm.stats import bh_qvalues
+
+    p = np.array([0.01, 0.04, 0.03, 0.20, np.nan, 0.005])
+    finite = p[np.isfinite(p)]
+    m = len(finite)
+    order = np.argsort(finite)
+    ranked = finite[order] * m / np.arange(1, m + 1)
+    want_sorted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1)      # q_(i) = min_{j >= i} p_(j) m / j
+    want = np.empty(m)
+    want[order] = want_sorted
+    got = bh_qvalues(p)
+    assert np.isnan(got[4]) and got[np.isfinite(p)] == pytest.approx(want)
+    assert got[5] == pytest.approx(0.005 * 5 / 1) and got[3] == pytest.approx(0.20)

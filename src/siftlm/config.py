@@ -156,7 +156,8 @@ DEFAULT_BUDGET = 0.5
 
 @dataclass
 class SelectConfig:
-    scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column)", argument=True)
+    scores: str = opt("", "scores.parquet from `siftlm score` (or any parquet with an id column); with --method filter and "
+                          "no --data, the data file itself (no scores needed)", argument=True)
     data: str = opt("", "the dataset the scored ids come from (for selected.jsonl)")
     method: str = opt("topk", "topk | dpp | <score>+dpp (e.g. davir+dpp) | cluster | cluster-random | random | dedup | "
                               "s2l (loss-trajectory clusters) | less | repr | datainf (toward --target) | filter (drop "
@@ -386,7 +387,7 @@ METRIC_NAMES = ("loss_per_token", "loss_per_item", "refusal", "wrong_language", 
 @dataclass
 class PrimaryConfig:
     """The endpoint a grid's verdicts rest on, fixed before it runs; every other metric is shown as secondary."""
-    metric: str = opt("loss_per_token", "loss_per_token (held-out loss: summed NLL / summed tokens, what 'eval loss' "
+    metric: str = opt("", "loss_per_token (the default: held-out loss, summed NLL / summed tokens, what 'eval loss' "
                                         "and perplexity mean) | loss_per_item (mean of each item's per-token loss) | "
                                         "refusal | wrong_language | repetition | empty | echo (rates of greedy answers) "
                                         "| prop_refusal | prop_foreign (propensities)")

@@ -126,19 +126,34 @@ def length_controlled_win_rate(preferences, length_diff) -> dict:
 NO_DIFFERENCE = "no difference detected"
 
 
-def verdict(low: float, high: float, *, lower_is_better: bool = True) -> str:
+def verdict(low: float, high: float, *, lower_is_better: bool | None = True) -> str:
     """The words for a difference (method - baseline) from its confidence interval alone, never from the point
-    estimate: "better" or "worse" only when the interval excludes 0, else "no difference detected"."""
+    estimate: "better" or "worse" only when the interval excludes 0, else "no difference detected". A metric with
+    no better direction (``lower_is_better=None``, e.g. answer length) is "higher" or "lower"."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return NO_DIFFERENCE
     if high < 0:
-        return "better" if lower_is_better else "worse"
+        return "lower" if lower_is_better is None else "better" if lower_is_better else "worse"
     if low > 0:
-        return "worse" if lower_is_better else "better"
+        return "higher" if lower_is_better is None else "worse" if lower_is_better else "better"
     return NO_DIFFERENCE
 
 
-def two_level_difference(method, baseline, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+def bh_qvalues(p) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q-values) of a family of p-values (``scipy.stats.false_discovery_control``);
+    NaN stays NaN and is not counted in the family."""
+    from scipy.stats import false_discovery_control
+
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = false_discovery_control(p[ok], method="bh")
+    return q
+
+
+def two_level_difference(method, baseline, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                         weights=None, lower_is_better: bool | None = True) -> dict:
     """mean(method) - mean(baseline) with a two-level bootstrap CI that holds training and subset noise as well as
     evaluation-item noise.
 
@@ -146,13 +161,17 @@ def two_level_difference(method, baseline, *, n_boot: int = 2000, seed: int = 0,
     subset), over the same I items. Each resample draws S rows of ``method`` and R rows of ``baseline`` with
     replacement (the seed / subset level), then I items with replacement, the same items for both sides (the paired
     item level), and takes the difference of the grand means. With a single row on a side, that side contributes no
-    seed variance (said in ``levels``). Returns diff, low, high, p_le_0 (the share of resamples <= 0), the counts, the
-    seed-level standard deviations and the verdict."""
+    seed variance (said in ``levels``). ``weights`` (I, e.g. each item's token count) makes every mean a weighted one:
+    with per-item per-token losses and their token counts, the difference of per-token losses (summed NLL / summed
+    tokens). Returns diff, low, high, p_le_0 / p_ge_0 (the shares of resamples <= 0 and >= 0), p (two-sided), the
+    counts, the seed-level standard deviations and the verdict (``lower_is_better=None``: a metric with no better
+    direction, whose verdict says "higher" / "lower")."""
     m, b = np.atleast_2d(np.asarray(method, dtype=np.float64)), np.atleast_2d(np.asarray(baseline, dtype=np.float64))
     if m.shape[1] != b.shape[1]:
         raise ValueError(f"method and baseline are scored on different items ({m.shape[1]} vs {b.shape[1]})")
-    ok = np.isfinite(m).all(0) & np.isfinite(b).all(0)
-    m, b = m[:, ok], b[:, ok]
+    w = np.ones(m.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    ok = np.isfinite(m).all(0) & np.isfinite(b).all(0) & np.isfinite(w)
+    m, b, w = m[:, ok], b[:, ok], w[ok]
     s, r, n = len(m), len(b), m.shape[1]
     if not n:
         return {"diff": float("nan"), "low": float("nan"), "high": float("nan"), "p_le_0": float("nan"), "n_items": 0,
@@ -160,17 +179,21 @@ def two_level_difference(method, baseline, *, n_boot: int = 2000, seed: int = 0,
     rng = np.random.default_rng(seed)
     rows_m = np.stack([np.bincount(rng.integers(0, s, s), minlength=s) for _ in range(n_boot)]) / s    # B x S weights
     rows_b = np.stack([np.bincount(rng.integers(0, r, r), minlength=r) for _ in range(n_boot)]) / r    # B x R
-    items = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) / n     # B x I
+    items = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) * w      # B x I
+    items = items / items.sum(1, keepdims=True)
     draws = ((rows_m @ m) * items).sum(1) - ((rows_b @ b) * items).sum(1)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
-    return {"diff": float(m.mean() - b.mean()), "low": float(low), "high": float(high),
-            "p_le_0": float((draws <= 0).mean()), "n_items": int(n), "n_method": s, "n_baseline": r,
+    diff = float((m.mean(0) * w).sum() / w.sum() - (b.mean(0) * w).sum() / w.sum())
+    p_le, p_ge = float((draws <= 0).mean()), float((draws >= 0).mean())
+    return {"diff": diff, "low": float(low), "high": float(high), "p_le_0": p_le, "p_ge_0": p_ge,
+            "p": float(min(1.0, max(2 * min(p_le, p_ge), 1 / n_boot))), "n_items": int(n), "n_method": s,
+            "n_baseline": r,
             "method_seed_sd": float(m.mean(1).std(ddof=1)) if s > 1 else 0.0,
             "baseline_seed_sd": float(b.mean(1).std(ddof=1)) if r > 1 else 0.0,
             "levels": ("seeds/subsets and items" if s > 1 and r > 1 else
                        "items, and seeds on the side with several" if s > 1 or r > 1 else "items only"),
-            "verdict": verdict(float(low), float(high))}
+            "verdict": verdict(float(low), float(high), lower_is_better=lower_is_better)}
 
 
 def share_beaten(value: float, distribution, *, lower_is_better: bool = True) -> float:

@@ -66,11 +66,29 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     want = two_level_difference(wide.loc[key("highest:davir", "examples")].to_numpy(),
                                 wide.loc[key("random", "examples")].to_numpy(), n_boot=200, seed=0)
     summary = json.loads((out / "results.json").read_text())
-    row = next(r for r in summary["sets"]["eval"]["rows"] if r["method"] == "highest:davir" and r["unit"] == "examples")
+    per_item = summary["sets"]["eval"]["loss_per_item"]
+    row = next(r for r in per_item["rows"] if r["method"] == "highest:davir" and r["unit"] == "examples")
     got = row["vs_random"][0]
     assert got["diff"] == pytest.approx(want["diff"], abs=1e-12) and got["low"] == pytest.approx(want["low"])
     assert got["verdict"] == ("better" if got["high"] < 0 else "worse" if got["low"] > 0 else "no difference detected")
     assert row["seeds"] == 2 and len(row["per_seed"]) == 2
+    # the primary endpoint (undeclared here: the default) is the loss per token: summed NLL / summed tokens
+    assert summary["primary"] == {"metric": "loss_per_token", "sets": ["eval"], "why": "", "declared": False}
+    primary = summary["tables"][0]
+    assert primary["primary"] and primary["metric"] == "loss_per_token"
+    tokens = items.pivot_table(index="key", columns="id", values="n_tokens").iloc[0].to_numpy()
+    want_tok = two_level_difference(wide.loc[key("highest:davir", "examples")].to_numpy(),
+                                    wide.loc[key("random", "examples")].to_numpy(), n_boot=200, seed=0, weights=tokens)
+    row = next(r for r in primary["rows"] if r["method"] == "highest:davir" and r["unit"] == "examples")
+    assert row["vs_random"][0]["diff"] == pytest.approx(want_tok["diff"], abs=1e-12)
+    nll = (wide * items.pivot_table(index="key", columns="id", values="n_tokens")).sum(axis=1) / tokens.sum()
+    assert row["value"] == pytest.approx(nll.loc[key("highest:davir", "examples")].mean())
+    # what each cell trained on: prompt + response tokens add up, and the steps are the batches of every epoch
+    assert (trained["prompt_tokens"] + trained["response_tokens"] == trained["train_tokens"]).all()
+    assert (trained["steps"] >= 1).all() and row["steps"] > 0
+    # BH q-values over every comparison of the grid
+    vs = [v for t in summary["tables"] for r in t["rows"] for v in r["vs_random"]]
+    assert summary["comparisons"] == len(vs) and all(v["q"] >= v["p"] - 1e-12 for v in vs)
     assert "| highest:davir | 0.25 |" in (out / "results.md").read_text()
     # each cell is evaluated with its own trained model: recomputed here without the store, and unlike the base's
     cell = out / "cells" / "highest-davir-b0.25-s0"
@@ -204,3 +222,69 @@ def test_grid_files_are_checked(tmp_path):
     (tmp_path / "g.yaml").write_text("methds: [random]\n")
     res = runner.invoke(app, ["experiment", str(tmp_path / "g.yaml")])
     assert res.exit_code == 1 and "unknown key 'methds' (did you mean 'methods'?)" in res.stderr
+
+
+def test_a_behaviour_grid_with_filter_oracle_response_tokens_and_a_declared_primary(tmp_path, model_dir):
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(40)))
+    (tmp_path / "grid.yaml").write_text(f"""
+data: data.jsonl
+model: {model_dir}
+pool: {{size: 30, heldout: 8, seed: 0}}
+inject: {{rate: 0.3, kinds: [refusal, refusal, repeat, swap]}}
+methods: [random, filter, oracle]
+budgets: [0.5]
+budget_tokens: [0.3]
+budget_on: response
+seeds: [0]
+random_subsets: 2
+eval: heldout
+behaviour: {{max_new_tokens: 4}}
+primary: {{metric: refusal, sets: [heldout], why: "the test's endpoint"}}
+n_boot: 200
+out: exp
+signals: {{store: st, max_length: 256}}
+train: {{epochs: 1, lr: 0.005, token_budget: 512}}
+""")
+    cfg = experiment.load_grid(tmp_path / "grid.yaml")
+    experiment.run_experiment(cfg)
+    out = tmp_path / "exp"
+    cells = pd.read_parquet(out / "cells.parquet")
+    items = pd.read_parquet(out / "results.parquet")
+    labels = pd.read_parquet(out / "pool" / "labels.parquet")
+    junk = set(labels.loc[labels["kind"] != "clean", "id"])
+    ex = cells[cells["unit"] == "examples"]
+    assert set(ex["selected"]) == {15}                                 # every arm keeps half of all 30 rows
+    for ids in cells.loc[cells["method"] == "oracle", "ids"]:
+        assert not set(ids) & junk                                     # the oracle never keeps labelled junk
+    flagged = pd.read_parquet(out / "cells" / "filter-b0.5-s0" / "selection" / "scores.parquet")
+    flagged = set(flagged.loc[flagged["detected"] != "", "id"])
+    assert flagged and all(not set(ids) & flagged for ids in cells.loc[cells["method"] == "filter", "ids"])
+    assert set(labels.loc[labels["kind"] == "refusal", "id"]) <= flagged     # every injected refusal is caught
+    # a budget of response tokens: each selection's response tokens fit in 30 % of the pool's
+    scores = pd.read_parquet(out / "pool" / "scores" / "scores.parquet")
+    limit = int(0.3 * scores["n_response"].sum())
+    resp = cells[cells["unit"] == "response"]
+    assert len(resp) == 4 and (resp["response_tokens"] <= limit).all() and (resp["response_tokens"] > 0.5 * limit).all()
+    # every cell and the base model answered every item; the primary table is the declared one, recomputed by hand
+    assert items["generation"].notna().all() and set(items["key"]) == set(cells["key"])
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["primary"]["metric"] == "refusal" and summary["primary"]["declared"]
+    primary = summary["tables"][0]
+    assert primary["primary"] and primary["metric"] == "refusal" and primary["sets"] == ["heldout"]
+    wide = items.pivot_table(index="key", columns="id", values="refusal")
+    key = lambda m, u: cells.loc[(cells["method"] == m) & (cells["unit"] == u), "key"]      # noqa: E731
+    want = two_level_difference(wide.loc[key("oracle", "examples")].to_numpy(),
+                                wide.loc[key("random", "examples")].to_numpy(), n_boot=200, seed=0)
+    row = next(r for r in primary["rows"] if r["method"] == "oracle" and r["unit"] == "examples")
+    assert row["vs_random"][0]["diff"] == pytest.approx(want["diff"], abs=1e-12)
+    assert {t["metric"] for t in summary["tables"]} >= {"loss_per_token", "loss_per_item", "wrong_language",
+                                                        "prop_refusal", "prop_foreign"}
+    md = (out / "results.md").read_text()
+    assert "**Primary endpoint: refusal rate on heldout** (named in the grid's config before it ran)" in md
+    # a changed behaviour setting re-evaluates (a new set key)
+    from dataclasses import replace
+
+    changed = replace(cfg, behaviour=replace(cfg.behaviour, max_new_tokens=5))
+    sets_now = experiment.eval_sets(cfg, pool.build_pool(cfg, out / "pool"))
+    sets_changed = experiment.eval_sets(changed, pool.build_pool(cfg, out / "pool"))
+    assert sets_now["heldout"][0] != sets_changed["heldout"][0]

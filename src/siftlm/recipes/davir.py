@@ -101,7 +101,8 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
         if select:
             scfg = SelectConfig(by=cfg.by, budget=cfg.budget, budget_tokens=cfg.budget_tokens, direction=cfg.direction)
             picked = by_tokens(table, None, scfg) if cfg.budget_tokens is not None else topk.pick(table, None, scfg)
-            table = write_selection(prep.examples, table, picked, out).table
+            written = write_selection(prep.examples, table, picked, out)
+            table, detectors = written.table, written.detectors
         else:
             with atomic_write(out / "scores.parquet") as tmp:
                 table.to_parquet(tmp, index=False)
@@ -121,6 +122,7 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
         "precision": extra["precision"],
         "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
         "evidence": evidence.for_score(cfg.by) if select else None,
+        "detectors": detectors if select else None,
         "outputs": {k: str(out / k) for k in files},
     }
     with atomic_write(out / "summary.json") as tmp:

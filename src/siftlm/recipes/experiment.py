@@ -23,16 +23,17 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
-from siftlm.data import open_dataset
-from siftlm.data import detect
+from siftlm.data import detect, open_dataset
 from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
 from siftlm.files import atomic_write, load_yaml, relative
 from siftlm.keyed import open_keyed
+from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.progress import bar, console
 from siftlm.recipes import noisy
@@ -255,7 +256,9 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current = rows[rows["key"].isin(set(keys.values()) | {base_key})]
     set_keys = {skey for skey, _ in sets.values()}
     current_items = items[items["key"].isin(set(current["key"])) & items["set_key"].isin(set_keys)]
-    summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE)
+    current = _fill_counts(current, scores, cfg)
+    primary = {**asdict(cfg.primary), "declared": bool(cfg.primary.metric)}
+    summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE, primary=primary)
     if pool is not None and cfg.inject.rate and pool.scores.exists():
         saved = out / "noise.json"
         if tables_only and saved.exists():              # the analysis needs the feature files: keep its last result
@@ -275,6 +278,29 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
         tmp.write_text(page.markdown(summary, cfg))
     page.write(summary, cfg, out / "report.html")
     return current
+
+
+def _fill_counts(rows: pd.DataFrame, scores: str, cfg: ExperimentConfig) -> pd.DataFrame:
+    """Prompt tokens, response tokens and optimizer steps for cells that ran before siftlm recorded them, from the
+    scores table's token counts of each cell's ids (the steps: the epochs times the token-budget batches those
+    lengths make, which depend on the lengths alone)."""
+    need = [c for c in ("prompt_tokens", "response_tokens", "steps") if c not in rows]
+    rows = rows.assign(**{c: np.nan for c in need}).copy()
+    todo = rows["method"].ne(page.BASE) & rows[["prompt_tokens", "response_tokens", "steps"]].isna().any(axis=1)
+    if not todo.any() or not Path(scores).exists():
+        return rows
+    table = pd.read_parquet(scores, columns=["id", "n_prompt", "n_response"]).set_index("id")
+    for k in np.flatnonzero(todo.to_numpy()):
+        ids = [i for i in rows["ids"].iloc[k] if i in table.index]
+        if len(ids) != len(rows["ids"].iloc[k]):
+            continue
+        t = table.loc[ids]
+        lengths = (t["n_prompt"] + t["n_response"]).tolist()
+        steps = cfg.train.epochs * len(plan_batches(lengths, cfg.train.token_budget)) if lengths else 0
+        rows.iloc[k, rows.columns.get_loc("prompt_tokens")] = float(t["n_prompt"].sum())
+        rows.iloc[k, rows.columns.get_loc("response_tokens")] = float(t["n_response"].sum())
+        rows.iloc[k, rows.columns.get_loc("steps")] = float(steps)
+    return rows
 
 
 def _wall(saved: Path, seconds: float, trained: bool) -> float:

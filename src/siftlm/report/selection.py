@@ -124,6 +124,29 @@ def _length_sentence(table: pd.DataFrame, by: str) -> str:
             f"{rho:+.2f}.{where} A score that tracks length mostly selects long (or short) responses.</p>")
 
 
+DETECTOR_WORDS = {"refusal": "refusal-like answers", "wrong_language": "answers not in the expected language",
+                  "repetition": "looping answers", "empty": "empty answers", "echo": "answers echoing the prompt"}
+
+
+def detector_sentence(detectors: dict | None) -> str:
+    """'kept 0 of 23 refusal-like answers, 2 of 15 answers not in the expected language, ...' (no labels: what the
+    detectors find in the data), or '' when they found nothing."""
+    parts = [f"{v['kept']} of {v['kept'] + v['dropped']} {DETECTOR_WORDS.get(k, k)}"
+             for k, v in (detectors or {}).items() if v["kept"] + v["dropped"]]
+    return f"kept {', '.join(parts)}" if parts else ""
+
+
+def detector_section(detectors: dict | None) -> str:
+    if not detectors:
+        return ""
+    text = detector_sentence(detectors)
+    rows = [[DETECTOR_WORDS.get(k, k), v["kept"], v["dropped"]] for k, v in detectors.items()]
+    return ("<h2>What the behaviour detectors find</h2><p>Refusals and boilerplate, answers in another language, loops, "
+            "empty answers and prompt echoes found by siftlm's detectors (phrase lists, a language identifier, repeated "
+            "n-grams; no labels) among the kept and the dropped rows: "
+            f"{html.escape(text) if text else 'none found'}.</p>" + html_table(["detector", "kept", "dropped"], rows))
+
+
 def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: str, show: int = 10,
                  examples=None) -> Path:
     """Write ``report.html`` (self-contained) for a scored table with ``selected``/``rank`` columns; ``examples``
@@ -158,6 +181,7 @@ def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: st
 {"selected by <b>" + esc(by) + "</b> (" + esc(json.dumps(selection)) + ")" if selection else "scored, nothing selected"}</p>
 {_length_sentence(table, by)}
 {evidence.section(by) if selection else ""}
+{detector_section(summary.get("detectors"))}
 <h2>Counts</h2><p>read = kept + rejected + skipped + unused by --limit; "selected" is what the selection chose.</p>{counts}
 <h2>Length dependence</h2>{corr}
 <h2>Plots</h2><div class="figs">{figs}</div>

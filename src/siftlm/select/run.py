@@ -89,14 +89,16 @@ def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked
     selection = pd.DataFrame({"id": table["id"].to_numpy()[picked.positions],
                               "rank": np.arange(1, len(picked.positions) + 1, dtype=np.int64),
                               "score": np.asarray(picked.score, dtype=np.float64), "reason": picked.reasons})
+    by_id = {e.id: e for e in examples}
+    if "detected" not in table:                     # what the behaviour detectors find in each row, for the report
+        table["detected"] = detected(table["id"], by_id)
     with atomic_write(out / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_write(out / "selection.parquet") as tmp:
         selection.to_parquet(tmp, index=False)
-    by_id = {e.id: e for e in examples}
     kept = [by_id[i] for i in selection["id"]]
     write_selected(kept, out / "selected.jsonl")
-    return Selected(table, selection, kept, "", picked.note)
+    return Selected(table, selection, kept, "", picked.note, detectors=detector_counts(table))
 
 
 def token_counts(table: pd.DataFrame, on: str = "all") -> np.ndarray:
@@ -162,10 +164,11 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     cfg = resolve(cfg)
     if not Path(cfg.scores).exists():
         raise FileNotFoundError(f"{cfg.scores}: no such scores file")
-    if not cfg.data:
+    data_only = cfg.method == "filter" and not cfg.data       # `siftlm select data.jsonl --method filter`: no scores
+    if not cfg.data and not data_only:
         raise UsageError("--data is needed: the dataset the scores belong to (for selected.jsonl)")
-    table = pd.read_parquet(cfg.scores)
-    ds = read_dataset(cfg.data, format=cfg.format)
+    ds = read_dataset(cfg.scores if data_only else cfg.data, format=cfg.format)
+    table = pd.DataFrame({"id": [e.id for e in ds.examples]}) if data_only else pd.read_parquet(cfg.scores)
     by_id = {e.id for e in ds.examples}
     missing = [i for i in table["id"] if i not in by_id]
     if missing:
@@ -194,7 +197,6 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
                   "not_scored": len(ds.examples) - len(table), "selected": len(res.selection),
                   **({"excluded": int(excluded.sum())} if cfg.exclude else {}),
                   **({"filtered": int(filtered.sum())} if cfg.method == "filter" else {})}
-    res.detectors = detector_counts(res.table)
     return res
 
 
