@@ -21,9 +21,12 @@ def runs_evidence():
     return mod
 
 
-def _row(method, verdict, diff, low, high, set_="heldout", budget="10 %"):
-    return {"method": method, "budget": budget, "set": set_, "diff": diff, "low": low, "high": high,
-            "verdict": verdict, "beats_random": 0.0, "train_tokens": 100.0}
+def _row(method, verdict, diff, low, high, set_="heldout", budget="10 %", metric="loss_per_token", primary=True,
+         value=1.0, random=1.0, q=0.01):
+    return {"method": method, "budget": budget, "set": set_, "metric": metric, "primary": primary, "diff": diff,
+            "low": low, "high": high, "verdict": verdict, "q": q, "survives_bh": verdict != "no difference detected"
+            and q < 0.05, "beats_random": 0.0, "train_tokens": 100.0, "examples": 60.0, "value": value,
+            "random": random}
 
 
 def test_the_shipped_evidence_is_the_committed_results(runs_evidence):
@@ -39,13 +42,13 @@ def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
     text = runs_evidence.advice(hopeful, [], auroc)
     assert text.startswith("No selection method beat random") and "highest:davir" not in text
     won = runs_evidence.advice([_row("highest:davir", "better", -0.05, -0.09, -0.01)], [], auroc)
-    assert won.startswith("In siftlm's clean grid, highest:davir at 10 % trained a better model")
+    assert won.startswith("In siftlm's clean grids, highest:davir at 10 % trained a better model")
     lost = runs_evidence.advice([_row("lowest:lp_app", "worse", +0.07, +0.05, +0.10),
                                  _row("highest:ifd", "worse", +0.07, +0.05, +0.10, set_="mt-bench")], [], auroc)
     assert "Worse than random there, with the CI excluding 0: lowest:lp_app at 10 %." in lost
     # the whole pool's row is quoted with its verdict, whichever way it points
-    full = [{"set": "heldout", "examples": 599, "budget": "10 % of the tokens", "diff": -0.09, "low": -0.12,
-             "high": -0.06, "verdict": "better"}]
+    full = [{"set": "heldout", "metric": "loss_per_token", "examples": 599, "budget": "10 % of the tokens",
+             "diff": -0.09, "low": -0.12, "high": -0.06, "verdict": "better"}]
     text = runs_evidence.advice(hopeful, [], auroc, full)
     assert text.startswith("No selection method beat random")
     assert "whole pool (599 examples) came out -0.090 [-0.120, -0.060] from a random 10 % of the tokens subset (better)" in text
@@ -90,8 +93,36 @@ def test_a_report_shows_the_rows_of_its_own_score(monkeypatch):
     line = evidence.line("lp_app")
     assert "AUROC 0.81" in line and "lowest:lp_app at 10 % worse" in line
     assert "lowest:lp_app at 10 % no difference detected" in line
-    assert line.endswith("ADVICE")
     html = evidence.section("lp_app")
     assert "refusal 0.99" in html and "Fine-tunes on the noisy pool (nc)" in html and "+0.0700 [+0.0500, +0.1000]" in html
     assert "highest:davir" not in html
     assert evidence.for_score("davir")["noisy_grid"] == []
+
+
+BEHAVIOUR_WORDS = ("refus", "another language", "loop")
+
+
+def test_a_behaviour_is_claimed_only_where_a_grid_measured_it(runs_evidence):
+    """Without behaviour rows the advice says nothing about refusals, languages or loops; with a measured refusal
+    rate it quotes it (with random's rate and the CI), and only the behaviours that were measured."""
+    auroc = {"lp_app": {"all": 0.8}}
+    noisy = [_row("lowest:lp_app", "no difference detected", -0.01, -0.02, 0.01, budget="50 %")]
+    text = runs_evidence.advice([], noisy, auroc)
+    assert not any(w in text for w in BEHAVIOUR_WORDS)
+    refusals = [_row("lowest:lp_app", "better", -0.08, -0.11, -0.05, set_="heldout+alpaca-eval", budget="50 %",
+                     metric="refusal", value=0.02, random=0.10),
+                _row("filter", "better", -0.07, -0.10, -0.04, set_="heldout+alpaca-eval", budget="50 %",
+                     metric="refusal", value=0.03, random=0.10)]
+    text = runs_evidence.advice([], noisy, auroc, behaviour=refusals, rate="30 %")
+    assert "Keeping the lowest by lp_app, refused on 2.0 % of heldout+alpaca-eval prompts against random 50 % " \
+           "subsets' 10.0 % (-0.080 [-0.110, -0.050], better, survives BH)" in text
+    assert "the detector filter (no model) refused on 3.0 %" in text
+    assert "another language" not in text and "loop" not in text           # not measured: not said
+    ev = {"behaviour": {"rows": refusals, "rate": "30 %"}}
+    assert runs_evidence.lead("lp_app", ev).startswith("Keeping the lowest 50 % by lp_app cut how often the "
+                                                       "fine-tuned model refused from 10.0 % (random) to 2.0 %")
+    assert not any(w in runs_evidence.lead("lp_app", {"clean": {"rows": []}}) for w in BEHAVIOUR_WORDS)
+    # a CI containing 0 leads with no behaviour claim
+    flat = [{**refusals[0], "verdict": "no difference detected", "low": -0.1, "high": 0.02}]
+    assert not any(w in runs_evidence.lead("lp_app", {"behaviour": {"rows": flat, "rate": "30 %"}})
+                   for w in BEHAVIOUR_WORDS)

@@ -39,11 +39,16 @@ def for_score(by: str, method: str = "topk") -> dict:
     names = _method_names(by, method)
     grid = [r for r in ev.get("clean", {}).get("rows", []) if r["method"] in names]
     noisy_grid = [r for r in ev.get("noisy_cells", {}).get("rows", []) if r["method"] in names]
-    return {"score": by, "auroc": auroc.get(by), "grid": grid, "noisy_grid": noisy_grid,
-            "setting": ev.get("setting", ""), "advice": ev.get("advice", ""),
+    acts = [r for r in ev.get("behaviour", {}).get("rows", []) if r["method"] in names]
+    return {"score": by, "auroc": auroc.get(by), "grid": grid, "noisy_grid": noisy_grid, "behaviour": acts,
+            "lead": ev.get("leads", {}).get(by, ""), "setting": ev.get("setting", ""), "advice": ev.get("advice", ""),
             "noisy_setting": ev.get("noisy", {}).get("setting", ""),
             "clean_setting": ev.get("clean", {}).get("setting", ""),
-            "noisy_cells_setting": ev.get("noisy_cells", {}).get("setting", "")}
+            "noisy_cells_setting": ev.get("noisy_cells", {}).get("setting", ""),
+            "behaviour_setting": ev.get("behaviour", {}).get("setting", "")}
+
+
+LOSS = "loss_per_token"     # the endpoint every one-line loss claim rests on
 
 
 def line(by: str, method: str = "topk") -> str:
@@ -55,12 +60,13 @@ def line(by: str, method: str = "topk") -> str:
     if e["auroc"]:
         parts.append(f"keeps clean over injected junk with AUROC {e['auroc']['all']:.2f} (0.5 = chance, below it "
                      "prefers junk)")
-    for rows, where in ((e["grid"], "the clean grid"), (e["noisy_grid"], "the noisy pool's fine-tunes")):
-        verdicts = sorted({f"{r['method']} at {r['budget']} {r['verdict']}" for r in rows if r["set"] == "heldout"})
+    for rows, where in ((e["grid"], "the clean grids"), (e["noisy_grid"], "the noisy pool's fine-tunes")):
+        verdicts = sorted({f"{r['method']} at {r['budget']} {r['verdict']}" for r in rows
+                           if r["set"] == "heldout" and r.get("metric", LOSS) == LOSS})
         if verdicts:
-            parts.append(f"against random in {where} (held-out loss): {', '.join(verdicts)}")
+            parts.append(f"against random in {where} (held-out loss per token): {', '.join(verdicts)}")
     head = f"benchmarks on {by}: " + ("; ".join(parts) if parts else "not measured")
-    return head + (f". {e['advice']}" if e["advice"] else "")
+    return (f"{e['lead']} " if e.get("lead") else "") + head
 
 
 def section(by: str, method: str = "topk") -> str:
@@ -70,22 +76,27 @@ def section(by: str, method: str = "topk") -> str:
         return ""
     esc = html.escape
     out = [f"<h2>What siftlm's benchmarks say about {esc(by)}</h2>"]
-    if e["advice"]:
-        out.append(f"<p><b>{esc(e['advice'])}</b></p>")
+    if e.get("lead"):
+        out.append(f"<p><b>{esc(e['lead'])}</b></p>")
     if e["auroc"]:
         kinds = ", ".join(f"{esc(k)} {v:.2f}" for k, v in e["auroc"].items() if k != "all")
         out.append(f"<p>Noisy pool ({esc(e['noisy_setting'])}): AUROC of clean vs injected junk in this score's "
                    f"selection order <b>{e['auroc']['all']:.2f}</b> (1 = junk always ranked last, 0.5 = chance); by "
                    f"kind: {kinds}.</p>")
-    for rows, title, setting in ((e["grid"], "Clean grid", e["clean_setting"]),
+    for rows, title, setting in ((e["behaviour"], "What the fine-tuned models did", e.get("behaviour_setting", "")),
+                                 (e["grid"], "Clean grids", e["clean_setting"]),
                                  (e["noisy_grid"], "Fine-tunes on the noisy pool", e["noisy_cells_setting"])):
         if not rows:
             continue
-        cells = [[r["method"], r["budget"], r["set"], f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]",
-                  r["verdict"]] for r in rows]
-        out.append(f"<p>{title} ({esc(setting)}): loss of the fine-tuned model minus random's at the same budget "
-                   "(95 % CI over seeds, subsets and items; lower is better):</p>"
-                   + table(["method", "budget", "eval set", "minus random", "verdict"], cells))
+        cells = [[r["method"], r["budget"], r["set"], r.get("metric", LOSS) + (" (primary)" if r.get("primary") else ""),
+                  f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]", r["verdict"],
+                  "" if "q" not in r else f"{r['q']:.3f}"] for r in rows]
+        out.append(f"<p>{title} ({esc(setting)}): the fine-tuned model's metric minus random's at the same budget "
+                   "(95 % CI over seeds, subsets and items; losses and rates: lower is better; propensities: higher "
+                   "is better; q: Benjamini-Hochberg over the grid):</p>"
+                   + table(["method", "budget", "eval set", "metric", "minus random", "verdict", "BH q"], cells))
+    if e["advice"]:
+        out.append(f"<p>Across every grid: {esc(e['advice'])}</p>")
     out.append(f"<p>Measured on small models and pools ({esc(e['setting'])}); your data and model may differ. "
                "The tables and their per-item data: docs/experiments.md.</p>")
     return "".join(out)
