@@ -199,11 +199,11 @@ def lead(score: str, ev: dict) -> str:
     acts = [r for r in ev.get("behaviour", {}).get("rows", []) if r["method"] == method and r["primary"]]
     for r in acts:
         if r["verdict"] != "no difference detected":
-            verb = "cut" if r["diff"] < 0 else "raised"
+            verb, advice_ = ("cut", "use it as a junk filter.") if r["diff"] < 0 else (
+                "raised", "do not use it to filter junk.")
             return (f"Keeping the {keep} {r['budget']} by {score} {verb} how often the fine-tuned model "
                     f"{BEHAVIOUR_WORDS[r['metric']]} from {_rate(r['random'])} (random) to {_rate(r['value'])} "
-                    f"({_ci(r)}) on a pool with {ev['behaviour']['rate']} junk: " + ("use it as a junk filter." if r["diff"] < 0 else
-                                                                 "do not use it to filter junk."))
+                    f"({_ci(r)}) on a pool with {ev['behaviour']['rate']} junk: {advice_}")
     rows = _loss(ev.get("clean", {}).get("rows", [])) + _loss(ev.get("noisy_cells", {}).get("rows", []))
     mine = [r for r in rows if r["method"] == method]
     bad = [r for r in mine if r["verdict"] == "worse"]
