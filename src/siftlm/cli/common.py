@@ -69,6 +69,8 @@ def show_summary(summary: dict, out) -> None:
           for k, v in summary["length_correlations"].items() if k.endswith("~tokens_total")], ("signal", "pearson", "spearman"))
     console.print(f"outputs in {out}/: " + ", ".join(Path(p).name for p in summary["outputs"].values()))
     if summary.get("selection"):
-        said = evidence.line(summary["selection"]["by"])
+        e = summary.get("evidence") or {}
+        by = summary["selection"]["by"]
+        said = evidence.target_line(e["method"]) if e.get("kind") == "targeted" else evidence.line(by)
         if said and not int(os.environ.get("RANK", "0")):
             console.print(said, highlight=False)

@@ -46,7 +46,8 @@ def train(data: Optional[Path] = DATA, model: str = MODEL,
          ("epoch", "mean loss", "token acc"))
 
 
-@verb(app, configs={"cfg": RunConfig}, exclude={"by", "budget", "direction"}, presets=PRESETS, preset_help=PRESET_HELP)
+@verb(app, configs={"cfg": RunConfig}, exclude={"by", "budget", "direction", "target", "target_method", "budget_on",
+                                                "language"}, presets=PRESETS, preset_help=PRESET_HELP)
 def score(*, cfg: RunConfig):
     """Every score (DavIR, RHO-LM, LP, LP_app, IFD, EL2N, ppl, forgetting, tokens) into OUT/scores.parquet, with
     rejects.jsonl, summary.json and report.html. Runs or reuses the base pass, the reference fine-tune
@@ -62,10 +63,16 @@ def run(*, cfg: RunConfig):
     selection.parquet, selected.jsonl, rejects.jsonl, summary.json and report.html to OUT."""
     from siftlm.recipes.davir import run_davir
 
-    show_summary(run_davir(cfg), cfg.out)
+    if cfg.target:
+        from siftlm.recipes.targeted import run_targeted
+
+        show_summary(run_targeted(cfg), cfg.out)
+    else:
+        show_summary(run_davir(cfg), cfg.out)
 
 
-@verb(app, configs={"cfg": RunConfig}, exclude={"data", "format", "reference", "ifd", "store", "direction", "by"},
+@verb(app, configs={"cfg": RunConfig}, exclude={"data", "format", "reference", "ifd", "store", "direction", "by", "target",
+                                                "target_method"},
       defaults=DEMO_DEFAULTS, presets=PRESETS, preset_help=PRESET_HELP)
 def demo(*, cfg: RunConfig):
     """The whole DavIR pipeline on the built-in Alpaca demo data with SmolLM2-135M; writes to OUT."""
@@ -78,7 +85,8 @@ def demo(*, cfg: RunConfig):
 
 @verb(app, configs={"cfg": ReproduceConfig}, presets=PRESETS, preset_help=PRESET_HELP)
 def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-table1 | davir-table2 | davir-table3 | "
-                                                           "lp-table3 | dpp-eq3 (default: all)"), *, cfg: ReproduceConfig):
+                                                           "lp-table3 | dpp-eq3 | dpp-fig2 | dpp-fig4 (the last two from "
+                                                           "--grids; default: all that can run)"), *, cfg: ReproduceConfig):
     """The papers' measurable tables on a model and data: ours beside the paper's numbers, with bootstrap CIs."""
     from siftlm.recipes.reproduce import reproduce as run_reproduce
 

@@ -99,9 +99,10 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
     write_rejects(prep.rejects, out / "rejects.jsonl")
     with timer("select + write"):
         if select:
-            scfg = SelectConfig(by=cfg.by, budget=cfg.budget, budget_tokens=cfg.budget_tokens, direction=cfg.direction)
+            scfg = SelectConfig(by=cfg.by, budget=cfg.budget, budget_tokens=cfg.budget_tokens, direction=cfg.direction,
+                                budget_on=cfg.budget_on)
             picked = by_tokens(table, None, scfg) if cfg.budget_tokens is not None else topk.pick(table, None, scfg)
-            written = write_selection(prep.examples, table, picked, out)
+            written = write_selection(prep.examples, table, picked, out, language=cfg.language)
             table, detectors = written.table, written.detectors
         else:
             with atomic_write(out / "scores.parquet") as tmp:

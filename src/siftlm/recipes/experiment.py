@@ -36,7 +36,7 @@ from siftlm.keyed import open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.progress import bar, console
-from siftlm.recipes import noisy
+from siftlm.recipes import noisy, target
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
 from siftlm.recipes.pool import DEFAULT_FEATURES, Pool, build_pool, reference_config, score_pool, source_path
@@ -58,7 +58,14 @@ def load_grid(path: str | Path) -> ExperimentConfig:
            if (v := getattr(cfg, k)) and (Path(path).parent / v).exists()}
     if cfg.features and cfg.features not in DEFAULT_FEATURES.values():
         rel["features"] = relative(path, cfg.features)
-    rel["eval"] = ",".join(v if v == "heldout" else relative(path, v.strip()) for v in cfg.eval.split(",") if v.strip())
+    if cfg.pool.sources:
+        rel["pool"] = replace(cfg.pool, sources=[
+            {**src, "data": src["data"] if str(src.get("data", "")).startswith("builtin:") else relative(path, src["data"])}
+            for src in cfg.pool.sources])
+    if cfg.target and not cfg.target.data.startswith(("builtin:", "source:")):
+        rel["target"] = replace(cfg.target, data=relative(path, cfg.target.data))
+    rel["eval"] = ",".join(v if v in ("heldout", "target") else relative(path, v.strip())
+                           for v in cfg.eval.split(",") if v.strip())
     return replace(cfg, **rel)
 
 
@@ -73,7 +80,8 @@ def cell_design(cfg: ExperimentConfig, cell: Cell, source: str) -> dict:
             "unit": cell.unit, "seed": cell.seed, "features": cfg.features, "model": cfg.model,
             "selector_model": cfg.selector_model, "train": replace(cfg.train, seed=cell.seed).identity(),
             "reference": reference_config(cfg).identity(),
-            "signals": {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")}}
+            "signals": {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+            **({"target": target.fingerprint(Path(cfg.out) / "pool")} if cfg.target else {})}
 
 
 def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
@@ -82,6 +90,8 @@ def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
              d["model"], d["selector_model"], d["train"], d["reference"], d["signals"]]
     if "filter" in str(d["spec"]):          # the detectors decide the selection: their version is part of it
         parts.append({"detectors": detect.VERSION})
+    if d.get("target"):                     # the query set steers targeted selections
+        parts.append({"target": d["target"]})
     return store.fingerprint(parts)
 
 
@@ -111,6 +121,10 @@ def eval_sets(cfg: ExperimentConfig, pool: Pool | None) -> dict[str, tuple[str, 
             if pool is None or pool.heldout is None:
                 raise UsageError("eval set 'heldout' needs a pool with a held-out split (pool: {heldout: N})")
             items, name = load_eval_set(str(pool.heldout)), "heldout"
+        elif spec == "target":
+            if pool is None or target.fingerprint(pool.folder) is None:
+                raise UsageError("eval set 'target' needs a grid target (target: {data, query, eval})")
+            items, name = load_eval_set(str(pool.folder / "target-eval.jsonl")), "target"
         else:
             items, name = load_eval_set(spec), spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).stem
         items = [i for i in items if i.references]
@@ -267,6 +281,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
             summary["noise"] = noisy.analyse(cfg, pool, current)
             with atomic_write(saved) as tmp:
                 tmp.write_text(json.dumps(summary["noise"], indent=1, default=str))
+    if pool is not None and "source" in (labels := pool.labels()):
+        summary["source_shares"] = page.source_shares(current, labels)
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
     scored = pool.folder / "scores" / "summary.json" if pool is not None else None
     if scored is not None and scored.exists():

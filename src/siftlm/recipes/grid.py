@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from siftlm.config import ExperimentConfig, SelectConfig, UsageError, from_dict
@@ -10,6 +11,7 @@ from siftlm.select.run import resolve
 
 BASELINE = "random"
 ORACLE = "oracle"      # stands for the pool's labelled junk ids (a pool with inject:)
+QUERY = "query"        # a method's target: the grid's query set (target:), its features made as the pool's
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Cell:
 
     @property
     def folder(self) -> str:
-        safe = self.name.replace(":", "-").replace("+", "-").replace("/", "-")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", self.name)      # highest:davir -> highest-davir, repr->query -> repr--query
         unit = {"tokens": "t", "response": "r"}.get(self.unit, "b")
         return f"{safe}-{'all' if self.budget is None else unit + str(self.budget)}-s{self.seed}"
 
@@ -55,9 +57,13 @@ def features_needed(cfg: ExperimentConfig, also=()) -> set[str]:
     out = set()
     for method in [*cfg.methods, *also]:
         opts = select_options(method)
-        if opts is None or opts.get("features") or cfg.features:
+        if opts is None or cfg.features:
             continue
-        kind = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k != "features"})).method
+        if opts.get("features"):                      # a pool pass named in the method (e.g. embed for nearest)
+            if opts["features"] in DEFAULT_FEATURES.values():
+                out.add(opts["features"])
+            continue
+        kind = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k not in ("features", "target")})).method
         if kind in DEFAULT_FEATURES:
             out.add(DEFAULT_FEATURES[kind])
     return out
@@ -67,8 +73,12 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
     opts = select_options(cell.method)
     if opts is None:
         return None
-    base = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k != "features"}))
+    base = resolve(from_dict(SelectConfig, {k: v for k, v in opts.items() if k not in ("features", "target")}))
     features = opts.get("features") or cfg.features or DEFAULT_FEATURES.get(base.method)
+    if opts.get("target") == QUERY:
+        if pool is None or cfg.target is None or features not in DEFAULT_FEATURES.values():
+            raise UsageError("target: query needs a grid target (target: {data, query, eval}) and a pool feature pass")
+        opts = {**opts, "target": str(pool.target_features(features))}
     if pool is not None and features in DEFAULT_FEATURES.values():
         features = str(pool.features(features))
     budget = ({"budget_tokens": cell.budget, "budget_on": "response" if cell.unit == "response" else "all"}

@@ -24,18 +24,19 @@ import numpy as np
 import pandas as pd
 
 from siftlm.assets import demo_data, package_file
-from siftlm.config import ExperimentConfig, RunConfig, TrainConfig
+from siftlm.config import ExperimentConfig, RunConfig, TrainConfig, UsageError
 from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer, console
+from siftlm.recipes import target
 from siftlm.recipes.davir import score_dataset
 from siftlm.scores import add_scores
 from siftlm.signals import store
 from siftlm.signals.passes import run_pass, stored
 from siftlm.signals.prepare import Prepared, prepare, prepare_texts
-from siftlm.signals.table import write_frame
+from siftlm.signals.table import features_meta, write_frame
 from siftlm.stats import length_correlations
 from siftlm.train.reference import train_reference
 
@@ -61,6 +62,10 @@ class Pool:
 
     def features(self, name: str) -> Path:
         return self.folder / f"features-{name}.parquet"
+
+    def target_features(self, name: str) -> Path:
+        """The query set's features of pass ``name`` (grads, lm-embed, embed), made as the pool's were."""
+        return self.folder / f"target-features-{name}.parquet"
 
     def labels(self) -> pd.DataFrame:
         return pd.read_parquet(self.folder / "labels.parquet")
@@ -104,18 +109,26 @@ def build_pool(cfg: ExperimentConfig, folder: str | Path) -> Pool:
     always writes the same bytes."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ds = read_dataset(source_path(cfg.data))
     pcfg, icfg = cfg.pool, cfg.inject
-    usable = [e for e in ds.examples if pcfg.max_chars is None or _chars(e) <= pcfg.max_chars]
-    n = len(usable)
-    if pcfg.heldout >= n:
-        raise ValueError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
-    order = np.random.default_rng([pcfg.seed, SPLIT_SALT]).permutation(n)
-    held, rest = order[: pcfg.heldout], order[pcfg.heldout:]
-    if pcfg.size is not None:
-        if pcfg.size > len(rest):
-            raise ValueError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants {pcfg.size}")
-        rest = rest[: pcfg.size]
+    sources, held_target = None, []
+    if pcfg.sources:
+        if pcfg.heldout:
+            raise UsageError("a pool mixed from sources has no held-out split: evaluate on its target set instead")
+        usable, sources, held_target = target.mixed_examples(cfg, source_path, _chars)
+        ds, held, rest, n = None, np.arange(0), np.arange(len(usable)), len(usable)
+    else:
+        ds = read_dataset(source_path(cfg.data))
+        usable = [e for e in ds.examples if pcfg.max_chars is None or _chars(e) <= pcfg.max_chars]
+        n = len(usable)
+        if pcfg.heldout >= n:
+            raise ValueError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
+        order = np.random.default_rng([pcfg.seed, SPLIT_SALT]).permutation(n)
+        held, rest = order[: pcfg.heldout], order[pcfg.heldout:]
+        if pcfg.size is not None:
+            if pcfg.size > len(rest):
+                raise ValueError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants "
+                                 f"{pcfg.size}")
+            rest = rest[: pcfg.size]
     examples = [usable[i] for i in rest]
     kinds: list[str | None] = [None] * len(examples)
     if icfg.rate:
@@ -129,17 +142,29 @@ def build_pool(cfg: ExperimentConfig, folder: str | Path) -> Pool:
         write_jsonl([_record(usable[i], f"heldout-{k:05d}") for k, i in enumerate(held, start=1)], heldout)
     labels = pd.DataFrame({"id": ids, "source_line": [usable[i].line for i in rest],
                            "kind": [k or "clean" for k in kinds]})
+    if sources is not None:
+        labels["source"] = sources
     with atomic_write(folder / "labels.parquet") as tmp:
         labels.to_parquet(tmp, index=False)
+    if cfg.target is not None:
+        if cfg.target.data.startswith("source:"):
+            target.source_target(cfg, folder, held_target)
+        else:
+            target.builtin_target(cfg, folder)
     h = hashlib.sha1()
     for p in (folder / "pool.jsonl", heldout):
         if p is not None:
             h.update(p.read_bytes())
-    manifest = {"version": POOL_VERSION, "data": cfg.data, "source": Path(ds.path).name, "read": ds.n_read,
-                "valid": len(ds.examples), "rejected": len(ds.rejects), "too_long": len(ds.examples) - n,
+    if ds is not None:
+        read = {"data": cfg.data, "source": Path(ds.path).name, "read": ds.n_read, "valid": len(ds.examples),
+                "rejected": len(ds.rejects), "too_long": len(ds.examples) - n}
+    else:
+        read = {"data": "mixed", "sources": labels["source"].value_counts().sort_index().to_dict()}
+    manifest = {"version": POOL_VERSION, **read,
                 "pool": len(ids), "heldout": int(len(held)), "unused": n - len(ids) - int(len(held)),
                 "pool_config": asdict(pcfg), "inject": asdict(icfg),
-                "kinds": labels["kind"].value_counts().sort_index().to_dict(), "fingerprint": h.hexdigest()[:16]}
+                "kinds": labels["kind"].value_counts().sort_index().to_dict(), "fingerprint": h.hexdigest()[:16],
+                **({"target": {**asdict(cfg.target), "fingerprint": target.fingerprint(folder)}} if cfg.target else {})}
     with atomic_write(folder / "pool.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
     return Pool(folder, folder / "pool.jsonl", heldout, manifest["fingerprint"], manifest)
@@ -225,6 +250,39 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, t
             frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
                              options={"part": "full"}, label="sentence embeddings (pool)")
             write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
+    target_passes(cfg, pool, names, lm, timer)
+
+
+def target_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, timer: Timer | None = None) -> None:
+    """The query set's feature files for ``names``, made as the pool's (same pass, model and settings); a file made
+    from another query set (its metadata names the query files' fingerprint) is made again."""
+    query_fp = target.fingerprint(pool.folder)
+    if query_fp is None:
+        return
+    timer = timer or Timer()
+    todo = [n for n in FEATURE_PASSES if n in set(names)
+            and features_meta_or_none(pool.target_features(n)).get("query") != query_fp]
+    if not todo:
+        return
+    ds = read_dataset(pool.folder / "target-query.jsonl")
+    selector = cfg.selector_model or cfg.model
+    for name in todo:
+        with timer(f"target {name} pass"):
+            if name == "embed":
+                sentence = load_sentence_model()
+                frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
+                                 options={"part": "full"}, label="sentence embeddings (query set)")
+                model = "builtin:all-minilm-l6-v2"
+            else:
+                lm = lm or load_model(selector, dtype=cfg.signals.dtype)
+                frame = run_pass(prepare(ds, lm.tokenizer, cfg.signals), name, lm.model, lm.fingerprint,
+                                 label=f"{name} (query set)")
+                model = selector
+            write_frame(frame, pool.target_features(name), {"pass": name, "model": model, "query": query_fp})
+
+
+def features_meta_or_none(path: Path) -> dict:
+    return features_meta(path) if path.exists() else {}
 
 
 def _model_pass(pool: Pool, name: str, prep: Prepared, lm, selector: str, timer: Timer) -> pd.DataFrame:

@@ -100,3 +100,33 @@ def section(by: str, method: str = "topk") -> str:
     out.append(f"<p>Measured on small models and pools ({esc(e['setting'])}); your data and model may differ. "
                "The tables and their per-item data: docs/experiments.md.</p>")
     return "".join(out)
+
+
+def for_target(method: str) -> dict:
+    """What the targeted grids measured for ``siftlm run --target --target-method METHOD`` (its grid name is
+    METHOD->query): {"lead", "rows", "setting", "kind": "targeted"}."""
+    ev = load().get("targeted", {})
+    name = f"{method}->query"
+    return {"kind": "targeted", "method": method, "lead": ev.get("leads", {}).get(method, ""),
+            "rows": [r for r in ev.get("rows", []) if r["method"] == name], "setting": ev.get("setting", "")}
+
+
+def target_line(method: str) -> str:
+    e = for_target(method)
+    return e["lead"] or f"siftlm's targeted grids have not measured --target-method {method}."
+
+
+def target_section(method: str) -> str:
+    """The report's box for a targeted selection."""
+    e = for_target(method)
+    esc = html.escape
+    out = [f"<h2>What siftlm's benchmarks say about targeted selection ({esc(method)})</h2>",
+           f"<p><b>{esc(target_line(method))}</b></p>"]
+    if e["rows"]:
+        cells = [[r["method"], r["budget"], r["set"], r["metric"] + (" (primary)" if r.get("primary") else ""),
+                  f"{r['diff']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]", r["verdict"], f"{r['q']:.3f}"]
+                 for r in e["rows"]]
+        out.append(f"<p>{esc(e['setting'])}: the fine-tuned model's metric minus random's at the same budget (95 % CI "
+                   "over seeds, subsets and items; q: Benjamini-Hochberg over the grid):</p>"
+                   + table(["method", "budget", "eval set", "metric", "minus random", "verdict", "BH q"], cells))
+    return "".join(out)

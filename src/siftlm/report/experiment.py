@@ -245,6 +245,30 @@ def _preamble(summary: dict, cfg) -> list[str]:
             "'survives BH': the verdict holds at q < 0.05."]
 
 
+def source_shares(cells: pd.DataFrame, labels: pd.DataFrame) -> list[dict]:
+    """Each (method, budget)'s share of every pool source in its selections (mean over seeds), and the pool's."""
+    by_id = labels.set_index("id")["source"]
+    rows = [{"method": "pool", "budget": None, "unit": "all", "seeds": 1,
+             **{f"share:{k}": float(v) for k, v in by_id.value_counts(normalize=True).sort_index().items()}}]
+    part = cells[cells["method"] != BASE].assign(budget_key=cells["budget"].astype(float).fillna(-1.0))
+    for (method, bkey, unit), g in part.groupby(["method", "budget_key", "unit"], sort=False):
+        shares = [by_id.loc[list(ids)].value_counts(normalize=True) for ids in g["ids"] if len(ids)]
+        mean = pd.concat(shares, axis=1).fillna(0).mean(axis=1) if shares else pd.Series(dtype=float)
+        rows.append({"method": method, "budget": None if bkey == -1 else float(bkey), "unit": unit, "seeds": len(g),
+                     **{f"share:{k}": float(mean.get(k, 0.0)) for k in sorted(by_id.unique())}})
+    return rows
+
+
+def _shares_md(rows: list[dict]) -> list[str]:
+    names = [k.removeprefix("share:") for k in rows[0] if k.startswith("share:")]
+    lines = ["", "### Share of each pool source in the selections (mean over seeds)", "",
+             "| method | budget | seeds | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for r in rows:
+        lines.append(f"| {r['method']} | {fmt_budget(r['budget'], r['unit'])} | {r['seeds']} | "
+                     + " | ".join(f"{100 * r.get('share:' + n, 0.0):.1f} %" for n in names) + " |")
+    return lines
+
+
 def markdown(summary: dict, cfg) -> str:
     lines = _preamble(summary, cfg)
     for t in summary["tables"]:
@@ -254,6 +278,8 @@ def markdown(summary: dict, cfg) -> str:
         lines += ["| " + " | ".join(r) + " |" for r in _rows(t)]
     if summary.get("noise"):
         lines += _noise_md(summary["noise"])
+    if summary.get("source_shares"):
+        lines += _shares_md(summary["source_shares"])
     lines += ["", f"{summary['cells']} cells, {summary['cell_minutes']:.0f} min of cell time."]
     return "\n".join(lines) + "\n"
 
@@ -299,4 +325,11 @@ def write(summary: dict, cfg, path: str | Path) -> Path:
                  + "<p>Corrupted share of each selection</p>" + table(["method", "budget", "seeds", "corrupted share"], [
                      [r["method"], fmt_budget(r["budget"], r["unit"]), r["seeds"], f"{100 * r['corrupted_share']:.1f} %"]
                      for r in n["selection_shares"]]))
+    if summary.get("source_shares"):
+        rows = summary["source_shares"]
+        names = [k.removeprefix("share:") for k in rows[0] if k.startswith("share:")]
+        body += "<h2>Share of each pool source in the selections</h2>" + table(
+            ["method", "budget", "seeds", *names],
+            [[r["method"], fmt_budget(r["budget"], r["unit"]), r["seeds"],
+              *(f"{100 * r.get('share:' + n, 0.0):.1f} %" for n in names)] for r in rows])
     return write_page(path, f"siftlm experiment: {cfg.model}", body)

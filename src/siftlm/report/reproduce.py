@@ -15,7 +15,9 @@ SOURCES = {"davir-table1": "DavIR Table 1: loss and entropy against length",
            "davir-table2": "DavIR Table 2: RHO-LM against DavIR, length dependence",
            "davir-table3": "DavIR Table 3: DPO objectives against response-length difference",
            "lp-table3": "Learning percentage Table 3: LP(1) against LP_app(1)",
-           "dpp-eq3": "DPP paper eq. 3: log-determinant distance of selections"}
+           "dpp-eq3": "DPP paper eq. 3: log-determinant distance of selections",
+           "dpp-fig2": "DPP paper Figure 2: LDD of a training set (LoRA gradients) against the trained model's loss",
+           "dpp-fig4": "DPP paper Figure 4: LDD in other representations (sentence and LM embeddings)"}
 
 
 def _numbers(text: str) -> list[float]:
@@ -38,7 +40,28 @@ def _plot(rows) -> str:
     return png(fig)
 
 
-def write(rows, path: str | Path, *, title: str, settings: dict, timings: dict) -> Path:
+def ldd_figure(table) -> str:
+    """LDD of every fine-tuned cell against its held-out loss per token, one panel per representation, one colour
+    per (grid, budget)."""
+    plt = pyplot()
+    reps = [c for c in ("ldd:grads", "ldd:lm-embed", "ldd:embed") if c in table]
+    metric = "heldout:loss_per_token"
+    if not reps or metric not in table:
+        return ""
+    fig, axes = plt.subplots(1, len(reps), figsize=(4.2 * len(reps), 3.8), squeeze=False)
+    groups = table.groupby(["grid", "budget", "unit"], dropna=False)
+    for ax, col in zip(axes[0], reps, strict=True):
+        for k, ((grid, budget, unit), part) in enumerate(groups):
+            label = f"{grid} {'all' if budget != budget else f'{budget:g}'}{' tok' if unit == 'tokens' else ''}"
+            ax.scatter(part[col], part[metric], s=14, color=f"C{k % 10}", label=label, alpha=0.8)
+        ax.set(xlabel=f"{col.removeprefix('ldd:')} LDD (lower = more diverse)", ylabel="held-out loss per token")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    return figure(png(fig), "Each dot a fine-tuned cell. The paper's claim: more diverse (lower LDD) trains better "
+                           "(lower loss), a rising cloud.")
+
+
+def write(rows, path: str | Path, *, title: str, settings: dict, timings: dict, extra: str = "") -> Path:
     body = ("<p>Each row: the quantity, the paper's value(s), ours with a 95% bootstrap CI over the examples (LDD "
             "rows: the range over reference seeds), and whether they agree. Paper settings differ from ours in model "
             "size and data: read agreement as direction and rough size, not equality.</p>")
@@ -50,6 +73,7 @@ def write(rows, path: str | Path, *, title: str, settings: dict, timings: dict) 
             ["quantity", "paper", "ours", "95% CI", "verdict", "n"],
             [[r.quantity, r.paper, f"{r.ours:+.3f}", f"[{r.low:+.3f}, {r.high:+.3f}]", r.verdict, r.n] for r in part])
         body += figure(_plot(part))
+    body += extra
     body += "<h2>Settings and timings</h2>" + table(["step", "seconds"], [[k, v] for k, v in timings.items()])
     body += f"<pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"
     return write_page(path, title, body)

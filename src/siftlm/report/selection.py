@@ -147,6 +147,11 @@ def detector_section(detectors: dict | None) -> str:
             f"{html.escape(text) if text else 'none found'}.</p>" + html_table(["detector", "kept", "dropped"], rows))
 
 
+def _evidence(summary: dict, by: str) -> str:
+    e = summary.get("evidence") or {}
+    return evidence.target_section(e["method"]) if e.get("kind") == "targeted" else evidence.section(by)
+
+
 def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: str, show: int = 10,
                  examples=None) -> Path:
     """Write ``report.html`` (self-contained) for a scored table with ``selected``/``rank`` columns; ``examples``
@@ -180,7 +185,7 @@ def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: st
     body = f"""<p>data <code>{esc(str(summary.get("data", "")))}</code>, model <code>{esc(str(summary.get("model", "")))}</code>,
 {"selected by <b>" + esc(by) + "</b> (" + esc(json.dumps(selection)) + ")" if selection else "scored, nothing selected"}</p>
 {_length_sentence(table, by)}
-{evidence.section(by) if selection else ""}
+{_evidence(summary, by) if selection else ""}
 {detector_section(summary.get("detectors"))}
 <h2>Counts</h2><p>read = kept + rejected + skipped + unused by --limit; "selected" is what the selection chose.</p>{counts}
 <h2>Length dependence</h2>{corr}

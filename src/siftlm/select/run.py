@@ -75,7 +75,8 @@ def resolve(cfg: SelectConfig) -> SelectConfig:
     return replace(cfg, method=method, by=by, lam=lam, budget=budget)
 
 
-def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked, out: str | Path) -> Selected:
+def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked, out: str | Path, *,
+                    language: str = "en") -> Selected:
     """Write scores.parquet, selection.parquet and selected.jsonl for ``picked`` rows of ``table``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ def write_selection(examples: list[Example], table: pd.DataFrame, picked: Picked
                               "score": np.asarray(picked.score, dtype=np.float64), "reason": picked.reasons})
     by_id = {e.id: e for e in examples}
     if "detected" not in table:                     # what the behaviour detectors find in each row, for the report
-        table["detected"] = detected(table["id"], by_id)
+        table["detected"] = detected(table["id"], by_id, language)
     with atomic_write(out / "scores.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_write(out / "selection.parquet") as tmp:

@@ -254,10 +254,11 @@ class RunConfig:
                                                   "at most this many (an integer) or this fraction of all (in (0, 1])")
     budget_on: str = opt("all", "what --budget-tokens counts: all (prompt + response tokens) | response (the supervised "
                                 "tokens a fine-tune learns from)")
-    exclude: str | None = opt(None, "ids to leave out before the method runs (.parquet with an id column, .jsonl, or a "
-                                    "text file of one id per line); a fractional budget stays a fraction of every "
-                                    "scored row")
-    language: str = opt("en", "filter: the language answers should be in (ISO 639-1), for the wrong-language detector")
+    language: str = opt("en", "the language answers should be in (ISO 639-1): the behaviour detectors' report")
+    target: str | None = opt(None, "targeted selection: a data file of examples of what you want (a few dozen); "
+                                   "selects the examples nearest to them instead of scoring (see --target-method)")
+    target_method: str = opt("repr", "with --target: repr (mean-pooled hidden states, round-robin over the targets, "
+                                     "RDS+) | less (LoRA-gradient cosine, LESS) | nearest (sentence-embedding cosine)")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     ifd: bool = opt(True, "run the response-only pass for IFD")
     reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "
@@ -277,6 +278,8 @@ class ReproduceConfig:
     dpo_lr: float = opt(5e-4, "davir-table3: learning rate of the DPO run")
     pair_limit: int | None = opt(64, "davir-table3: pairs used")
     n_boot: int = opt(1000, "bootstrap resamples for the confidence intervals")
+    grids: str = opt("", "dpp-fig2 / dpp-fig4: experiment grid YAMLs whose cells were run, comma-separated (their "
+                         "committed results; per-cell LDDs are cached beside them)")
     signals: SignalConfig = opt(factory=SignalConfig)
     train: TrainConfig = opt(factory=TrainConfig)
 
@@ -349,101 +352,6 @@ class PlanConfig:
     device: str = opt("auto", "auto (cuda with --gpus, else cpu) | cpu | cuda: the device the estimate is for")
 
 
-@dataclass
-class PoolConfig:
-    """The pool an experiment selects from, built from ``data``: a seeded held-out split first, then the pool."""
-    size: int | None = opt(None, "examples in the pool (default: every valid example not held out)")
-    heldout: int = opt(0, "examples set aside (seeded) as an in-distribution evaluation set no selection can draw "
-                          "from; evaluate on it with the eval set name 'heldout'")
-    seed: int = opt(0, "seed of the held-out split and of the pool's order")
-    max_chars: int | None = opt(None, "use only examples of at most this many characters (all turns; keeps every pool "
-                                      "example within max_length and bounds the cost; ~4 characters a token)")
-
-
-@dataclass
-class InjectConfig:
-    """Labelled corruptions injected into a copy of the pool (the noisy-pool benchmark); the labels reach only the
-    benchmark's analysis, never a score or a selector."""
-    rate: float = opt(0.0, "share of the pool to corrupt, exactly round(rate x N) rows (0: a clean pool)")
-    kinds: list = opt(factory=lambda: ["swap", "truncate", "repeat", "near_dup", "refusal", "foreign"],
-                      help="corruptions, spread evenly: swap | truncate | repeat | near_dup | refusal | foreign")
-    seed: int = opt(0, "seed of which rows are corrupted and how")
-
-
-@dataclass
-class BehaviourConfig:
-    """What a fine-tuned model does on each evaluation set's prompts (``siftlm.evaluate.behaviour``): greedy answers,
-    the detectors on them, and the teacher-forced propensities of fixed junk continuations."""
-    max_new_tokens: int = opt(96, "tokens generated per answer (greedy, first turn)")
-    language: str = opt("en", "the language answers should be in (an ISO 639-1 code): the wrong-language detector")
-    propensity: bool = opt(True, "also score the fixed refusal and foreign-language continuations after each prompt")
-    sets: list = opt(factory=list, help="the evaluation sets to generate on (default: every set)")
-
-
-METRIC_NAMES = ("loss_per_token", "loss_per_item", "refusal", "wrong_language", "repetition", "empty", "echo", "words",
-                "prop_refusal", "prop_foreign")
-
-
-@dataclass
-class PrimaryConfig:
-    """The endpoint a grid's verdicts rest on, fixed before it runs; every other metric is shown as secondary."""
-    metric: str = opt("", "loss_per_token (the default: held-out loss, summed NLL / summed tokens, what 'eval loss' "
-                                        "and perplexity mean) | loss_per_item (mean of each item's per-token loss) | "
-                                        "refusal | wrong_language | repetition | empty | echo (rates of greedy answers) "
-                                        "| prop_refusal | prop_foreign (propensities)")
-    sets: list = opt(factory=list, help="the evaluation sets it is measured on, items pooled (default: the first set)")
-    why: str = opt("", "why this endpoint: written into the tables")
-
-
-@dataclass
-class ExperimentConfig:
-    """A grid of selection methods x budgets x seeds over one pool; each cell: select -> fine-tune -> evaluate.
-    Filled from the grid YAML (unknown keys are errors)."""
-    data: str = opt("builtin:alpaca_en_demo", "the dataset (builtin:alpaca_en_demo or a file): the pool is built from "
-                                              "it (pool:) or the scores belong to it (scores:)")
-    scores: str = opt("", "scores.parquet of that data (siftlm score / run); empty: the experiment scores its pool")
-    model: str = opt("builtin:smollm2", "the model every cell fine-tunes")
-    selector_model: str | None = opt(None, "the model the scores (and features) come from, when it is not --model "
-                                           "(small selects for large); recorded in the results")
-    features: str | None = opt(None, "features for dpp / cluster / repr methods (.parquet id + vector); with a pool, "
-                                     "each method's default pass (grads for dpp, embed for cluster and dedup, "
-                                     "lm-embed for repr) or a pass name")
-    pool: PoolConfig = opt(factory=PoolConfig)
-    inject: InjectConfig = opt(factory=InjectConfig)
-    crossfit: bool = opt(False, "also score DavIR with a cross-fitted reference (davir_xfit: two references, each "
-                                "trained on one half of the pool and scoring the other)")
-    methods: list = opt(factory=lambda: ["random", "highest:davir", "full"],
-                        help="random | full | highest:<score> | lowest:<score> | cluster:<score> | cluster-random | dpp | "
-                             "<score>+dpp | repr | dedup | or a mapping of select options with a name")
-    budgets: list = opt(factory=lambda: [0.1], help="example budgets: fractions in (0, 1] or integer counts")
-    budget_tokens: list = opt(factory=list, help="token budgets (prompt + response tokens of the selection): fractions "
-                                                 "of the pool's tokens in (0, 1] or integer counts; cells for every "
-                                                 "method beside the example budgets")
-    seeds: list = opt(factory=lambda: [0], help="seeds of every method's fine-tunes (and of its selection when seeded)")
-    random_subsets: int | None = opt(None, "random subsets per budget (seeds 0..R-1, each also the fine-tune's seed); "
-                                           "default: as many as seeds. Random is a distribution: use >= 5")
-    finetune: bool = opt(True, "fine-tune and evaluate the cells (false: score the pool and write the noisy-pool "
-                               "analysis only)")
-    eval: str = opt("builtin:alpaca-eval", "evaluation sets, comma-separated: heldout (the pool's held-out split), "
-                                           "builtin:alpaca-eval, builtin:mt-bench or files")
-    eval_limit: int | None = opt(None, "items per evaluation set: a seeded sample stratified over the set's sources")
-    eval_seed: int = opt(0, "seed of the evaluation sample")
-    eval_max_length: int = opt(1024, "max tokens of an evaluation item (long reference answers, e.g. MT-bench's, need "
-                                     "more than the pool's max_length)")
-    out: str = opt("siftlm-experiment", "output folder")
-    n_boot: int = opt(2000, "bootstrap resamples")
-    budget_on: str = opt("all", "what budget_tokens counts: all (prompt + response tokens) | response (the supervised "
-                                "tokens a fine-tune learns from)")
-    behaviour: BehaviourConfig | None = opt(None, "also measure what each model does: greedy answers, detectors, "
-                                                  "propensities (keys: max_new_tokens, language, propensity, sets)",
-                                            nested=BehaviourConfig)
-    primary: PrimaryConfig = opt(factory=PrimaryConfig)
-    signals: SignalConfig = opt(factory=SignalConfig)
-    train: TrainConfig = opt(factory=TrainConfig)
-    reference: TrainConfig | None = opt(None, "the reference fine-tune that scores the pool (default: as train)",
-                                        nested=TrainConfig)
-
-
 # Paper settings as named presets: {config class: {field: value}}. A preset sets what the user did not set.
 PRESETS = {
     "lp-paper": {"TrainConfig": {"full": True, "epochs": 3, "lr": 2e-5}},
@@ -452,3 +360,15 @@ PRESETS = {
 PRESET_HELP = ("paper settings for the reference fine-tune: lp-paper (learning-percentage §3: full fine-tuning, "
                "3 epochs) | davir-paper (DavIR Alg. 1: the base fine-tuned on the full set, full fine-tuning, 3 epochs). "
                "Neither paper states a learning rate; both use Stanford Alpaca's 2e-5. Options given explicitly win")
+
+
+# the experiment grid's settings live in their own module (imported last: they build on the classes above)
+from siftlm.config.experiment import (  # noqa: E402, F401
+    METRIC_NAMES,
+    BehaviourConfig,
+    ExperimentConfig,
+    InjectConfig,
+    PoolConfig,
+    PrimaryConfig,
+    TargetConfig,
+)

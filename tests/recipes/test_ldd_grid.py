@@ -1,0 +1,73 @@
+"""LDD of every fine-tuned cell (the DPP paper's Figure 2 measured on experiment grids): against a brute-force
+log-determinant, cached and reused, and the correlations with their partial version."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from siftlm.diversity import unit_sphere
+from siftlm.recipes import ldd_grid
+from siftlm.signals.table import write_frame
+from siftlm.stats import l2_normalize, spearman
+
+
+def _rbf(x, gamma):
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return np.exp(-gamma * d2)
+
+
+def _brute_ldd(x, gamma, seed=0):
+    """(1/n) log(det R / det L) with full determinants: when greedy takes every item of a subset, det L_n is the
+    determinant of the whole subset's kernel."""
+    n, d = x.shape
+    ref = unit_sphere(n, d, seed)
+    return (np.linalg.slogdet(_rbf(ref, gamma))[1] - np.linalg.slogdet(_rbf(x, gamma))[1]) / n
+
+
+def test_cell_ldds_match_the_brute_force_log_determinant_and_are_cached(tmp_path):
+    rng = np.random.default_rng(5)          # not seed 0: that would be the reference's own random vectors
+    ids = [f"pool-{k:05d}" for k in range(30)]
+    vectors = rng.normal(size=(30, 8))
+    write_frame(pd.DataFrame({"id": ids, "vector": list(vectors)}), tmp_path / "feat.parquet", {"pass": "grads"})
+    subsets = [ids[:6], ids[3:13], ids[10:30:2]]
+    pd.DataFrame({"key": ["a", "b", "c"], "method": ["random", "x", "y"], "ids": subsets}).to_parquet(
+        tmp_path / "cells.parquet")
+    got = ldd_grid.cell_ldds(tmp_path, {"grads": tmp_path / "feat.parquet"}).set_index("key")
+    x = l2_normalize(vectors)
+    for key, sub in zip("abc", subsets, strict=True):
+        pos = [ids.index(i) for i in sub]
+        assert got.loc[key, "ldd"] == pytest.approx(_brute_ldd(x[pos], 1.0), rel=1e-6, abs=1e-8)
+        assert got.loc[key, "n"] == len(sub)
+    # cached: without the feature file the values come back unchanged; a changed file recomputes
+    (tmp_path / "feat.parquet").rename(tmp_path / "gone.parquet")
+    again = ldd_grid.cell_ldds(tmp_path, {}).set_index("key")
+    assert again.loc["b", "ldd"] == pytest.approx(got.loc["b", "ldd"])
+    write_frame(pd.DataFrame({"id": ids, "vector": list(vectors[::-1])}), tmp_path / "feat.parquet", {"pass": "grads"})
+    changed = ldd_grid.cell_ldds(tmp_path, {"grads": tmp_path / "feat.parquet"}).set_index("key")
+    pos = [ids.index(i) for i in subsets[1]]
+    assert changed.loc["b", "ldd"] == pytest.approx(_brute_ldd(x[::-1][pos], 1.0), rel=1e-6)
+
+
+def test_partial_spearman_removes_what_the_covariate_explains():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=200)
+    x, y = z + 0.1 * rng.normal(size=200), z + 0.1 * rng.normal(size=200)
+    assert spearman(x, y) > 0.9 and abs(ldd_grid._partial_spearman(x, y, z)) < 0.2
+    w = rng.normal(size=200)
+    assert ldd_grid._partial_spearman(w + 0.1 * z, w, z) > 0.9
+
+
+def test_correlations_within_a_budget_and_verdicts():
+    rng = np.random.default_rng(2)
+    n = 12
+    ldd = rng.normal(size=n)
+    table = pd.DataFrame({"grid": "g", "budget": [0.1] * n, "unit": "examples", "ldd:grads": ldd,
+                          "heldout:loss_per_token": ldd + 0.05 * rng.normal(size=n),
+                          "response_tokens": rng.integers(100, 200, n).astype(float)})
+    rows = ldd_grid.correlations(table, ["heldout:loss_per_token"], n_boot=200)
+    scopes = {(r["scope"], r["kind"]) for r in rows}
+    assert ("all cells", "spearman") in scopes and ("g 0.1", "partial spearman | response tokens") in scopes
+    sp = next(r for r in rows if r["scope"] == "all cells" and r["kind"] == "spearman")
+    assert sp["r"] == pytest.approx(spearman(table["ldd:grads"], table["heldout:loss_per_token"]))
+    assert sp["verdict"] == "agrees (same direction)"
+    assert ldd_grid.verdict(-0.5, 0.2) == "no effect detected" and ldd_grid.verdict(-0.5, -0.1).startswith("does not")
