@@ -1,0 +1,117 @@
+"""Markdown for docs/experiments.md and the README from committed grid results (results.json), so no number in the
+docs is copied by hand:
+
+    python runs/tables.py behaviour clean-filter         # each grid's primary table, then its secondary metrics
+    python runs/tables.py --averages clean clean-25      # held-out loss per token beside per item, verdict by verdict
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "runs" / "results"
+SECONDARY = ("loss_per_token", "loss_per_item", "refusal", "wrong_language", "repetition", "prop_refusal",
+             "prop_foreign", "words")
+
+
+def _budget(b, unit) -> str:
+    if b is None:
+        return "all"
+    text = f"{100 * b:g} %" if b <= 1 else f"{b:g}"
+    return text + {"tokens": " of tokens", "response": " of response tokens"}.get(unit, "")
+
+
+def _num(v, digits=0) -> str:
+    return "–" if v is None or v != v else f"{v:,.{digits}f}"
+
+
+def _ci(v, k) -> str:
+    return f"{v['diff']:+.{k}f} [{v['low']:+.{k}f}, {v['high']:+.{k}f}]"
+
+
+def primary_table(res: dict) -> str:
+    t = res["tables"][0]
+    k = t["digits"]
+    lines = ["| method | budget | seeds | examples | prompt tok | response tok | steps | "
+             f"{t['label']} (mean ± sd) | minus random [95 % CI] | verdict | BH q |", "|---|" * 1 + "---|" * 10]
+    for r in t["rows"]:
+        head = (f"| {r['method']} | {_budget(r['budget'], r['unit'])} | {r['seeds']} | {_num(r['selected'])} | "
+                f"{_num(r['prompt_tokens'])} | {_num(r['response_tokens'])} | {_num(r['steps'])} | "
+                f"{r['value']:.{k}f} ± {r['seed_sd']:.{k}f} |")
+        if not r["vs_random"]:
+            lines.append(head + " | | |")
+        for v in r["vs_random"]:
+            bold = f"**{v['verdict']}**" if v["verdict"] != "no difference detected" else v["verdict"]
+            bh = "" if v["verdict"] == "no difference detected" else (" (survives)" if v["survives_bh"] else " (not after BH)")
+            lines.append(head + f" {_ci(v, k)} | {bold} | {v['q']:.3f}{bh} |")
+    base = t.get("base_model")
+    tail = f"\n\nBase model without fine-tuning: {base:.{k}f}." if base is not None else ""
+    return "\n".join(lines) + tail
+
+
+def secondary_table(res: dict) -> str:
+    """Every secondary metric's difference from random per method (one row per method and budget)."""
+    tables = [t for t in res["tables"][1:] if t["metric"] in SECONDARY]
+    cols = [(t["metric"], "+".join(t["sets"])) for t in tables]
+    rows: dict = {}
+    for t in tables:
+        for r in t["rows"]:
+            for v in r["vs_random"]:
+                key = (r["method"], _budget(r["budget"], r["unit"]) if r["budget"] is not None
+                       else "all vs " + _budget(v["budget"], v["unit"]))
+                mark = {"better": " ↓", "worse": " ↑", "higher": " ↑", "lower": " ↓"}.get(v["verdict"], "")
+                if t["lower_is_better"] is False:
+                    mark = {"better": " ↑", "worse": " ↓"}.get(v["verdict"], "")
+                star = "*" if v["survives_bh"] else ""
+                rows.setdefault(key, {})[(t["metric"], "+".join(t["sets"]))] = f"{v['diff']:+.{t['digits']}f}{mark}{star}"
+    head = "| method | budget | " + " | ".join(f"{m} ({s})" for m, s in cols) + " |"
+    lines = [head, "|---|---|" + "---|" * len(cols)]
+    for (method, budget), vals in rows.items():
+        lines.append(f"| {method} | {budget} | " + " | ".join(vals.get(c, "") for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def averages_table(grids: list[str]) -> str:
+    """Held-out loss per token (the primary) beside per item, for every comparison on the held-out split."""
+    lines = ["| grid | method | budget | per token: minus random [CI] | verdict | BH q | per item: minus random [CI] | "
+             "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for g in grids:
+        res = json.loads((RESULTS / g / "results.json").read_text())
+        by = {t["metric"]: t for t in res["tables"] if t["sets"] == ["heldout"]}
+        if "loss_per_token" not in by or "loss_per_item" not in by:
+            continue
+        items = {(r["method"], r["budget"], r["unit"], v["budget"]): v for r in by["loss_per_item"]["rows"]
+                 for v in r["vs_random"]}
+        for r in by["loss_per_token"]["rows"]:
+            for v in r["vs_random"]:
+                w = items.get((r["method"], r["budget"], r["unit"], v["budget"]))
+                budget = _budget(r["budget"], r["unit"]) if r["budget"] is not None else "all vs " + _budget(
+                    v["budget"], v["unit"])
+                changed = " ≠" if w and w["verdict"] != v["verdict"] else ""
+                lines.append(f"| {g} | {r['method']} | {budget} | {_ci(v, 4)} | {v['verdict']} | {v['q']:.3f} | "
+                             f"{_ci(w, 4) if w else ''} | {w['verdict'] if w else ''}{changed} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("grids", nargs="+")
+    ap.add_argument("--averages", action="store_true")
+    a = ap.parse_args()
+    if a.averages:
+        print(averages_table(a.grids))
+        return
+    for g in a.grids:
+        res = json.loads((RESULTS / g / "results.json").read_text())
+        p = res["primary"]
+        print(f"#### {g}: primary {p['metric']} on {' + '.join(p['sets'])}"
+              f"{' (declared before the run)' if p['declared'] else ' (default, not declared)'}\n")
+        print(primary_table(res) + "\n")
+        print("Secondary metrics, minus random (↓ / ↑: CI excludes 0, lower / higher; *: survives BH):\n")
+        print(secondary_table(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
