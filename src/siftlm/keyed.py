@@ -29,13 +29,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from siftlm.errors import KeyMismatch
 from siftlm.files import atomic_write
 
 IDENTITY = "siftlm-identity.json"
-
-
-class KeyMismatch(RuntimeError):
-    """A keyed folder holds work of another identity."""
 
 
 def differences(stored, wanted, prefix: str = "", labels: dict | None = None) -> list[str]:

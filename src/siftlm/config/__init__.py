@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
+from siftlm.errors import DataError, UsageError
+
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
         hidden: bool = False, argument: bool = False, factory=None, nested=None):
@@ -22,10 +24,6 @@ def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tup
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
-
-
-class UsageError(ValueError):
-    """A wrong option value (unknown name, impossible combination): the CLI exits with code 2, like a usage error."""
 
 
 def closest(name: str, known) -> str:
@@ -53,7 +51,7 @@ def from_dict(cls, values: dict, *, where: str = ""):
     kwargs = {}
     for key, value in (values or {}).items():
         if key not in known:
-            raise ValueError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
+            raise DataError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
                              f"known: {', '.join(known)}")
         sub = known[key].default_factory
         sub = sub if is_dataclass(sub) else known[key].metadata.get("nested")

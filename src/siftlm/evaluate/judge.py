@@ -25,6 +25,7 @@ from pathlib import Path
 
 from siftlm.config import JudgeConfig, UsageError
 from siftlm.data.write import write_jsonl
+from siftlm.errors import SiftlmError
 from siftlm.keyed import open_keyed
 from siftlm.progress import bar
 
@@ -214,10 +215,10 @@ class Judge:
         after the results and ``failures.jsonl`` are written."""
         failed = len(self.stats.failures)
         if total and failed == total:
-            raise RuntimeError(f"no verdict for any of the {total} {what} (first reason: "
+            raise SiftlmError(f"no verdict for any of the {total} {what} (first reason: "
                                f"{self.stats.failures[0]['reason']}); see failures.jsonl")
         if total and failed / total > self.cfg.max_failures:
-            raise RuntimeError(f"{failed} of {total} {what} failed (more than --judge-max-failures "
+            raise SiftlmError(f"{failed} of {total} {what} failed (more than --judge-max-failures "
                                f"{self.cfg.max_failures:g}); see failures.jsonl")
 
     def write_failures(self, path: str | Path) -> Path:

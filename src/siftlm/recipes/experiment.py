@@ -28,6 +28,7 @@ import pandas as pd
 
 from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
 from siftlm.data import detect, open_dataset
+from siftlm.errors import MissingInput
 from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
@@ -229,7 +230,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     pool = None
     if cfg.scores:
         if not Path(cfg.scores).exists():
-            raise FileNotFoundError(f"{cfg.scores}: no such scores file (run siftlm score first)")
+            raise MissingInput(f"{cfg.scores}: no such scores file (run siftlm score first)")
         data, scores, source = source_path(cfg.data), cfg.scores, f"scores:{_digest(cfg.scores)}"
     else:
         pool = build_pool(cfg, out / "pool")

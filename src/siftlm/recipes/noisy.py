@@ -17,6 +17,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from siftlm.config import ExperimentConfig
+from siftlm.errors import DataError, MissingInput, UsageError
 from siftlm.progress import console
 from siftlm.recipes.grid import BASELINE, Cell, method_config
 from siftlm.recipes.grid import cells as grid_cells
@@ -90,7 +91,7 @@ def analyse(cfg: ExperimentConfig, pool, cells: pd.DataFrame | None = None) -> d
             scfg = replace(scfg, budget=None)
         try:
             sel = run_selection(scfg, folder / name.replace(":", "-").replace("+", "-"))
-        except (ValueError, FileNotFoundError) as e:        # a method the pool has no features for: say so
+        except (UsageError, MissingInput, DataError) as e:   # e.g. a method the pool has no features for: say so
             console.print(f"noisy-pool analysis: {name} skipped ({e})", highlight=False)
             continue
         methods[name] = by_kind(_keep_from_selection(table, sel.table, name), kinds)

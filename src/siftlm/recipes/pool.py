@@ -27,6 +27,7 @@ from siftlm.assets import demo_data, package_file
 from siftlm.config import ExperimentConfig, RunConfig, TrainConfig, UsageError
 from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
+from siftlm.errors import DataError
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer, console
@@ -121,12 +122,12 @@ def build_pool(cfg: ExperimentConfig, folder: str | Path) -> Pool:
         usable = [e for e in ds.examples if pcfg.max_chars is None or _chars(e) <= pcfg.max_chars]
         n = len(usable)
         if pcfg.heldout >= n:
-            raise ValueError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
+            raise DataError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
         order = np.random.default_rng([pcfg.seed, SPLIT_SALT]).permutation(n)
         held, rest = order[: pcfg.heldout], order[pcfg.heldout:]
         if pcfg.size is not None:
             if pcfg.size > len(rest):
-                raise ValueError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants "
+                raise DataError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants "
                                  f"{pcfg.size}")
             rest = rest[: pcfg.size]
     examples = [usable[i] for i in rest]

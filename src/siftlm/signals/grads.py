@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from siftlm.config import GradConfig
+from siftlm.errors import UsageError
 from siftlm.models.batching import collate, plan_batches
 from siftlm.models.forward import parts, response_nll
 from siftlm.models.template import Encoded
@@ -53,7 +54,7 @@ def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, 
         if names is None or logical.rsplit(".", 1)[-1] in names:
             layers.append((logical, module))
     if not layers:
-        raise ValueError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
+        raise UsageError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
     return layers
 
 
@@ -81,7 +82,7 @@ class SparseJL:
 
     def __init__(self, dim: int, density: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
         if dim % density:
-            raise ValueError(f"JL dim {dim} must be a multiple of density {density}")
+            raise UsageError(f"JL dim {dim} must be a multiple of density {density}")
         self.dim, self.density, self.seed, self.device = dim, density, seed, torch.device(device)
         self._maps: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -134,7 +135,7 @@ class LoraGradProbe:
             def hook(module, inputs, output):
                 z = inputs[0]                                                       # (B, T, in)
                 if tuple(z.shape[:2]) != shape or z.dim() != 3:
-                    raise ValueError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
+                    raise UsageError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
                                      f"{shape}: per-example gradients need token-aligned layers; exclude it with "
                                      "--target-modules")
                 za = (z.detach().float() @ self.a[name].t()) * mask                 # (B, T, r), this call's

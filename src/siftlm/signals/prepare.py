@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from siftlm.config import SignalConfig, UsageError
 from siftlm.data import Dataset, Example, Reject
+from siftlm.errors import DataError
 from siftlm.models.template import (
     LOSS_ON,
     Encoded,
@@ -86,7 +87,7 @@ def _prepare(ds: Dataset, cfg: SignalConfig, kind: str, encode_one: Callable[[Ex
     if not examples:
         what = {"sft": "examples", "pairs": "preference pairs", "text": "examples"}[kind]
         first = f"; first: line {rejects[0].line}: {rejects[0].reason}" if rejects else ""
-        raise ValueError(f"{ds.path}: no valid {what} ({len(rejects)} rejected{first})")
+        raise DataError(f"{ds.path}: no valid {what} ({len(rejects)} rejected{first})")
     return examples, encoded, rejects, n_unused
 
 
@@ -105,7 +106,7 @@ def resolved(ds: Dataset, cfg: SignalConfig) -> tuple[str, str]:
 def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid SFT example; those that cannot be encoded under the max_length policy become rejects."""
     if any(e.kind != "sft" for e in ds.examples):
-        raise ValueError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
+        raise DataError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
                          "(use `siftlm signals --pass pairs`, `siftlm dpo`, `siftlm analyze dpo-length`)")
     template, loss_on = resolved(ds, cfg)
     examples, encoded, rejects, n_unused = _prepare(

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm.backends.local import Executor as LocalExecutor
+from siftlm.errors import KeyMismatch, MissingInput
 from siftlm.keyed import Keyed, done_marker, open_keyed, stored_identity
 
 POLL_S = 0.5        # how often a process waiting for another's shard looks again
@@ -164,7 +165,7 @@ def compute_pass(root: str | Path, spec: PassSpec, ids: Sequence[str], work, exe
         pending = busy
     out = read_shards(keyed.folder, len(bounds))
     if list(out["id"]) != list(ids):
-        raise RuntimeError(f"{keyed.folder}: stored ids do not match the dataset; remove the folder to recompute")
+        raise KeyMismatch(f"{keyed.folder}: stored ids do not match the dataset; remove the folder to recompute")
     return out
 
 
@@ -176,5 +177,5 @@ def load_pass(root: str | Path, spec: PassSpec) -> pd.DataFrame:
     """All rows of a finished pass; error naming the folder if it is incomplete."""
     folder = pass_dir(root, spec)
     if not is_complete(root, spec):
-        raise FileNotFoundError(f"{folder}: pass {spec.name} is not complete; run it first")
+        raise MissingInput(f"{folder}: pass {spec.name} is not complete; run it first")
     return read_shards(folder, stored_identity(folder)["n_shards"])
