@@ -134,7 +134,7 @@ def test_replies_that_are_not_chat_completions_are_failures_of_their_item(tmp_pa
     assert ratings.isna().sum() == 3 and ratings.notna().sum() == 3          # the junk replies are failed items
     assert len(failures) == 3 and all(f["reason"] for f in failures)
     reasons = " | ".join(f["reason"] for f in failures)
-    assert "not a chat completion" in reasons or "JudgeReplyError" in reasons and "404" in reasons
+    assert ("not a chat completion" in reasons or "JudgeReplyError" in reasons) and "404" in reasons
 
 
 def test_junk_500s_and_silence_finish_with_counted_failures_and_the_right_exit_code(tmp_path):

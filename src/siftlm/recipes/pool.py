@@ -36,7 +36,7 @@ from siftlm.recipes.davir import score_dataset
 from siftlm.scores import add_scores
 from siftlm.signals import store
 from siftlm.signals.passes import run_pass, stored
-from siftlm.signals.prepare import Prepared, prepare, prepare_texts
+from siftlm.signals.prepare import Prepared, encoded_fingerprint, prepare, prepare_texts
 from siftlm.signals.table import features_meta, write_frame
 from siftlm.stats import length_correlations
 from siftlm.train.reference import train_reference
@@ -184,12 +184,10 @@ def halves(ids: list[str], seed: int = 0) -> np.ndarray:
 
 def subset(prep: Prepared, positions) -> Prepared:
     """The prepared examples at ``positions`` (in that order), with their own fingerprint."""
-    from siftlm.signals.store import dataset_fingerprint
-
     pos = [int(p) for p in positions]
     enc = [prep.encoded[p] for p in pos]
-    fp = dataset_fingerprint([e.id for e in enc], [e.input_ids + e.labels for e in enc])
-    return replace(prep, examples=[prep.examples[p] for p in pos], encoded=enc, fingerprint=fp, _uncond=None)
+    return replace(prep, examples=[prep.examples[p] for p in pos], encoded=enc, fingerprint=encoded_fingerprint(enc),
+                   _uncond=None)
 
 
 def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig, dtype: str) -> np.ndarray:

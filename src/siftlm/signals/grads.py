@@ -33,8 +33,11 @@ import torch
 from siftlm.config import GradConfig
 from siftlm.errors import UsageError
 from siftlm.models.batching import collate, plan_batches
-from siftlm.models.forward import parts, response_nll
+from siftlm.models.forward import evaluating, parts, response_nll
 from siftlm.models.template import Encoded
+from siftlm.stats import l2_normalize
+
+GRAD_NORM_FLOOR = 1e-30       # the floor the grads pass has always normalised with: stored vectors stay the same
 
 
 def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, torch.nn.Linear]]:
@@ -184,13 +187,11 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     """
     cfg = cfg or GradConfig()
     probe = probe or LoraGradProbe(model, cfg)
-    was_training = model.training
-    model.eval()
     vectors: list = [None] * len(encoded)
     norms = np.zeros(len(encoded))
     losses = np.zeros(len(encoded))
     layers: list = [None] * len(encoded)
-    try:
+    with evaluating(model):
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
             y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)   # (D, B) projected, transposed
@@ -207,7 +208,7 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
             loss = probe.per_example(batch, sink=sink)                          # (B,)
             y = y_t.t()                                                          # (B, D)
             if cfg.normalize:
-                y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                y = l2_normalize(y, floor=GRAD_NORM_FLOOR)
             y = y.cpu().numpy()
             for row, i in enumerate(index):
                 vectors[i] = y[row].astype(np.float32)
@@ -218,8 +219,6 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
                                            for n, m in probe.layers]).numpy()
             if on_batch:
                 on_batch(len(index))
-    finally:
-        model.train(was_training)
     out = {"vector": vectors, "grad_norm": norms, "loss": losses}
     if cfg.keep_layers:
         out["layer_grads"] = layers
@@ -248,15 +247,12 @@ def reference_lora_grads(model, encoded: Encoded, *, pad_id: int, cfg: GradConfi
         return lambda module, inputs, output: output + (inputs[0].float() @ a[name].t()) @ b_params[name].t()
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             batch = collate([encoded], [0], pad_id)
             nll, _ = response_nll(model, batch)
             grads = torch.autograd.grad(nll.float().mean(), list(b_params.values()))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return {n: g.reshape(-1) for n, g in zip(b_params, grads, strict=True)}

@@ -38,7 +38,7 @@ from siftlm.signals.embed import lm_embed_pass
 from siftlm.signals.grads import LoraGradProbe, grad_pass
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.pairs import pair_logps
-from siftlm.signals.prepare import Prepared
+from siftlm.signals.prepare import Prepared, encoded_fingerprint
 from siftlm.signals.sentence import sentence_embed
 
 ENGINE_VERSION = 1
@@ -114,7 +114,7 @@ def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | N
                 "engine": ENGINE_VERSION}
     data_fp = prep.fingerprint
     if name == "uncond":
-        data_fp = store.dataset_fingerprint(prep.ids, [e.input_ids + e.labels for e in prep.uncond()])
+        data_fp = encoded_fingerprint(prep.uncond(), prep.ids)
     if name == "grads":
         gcfg = options.get("grad") or GradConfig()
         settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(model.parameters()).device)}

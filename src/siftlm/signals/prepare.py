@@ -103,6 +103,13 @@ def resolved(ds: Dataset, cfg: SignalConfig) -> tuple[str, str]:
     return template, loss_on
 
 
+def encoded_fingerprint(encoded: list[Encoded], ids: list[str] | None = None) -> str:
+    """The dataset fingerprint of SFT encodings (a store key): their ids (``ids`` when given, else each encoding's
+    own) and every token with its label, in order. The one place this payload is built."""
+    ids = [e.id for e in encoded] if ids is None else ids
+    return store.dataset_fingerprint(ids, [e.input_ids + e.labels for e in encoded])
+
+
 def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid SFT example; those that cannot be encoded under the max_length policy become rejects."""
     if any(e.kind != "sft" for e in ds.examples):
@@ -112,7 +119,7 @@ def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     examples, encoded, rejects, n_unused = _prepare(
         ds, cfg, "sft", lambda ex: encode(tokenizer, ex.id, ex.messages, max_length=cfg.max_length, template=template,
                                           loss_on=loss_on), lambda ex: None)
-    fp = store.dataset_fingerprint([e.id for e in encoded], [e.input_ids + e.labels for e in encoded])
+    fp = encoded_fingerprint(encoded)
     return Prepared(ds, "sft", examples, encoded, rejects, n_unused, fp, tokenizer, cfg, template, loss_on)
 
 
