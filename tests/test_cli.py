@@ -515,3 +515,18 @@ def test_a_bug_keeps_its_traceback_while_the_users_mistakes_are_one_line(monkeyp
         res = runner.invoke(app, ["select", "s.parquet", "--data", "d.jsonl"])
         assert res.exit_code == code and res.stderr.strip().splitlines()[0].startswith(line), (error, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_a_full_disk_while_a_selection_is_written_names_the_file(tmp_path, alpaca_file, monkeypatch):
+    import errno
+
+    _scored(tmp_path, alpaca_file)
+
+    def full(self, path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")        # pyarrow's way: no file name
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--by", "lp",
+                              "--budget", "5", "--out", str(tmp_path / "sel")], env={"COLUMNS": "300"})
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"no space left on device writing {tmp_path / 'sel' / 'scores.parquet'}" in res.stderr, res.stderr
