@@ -101,7 +101,15 @@ class SignalConfig:
     ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
     ray_actors: int | None = opt(None, "--backend ray: model replicas (default: one per GPU of the cluster, else one "
                                        "per CPU)")
+    lock_timeout: float | None = opt(None, "seconds a store shard locked by another process may stay locked before this "
+                                           "process takes it over and computes it (a lock naming another host is never "
+                                           "cleared otherwise: a node that died holds it for good); default: wait")
     progress: bool = opt(True, hidden=True)
+
+    def identity(self) -> dict:
+        """The settings that change a pass's numbers, as experiment cells and pool scores are keyed by them (the rest
+        say where and how passes run)."""
+        return {k: getattr(self, k) for k in ("max_length", "template", "loss_on", "dtype")}
 
 
 @dataclass

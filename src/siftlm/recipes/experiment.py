@@ -81,7 +81,7 @@ def cell_design(cfg: ExperimentConfig, cell: Cell, source: str) -> dict:
             "unit": cell.unit, "seed": cell.seed, "features": cfg.features, "model": cfg.model,
             "selector_model": cfg.selector_model, "train": replace(cfg.train, seed=cell.seed).identity(),
             "reference": reference_config(cfg).identity(),
-            "signals": {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+            "signals": cfg.signals.identity(),
             **({"target": target.fingerprint(Path(cfg.out) / "pool")} if cfg.target else {})}
 
 
@@ -239,8 +239,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
     grid = cells(cfg)
     keys = {c: cell_key(cfg, c, source) for c in grid}
-    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, {k: getattr(cfg.signals, k) for k in (
-        "max_length", "template", "loss_on", "dtype")}])
+    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, cfg.signals.identity()])
     todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
     if tables_only:
         todo = []

@@ -217,7 +217,7 @@ def scoring_key(cfg: ExperimentConfig, pool: Pool) -> str:
     """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
     training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
     return store.fingerprint([SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
-                              {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+                              cfg.signals.identity(),
                               reference_config(cfg).identity()])
 
 

@@ -233,4 +233,4 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
                    bounds)
     with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
         return store.compute_pass(prep.cfg.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
-                                  units=p.units)
+                                  units=p.units, lock_timeout=getattr(prep.cfg, "lock_timeout", None))
