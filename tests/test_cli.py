@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from siftlm.cli import app
+from siftlm.errors import SiftlmError
 from siftlm.signals import passes
 
 runner = CliRunner()
@@ -230,7 +231,7 @@ def test_options_come_from_the_config_help_and_feed_the_config(monkeypatch, tmp_
 
     def record(cfg, out):
         seen["cfg"] = cfg
-        raise RuntimeError("stop here")
+        raise SiftlmError("stop here")
 
     monkeypatch.setattr(run_module, "run_selection", record)
     res = runner.invoke(app, ["select", "s.parquet", "--data", "d.jsonl", "--method", "dedup", "--threshold", "0.8",
@@ -269,7 +270,7 @@ def test_a_preset_sets_what_the_user_did_not(monkeypatch, tmp_path, alpaca_file)
 
     def record(cfg, select=True):
         seen["cfg"] = cfg
-        raise RuntimeError("stop here")
+        raise SiftlmError("stop here")
 
     monkeypatch.setattr(davir, "run_davir", record)
     res = runner.invoke(app, ["score", str(alpaca_file), "--preset", "lp-paper", "--epochs", "4"])
@@ -372,7 +373,7 @@ def test_the_spellings_of_transformers_and_trl_are_accepted(monkeypatch, tmp_pat
 
     def record(data, model, out, sig, dcfg, **k):
         seen.update(out=out, dcfg=dcfg)
-        raise RuntimeError("stop here")
+        raise SiftlmError("stop here")
 
     monkeypatch.setattr(dpo_recipe, "run_dpo", record)
     res = runner.invoke(app, ["dpo", "p.jsonl", "--learning-rate", "1e-5", "--num-train-epochs", "3",
@@ -487,3 +488,45 @@ def test_a_resumed_signals_file_is_byte_identical_to_a_clean_one(tmp_path, model
     shutil.rmtree(tmp_path / "a")                                             # the clean run's store is gone too
     assert runner.invoke(app, [*args, "--store", str(tmp_path / "b"), "--out", str(tmp_path / "resumed.parquet")]).exit_code == 0
     assert (tmp_path / "resumed.parquet").read_bytes() == (tmp_path / "clean.parquet").read_bytes()
+
+
+def test_a_bug_keeps_its_traceback_while_the_users_mistakes_are_one_line(monkeypatch):
+    """Only siftlm's own errors and the known library mistakes (a missing file, a full disk) are said in one line;
+    any other exception is a bug in siftlm and reaches the user with its traceback."""
+    import errno
+
+    import siftlm.recipes.select as run_module
+
+    def raising(error):
+        def run(cfg, out):
+            raise error
+        return run
+
+    for error in (ValueError("a bug"), KeyError("column"), RuntimeError("a bug"), OSError(errno.EIO, "I/O error")):
+        monkeypatch.setattr(run_module, "run_selection", raising(error))
+        res = runner.invoke(app, ["select", "s.parquet", "--data", "d.jsonl"])
+        assert res.exit_code == 1 and res.exception is error and "error:" not in res.output, (error, res.output)
+    for error, code, line in [(SiftlmError("bad input"), 1, "error: bad input"),
+                              (FileNotFoundError(errno.ENOENT, "No such file or directory", "x.json"), 1,
+                               "error: x.json: No such file or directory"),
+                              (OSError(errno.ENOSPC, "No space left on device", "out/x"), 1,
+                               "error: no space left on device writing out/x")]:
+        monkeypatch.setattr(run_module, "run_selection", raising(error))
+        res = runner.invoke(app, ["select", "s.parquet", "--data", "d.jsonl"])
+        assert res.exit_code == code and res.stderr.strip().splitlines()[0].startswith(line), (error, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_a_full_disk_while_a_selection_is_written_names_the_file(tmp_path, alpaca_file, monkeypatch):
+    import errno
+
+    _scored(tmp_path, alpaca_file)
+
+    def full(self, path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")        # pyarrow's way: no file name
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    res = runner.invoke(app, ["select", str(tmp_path / "scores.parquet"), "--data", str(alpaca_file), "--by", "lp",
+                              "--budget", "5", "--out", str(tmp_path / "sel")], env={"COLUMNS": "300"})
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"no space left on device writing {tmp_path / 'sel' / 'scores.parquet'}" in res.stderr, res.stderr

@@ -60,3 +60,12 @@ def test_one_yaml_loader_checks_keys_and_takes_paths_relative_to_the_file(tmp_pa
         load_yaml(ExperimentConfig, tmp_path / "list.yaml")
     with pytest.raises(FileNotFoundError, match="no such grid file"):
         load_yaml(ExperimentConfig, tmp_path / "none.yaml", what="grid file")
+
+
+def test_the_signal_settings_that_key_results_are_the_four_they_always_were():
+    """Experiment cells and pool scores are keyed by SignalConfig.identity(); where and how passes run (the store,
+    the backend, --lock-timeout) must never enter it, or every cached cell would be recomputed."""
+    from siftlm.config import SignalConfig
+
+    cfg = SignalConfig(max_length=512, template="chat", store="elsewhere", lock_timeout=60, backend="ray")
+    assert cfg.identity() == {k: getattr(cfg, k) for k in ("max_length", "template", "loss_on", "dtype")}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "siftlm"
-LAYERS = ["config", "stats", "files", "keyed", "assets", "progress", "backends", "data", "models", "signals", "scores",
+LAYERS = ["errors", "config", "stats", "files", "keyed", "assets", "progress", "backends", "data", "models", "signals", "scores",
           "select", "report", "diversity", "train", "evaluate", "recipes", "options", "cli", "__main__"]
 
 
@@ -108,3 +108,44 @@ def test_one_resume_primitive_serves_every_resumable_piece():
         rel = str(p.relative_to(SRC))
         if rel != "keyed.py":
             assert "siftlm-identity.json" not in text and '.done"' not in text, rel
+
+
+CLI_FILES = ["options.py", "__main__.py", *(f"cli/{p.name}" for p in sorted((SRC / "cli").glob("*.py")))]
+CLI_CATCHES = {"SiftlmError", "Fail", "KNOWN_MISTAKES", "KeyboardInterrupt"}
+
+
+def _caught(node: ast.ExceptHandler) -> set[str]:
+    """The names an ``except`` clause catches ('' for a bare ``except:``)."""
+    if node.type is None:
+        return {""}
+    types = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+    return {ast.unparse(t) for t in types}
+
+
+def test_the_cli_says_only_siftlms_own_errors_in_one_line():
+    """The CLI catches siftlm's own errors (``SiftlmError``) and the explicit list of library errors that are the
+    user's mistake (``KNOWN_MISTAKES``: a missing file...; an ``OSError`` only to say a full disk, re-raising
+    anything else). A broader catch would print a bug in siftlm as a one-line user error and lose its traceback."""
+    from siftlm.options import KNOWN_MISTAKES
+
+    assert set(KNOWN_MISTAKES) <= {FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError}
+    found = []
+    for rel in CLI_FILES:
+        for node in ast.walk(ast.parse((SRC / rel).read_text())):
+            if not isinstance(node, ast.ExceptHandler):
+                continue
+            names = _caught(node)
+            if names == {"OSError"}:        # allowed only as: if not disk_error(e): raise
+                body = ast.Module(body=node.body, type_ignores=[])
+                reraises = any(isinstance(n, ast.Raise) and n.exc is None for n in ast.walk(body))
+                if reraises and "disk_error" in ast.unparse(body):
+                    continue
+            if not names <= CLI_CATCHES:
+                found.append(f"{rel}:{node.lineno} catches {', '.join(sorted(names - CLI_CATCHES))}")
+    assert not found
+
+
+def test_a_token_budget_skips_only_a_count_that_cannot_be_selected():
+    tree = ast.parse((SRC / "select" / "run.py").read_text())
+    caught = [_caught(n) for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)]
+    assert caught and all(names == {"CannotSelect"} for names in caught), caught

@@ -39,3 +39,34 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference():
     assert raw > 70 and abs(lc["win_rate"] - 50) < 5 and lc["length_coef"] > 2
     even = length_controlled_win_rate(np.r_[np.ones(60), np.zeros(40)], rng.normal(0, 1, 100))
     assert even["win_rate"] == pytest.approx(60, abs=3)     # no length effect: LC = raw
+
+
+def test_l2_normalize_of_a_tensor_is_the_formula_the_grads_pass_always_used():
+    """The grads pass normalises its vectors with stats.l2_normalize now: on a torch tensor the result is bit for bit
+    the pass's own former expression (float32, floor 1e-30), so stored gradient features do not change."""
+    import torch
+
+    from siftlm.signals.grads import GRAD_NORM_FLOOR
+    from siftlm.stats import l2_normalize
+
+    y = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    y[3], y[7] = 0.0, 1e-20                                   # a zero row and a tiny one
+    before = y / y.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    after = l2_normalize(y, floor=GRAD_NORM_FLOOR)
+    assert after.dtype == torch.float32 and torch.equal(after, before)
+    x = np.random.default_rng(0).standard_normal((10, 4))
+    x[2] = 0.0
+    assert np.array_equal(l2_normalize(x), x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+def test_auroc_is_the_mann_whitney_statistic_with_ties_half_and_nan_never_kept():
+    from scipy.stats import mannwhitneyu
+
+    from siftlm.stats import auroc
+
+    rng = np.random.default_rng(0)
+    keep, bad = rng.integers(0, 5, 60).astype(float), rng.random(60) < 0.3       # many ties
+    u = mannwhitneyu(keep[~bad], keep[bad]).statistic
+    assert auroc(keep, bad) == pytest.approx(u / ((~bad).sum() * bad.sum()))
+    assert auroc([3, 2, 1, 0], [False, False, True, True]) == 1.0
+    assert auroc([np.nan, 1.0], [False, True]) == 0.0 and np.isnan(auroc([1.0, 2.0], [False, False]))

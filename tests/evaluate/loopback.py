@@ -3,8 +3,9 @@ machine): pairwise prompts prefer the output containing GOOD (and say "Output (a
 position bias the two orders must cancel); grading prompts give [[9]] to answers with GOOD and [[2]] otherwise; an
 instruction containing UNPARSEABLE gets a reply with no verdict; the first requests can be made to fail: with an error
 status, with a 200 that is not a chat completion ("html": a web page, "junk": other JSON), or with silence ("silent":
-no answer for ``silence_s`` seconds, longer than any timeout the tests set); ``always`` repeats one failure for every
-request."""
+no answer for ``silence_s`` seconds, longer than any timeout the tests set), or with the request's headers echoed
+back ("echo": a web page showing them, "echo-reply": a chat completion quoting them, "echo-401": an error body
+quoting them); ``always`` repeats one failure for every request."""
 
 from __future__ import annotations
 
@@ -47,21 +48,31 @@ def serve(rules: Rules):
             with rules.lock:
                 rules.requests += 1
                 status = rules.fail_with.pop(0) if rules.fail_with else (rules.always or 200)
-            kind, data = "application/json", None
+            kind, data, content = "application/json", None, None
             if status == "silent":
                 time.sleep(rules.silence_s)             # the client has given up by now
                 status = 200
+            headers = "\n".join(f"{k}: {v}" for k, v in sorted(self.headers.items(),       # the key first
+                                                                 key=lambda kv: kv[0].lower() != "authorization"))
+            if status == "echo":
+                status, kind, data = 200, "text/html", f"<html><body><pre>{headers}</pre></body></html>".encode()
+            elif status == "echo-reply":
+                status, content = 200, f"Your request came with\n{headers}"
+            elif status == "echo-401":
+                status, data = 401, json.dumps({"error": {"message": f"bad key in {headers}", "code": 401}}).encode()
             if status == "html":
                 status, kind, data = 200, "text/html", b"<html><body><h1>Gateway login</h1></body></html>"
             elif status == "junk":
                 status, data = 200, json.dumps({"foo": 1}).encode()
+            elif data is not None:
+                pass
             elif status != 200:
                 data = json.dumps({"error": {"message": "injected", "type": "server_error", "code": status}}).encode()
             else:
                 data = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
                                    "choices": [{"index": 0, "finish_reason": "stop",
                                                 "message": {"role": "assistant",
-                                                            "content": rules.reply(body["messages"])}}],
+                                                            "content": content or rules.reply(body["messages"])}}],
                                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
             self.send_response(status)
             self.send_header("Content-Type", kind)

@@ -134,7 +134,7 @@ def test_replies_that_are_not_chat_completions_are_failures_of_their_item(tmp_pa
     assert ratings.isna().sum() == 3 and ratings.notna().sum() == 3          # the junk replies are failed items
     assert len(failures) == 3 and all(f["reason"] for f in failures)
     reasons = " | ".join(f["reason"] for f in failures)
-    assert "not a chat completion" in reasons or "JudgeReplyError" in reasons and "404" in reasons
+    assert ("not a chat completion" in reasons or "JudgeReplyError" in reasons) and "404" in reasons
 
 
 def test_junk_500s_and_silence_finish_with_counted_failures_and_the_right_exit_code(tmp_path):
@@ -197,3 +197,25 @@ def test_kill_9_mid_judging_keeps_every_verdict_already_given(server, tmp_path):
     again = Judge(JudgeConfig(url, "j", concurrency=1, progress=False), tmp_path / "cache")
     out = again.rate([(f"i{k}", f"q{k}", "GOOD") for k in range(6)])
     assert [r["rating"] for r in out] == [5.0] * 6 and again.stats.cached == 3 and again.stats.requests == 3
+
+
+def test_the_api_key_never_leaves_through_a_reply_that_echoes_the_request(tmp_path, monkeypatch):
+    """An endpoint (or a proxy before it) that echoes the request's headers, as a 200 web page, as a chat completion
+    or in an error body, must not put the key into failures.jsonl, the cache, the results or the error line."""
+    import pandas as pd
+
+    secret = "sk-live-0123456789abcdef"
+    monkeypatch.setenv("SIFTLM_TEST_KEY", secret)
+    rules = Rules(fail_with=["echo", "echo-reply", "echo-401", "echo", "echo-reply", "echo-401"])
+    srv, url = serve(rules)
+    try:
+        res, out, failures = _rate_cli(url, tmp_path, 6, "--judge-key-env", "SIFTLM_TEST_KEY")
+    finally:
+        srv.shutdown()
+    assert res.exit_code == 1 and "no verdict for any of the 6" in res.output, res.output
+    assert len(failures) == 6 and "Bearer $SIFTLM_TEST_KEY" in " ".join(f["reason"] + f["reply"] for f in failures)
+    written = [res.output, (out.parent / "failures.jsonl").read_text()]
+    written += [p.read_text() for p in tmp_path.rglob("*.json")] + [p.read_text() for p in tmp_path.rglob("*.jsonl")]
+    if out.exists():
+        written.append(pd.read_parquet(out).to_json())
+    assert not [w for w in written if secret in w]

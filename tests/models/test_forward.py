@@ -60,3 +60,32 @@ def test_chunked_training_loss_equals_one_piece_in_value_and_gradient(tokenizer,
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     for n in ga:
         torch.testing.assert_close(ga[n], gb[n], rtol=1e-5, atol=1e-7)
+
+
+def test_evaluating_restores_the_training_mode_even_on_an_error(monkeypatch):
+    from siftlm.models.forward import evaluating
+    from siftlm.signals import embed, losses
+
+    net = torch.nn.Linear(2, 2)
+    for mode in (True, False):
+        net.train(mode)
+        with pytest.raises(RuntimeError, match="boom"), evaluating(net):
+            assert not net.training
+            raise RuntimeError("boom")
+        assert net.training is mode
+
+    class Enc:
+        input_ids = [1, 2, 3]
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(losses, "collate", lambda *a: None)
+    monkeypatch.setattr(losses, "batch_stats", boom)
+    monkeypatch.setattr(embed, "collate", lambda *a: None)
+    monkeypatch.setattr(embed, "last_hidden", boom)
+    for run in (losses.loss_pass, embed.lm_embed_pass):         # both left the model in eval mode on an error
+        net.train(True)
+        with pytest.raises(RuntimeError, match="boom"):
+            run(net, [Enc()], pad_id=0)
+        assert net.training, run.__name__

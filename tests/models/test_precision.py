@@ -88,6 +88,24 @@ def test_the_first_kept_decision_wins_a_race(unpinned, tmp_path):
     assert a["who"] == b["who"] == "a" and not list(path.parent.glob(".*.tmp"))
 
 
+def test_a_decision_stored_while_this_process_probes_is_read_not_overwritten(unpinned, tmp_path):
+    """Two processes probe at once and disagree (one measured bf16 2.0x, the other 1.0x): the first to store its
+    decision wins, and the later one reads it instead of replacing it after its own probe."""
+    path = precision.decision_path()
+
+    def slow_probe(samples=precision.PROBE_SAMPLES):      # the other process stores its decision meanwhile
+        precision._store_first(path, {"bf16": True, "median": 2.0, "who": "first"}, replace=False)
+        return {"ratios": [1.0] * samples, "median": 1.0}
+
+    unpinned.setattr(precision, "probe", slow_probe)
+    got = precision.cpu_decision()
+    assert got["who"] == "first" and got["bf16"] is True and got["new"] is False
+    assert '"who": "first"' in path.read_text()
+    path.write_text("{not json")                           # a broken decision is measured again and replaced
+    unpinned.setattr(precision, "probe", lambda samples=0: {"ratios": [1.0], "median": 1.0})
+    assert precision.cpu_decision()["bf16"] is False and '"median": 1.0' in path.read_text()
+
+
 def test_an_auto_run_reuses_a_pass_stored_in_the_other_precision(unpinned, tmp_path, model_dir, alpaca_file):
     from siftlm.signals.passes import stored
 

@@ -102,8 +102,9 @@ def test_a_token_budget_keeps_the_largest_selection_that_fits(tmp_path, method, 
     used = tokens[table.set_index("id").index.get_indexer(got.selection["id"])].sum()
     assert used <= limit and "token budget" in got.note
     base = resolve(cfg)
+    pick = METHODS[base.method].pick
     fits = [k for k in range(1, 41)
-            if tokens[METHODS[base.method](table, x if features else None, replace(base, budget=k)).positions].sum() <= limit]
+            if tokens[pick(table, x if features else None, replace(base, budget=k)).positions].sum() <= limit]
     assert len(got.selection) == max(fits) or method == "cluster"          # per-cluster quotas are not nested
     if method != "cluster":
         assert len(got.selection) + 1 not in fits
@@ -114,7 +115,11 @@ def test_a_token_budget_that_nothing_fits_is_an_error(tmp_path):
     table = pd.read_parquet(tmp_path / "s.parquet").assign(n_prompt=50, n_response=50)
     table.to_parquet(tmp_path / "s.parquet")
     with pytest.raises(ValueError, match="no example fits in 10 tokens"):
-        run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10), tmp_path / "o")
+        run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10, by="davir"),
+                      tmp_path / "o")
+    with pytest.raises(ValueError, match="no score column 'lp_app'"):     # a wrong option is said, not taken for "too
+        run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10),  # long"
+                      tmp_path / "o")
     table.drop(columns=["n_prompt"]).to_parquet(tmp_path / "s.parquet")
     with pytest.raises(ValueError, match="needs the n_prompt and n_response columns"):
         run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=10), tmp_path / "o")
@@ -135,3 +140,38 @@ def test_a_token_budget_over_scores_with_gaps_keeps_what_can_be_ranked(tmp_path)
     got = run_selection(SelectConfig(scores=str(tmp_path / "s.parquet"), data=str(data), budget_tokens=1.0,
                                      by="davir"), tmp_path / "o")
     assert len(got.selection) == 8 and not set(got.selection["id"]) & set(table["id"].iloc[[2, 7]])
+
+
+def test_a_token_budget_tries_another_count_only_when_a_count_cannot_be_selected(monkeypatch):
+    """by_tokens skips a count whose pick raises CannotSelect; any other error (a bug in a method) propagates
+    with its traceback instead of being taken for "this count does not fit"."""
+    from siftlm.select import run
+    from siftlm.select.picked import CannotSelect, Method, Picked
+
+    table = pd.DataFrame({"id": [f"r{i}" for i in range(10)], "n_prompt": [1] * 10, "n_response": [9] * 10})
+
+    def first(table, features, cfg):
+        if cfg.budget > 4:
+            raise CannotSelect(f"budget {cfg.budget} exceeds the 4 examples with a finite score")
+        return Picked(np.arange(cfg.budget), ["r"] * cfg.budget, np.zeros(cfg.budget))
+
+    def broken(table, features, cfg):
+        raise ValueError("a bug in the method")
+
+    cfg = SelectConfig(method="topk", budget_tokens=1.0)
+    monkeypatch.setitem(run.METHODS, "topk", Method(first))
+    assert len(run.by_tokens(table, None, cfg).positions) == 4
+    monkeypatch.setitem(run.METHODS, "topk", Method(broken))
+    with pytest.raises(ValueError, match="a bug in the method"):
+        run.by_tokens(table, None, cfg)
+
+
+def test_every_method_answers_one_contract():
+    from siftlm.select.picked import Method
+    from siftlm.select.run import METHODS
+
+    cfg = SelectConfig(method="dpp", by="davir", lam=0.5, dpp_dtype="auto")
+    assert all(isinstance(m, Method) for m in METHODS.values())
+    table = pd.DataFrame({"id": ["a", "b"], "davir": [0.1, 0.2]})
+    assert METHODS["dpp"].settle(table, np.ones((2, 3)), cfg).dpp_dtype in ("float32", "float64")
+    assert METHODS["topk"].ranks_by(cfg) and METHODS["dpp"].ranks_by(cfg) and not METHODS["random"].ranks_by(cfg)

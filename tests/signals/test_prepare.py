@@ -86,3 +86,17 @@ def test_plain_text_records_are_scored_whole_without_a_template(tmp_path, tokeni
     e = prep.encoded[0]
     assert prep.template == "plain" and tokenizer.decode(e.input_ids) == "<s>hello world</s>"
     assert tokenizer.decode([t for t in e.labels if t != IGNORE]) == "hello world</s>" and e.n_prompt == 1
+
+
+def test_the_dataset_fingerprint_is_the_one_cached_stores_are_keyed_by():
+    """Every SFT dataset fingerprint (prepare, the uncond pass's key, a pool's subsets) is built by
+    encoded_fingerprint; its value must stay what the three copies computed, or every cached store and committed
+    result keyed by it would be orphaned. The constants were computed by the code before the helper existed."""
+    from siftlm.models.template import Encoded
+    from siftlm.signals.prepare import encoded_fingerprint
+    from siftlm.signals.store import dataset_fingerprint
+
+    enc = [Encoded("ex-1", [5, 6, 7, 8], [-100, -100, 7, 8], 2, 2), Encoded("ex-2", [9, 10, 11], [-100, 10, 11], 1, 2)]
+    assert encoded_fingerprint(enc) == "1a98dcd4a8b06eab"
+    assert encoded_fingerprint(enc, ["u1", "u2"]) == "92be0b8814e7078b"
+    assert encoded_fingerprint(enc) == dataset_fingerprint([e.id for e in enc], [e.input_ids + e.labels for e in enc])

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -217,3 +218,65 @@ def test_a_lock_whose_pid_was_reused_is_taken_over(tmp_path):
     calls = []
     out = compute_pass(tmp_path, spec, IDS, _compute(calls))
     assert calls == [0] and len(out) == 10
+
+
+def _plant_lock(tmp_path, spec, owner):
+    """A lock on shard 0 of a fresh pass folder, as another process (or another host) leaves it."""
+    import json
+
+    from siftlm.signals.store import open_pass, shard
+
+    keyed = open_pass(tmp_path, spec, len(IDS), shard_bounds([1] * 10, size=5))
+    lock = keyed.folder / f"{shard(0)}.lock"
+    lock.write_text(json.dumps(owner))
+    return lock
+
+
+def test_a_shard_locked_by_another_host_is_said_with_who_and_since_when(tmp_path, monkeypatch):
+    """A lock naming another host cannot be checked from here: the wait says who holds it, since when and how to
+    clear it, instead of waiting in silence (here the other node finishes, i.e. its lock goes, once it was said)."""
+    import threading
+    import time
+
+    from siftlm.signals import store
+
+    spec = PassSpec("loss", "d1", "m1", {})
+    lock = _plant_lock(tmp_path, spec, {"host": "node-b", "pid": 4242, "time": time.time() - 90})
+    said, result = [], []
+    monkeypatch.setattr(store, "POLL_S", 0.01)
+    monkeypatch.setattr(store, "NOTICE_S", 0.0, raising=False)
+    monkeypatch.setattr(store, "_say", said.append, raising=False)
+    run = threading.Thread(target=lambda: result.append(compute_pass(tmp_path, spec, IDS, _compute([]),
+                                                                     bounds=shard_bounds([1] * 10, size=5))),
+                           daemon=True)
+    run.start()
+    for _ in range(500):
+        if said:
+            break
+        time.sleep(0.01)
+    if not said:
+        lock.unlink()                                   # let the silent wait end before failing
+    assert said and not result, said
+    assert "locked by pid 4242 on node-b since" in said[0] and re.search(r"\(9\d s ago\)", said[0]), said[0]
+    assert f"remove {lock}" in said[0] and "--lock-timeout" in said[0]
+    lock.unlink()
+    run.join(10)
+    assert not run.is_alive() and list(result[0]["x"]) == [float(i * i) for i in range(10)]
+    assert len(said) == 1                                                   # said once, not at every poll
+
+
+def test_a_lock_older_than_the_lock_timeout_is_taken_over(tmp_path, monkeypatch):
+    """A node that died leaves its lock for good (its host cannot be checked): past --lock-timeout this process takes
+    the shard over and computes it; a younger lock is waited for."""
+    import time
+
+    from siftlm.signals import store
+
+    spec = PassSpec("loss", "d1", "m1", {})
+    _plant_lock(tmp_path, spec, {"host": "node-b", "pid": 4242, "time": time.time() - 3600})
+    said, calls = [], []
+    monkeypatch.setattr(store, "POLL_S", 0.01)
+    monkeypatch.setattr(store, "_say", said.append, raising=False)
+    out = compute_pass(tmp_path, spec, IDS, _compute(calls), bounds=shard_bounds([1] * 10, size=5), lock_timeout=600)
+    assert list(out["x"]) == [float(i * i) for i in range(10)] and sorted(calls) == [0, 5]
+    assert len(said) == 1 and "locked by pid 4242 on node-b" in said[0] and "longer than --lock-timeout 600 s" in said[0]

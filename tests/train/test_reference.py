@@ -112,17 +112,23 @@ def test_gradient_checkpointing_trains_the_same_adapter(tmp_path, model_dir, alp
     np.testing.assert_allclose(ckpt[-1]["loss"], plain[-1]["loss"], atol=1e-6)
 
 
-def test_an_identity_written_before_a_setting_existed_still_matches(tmp_path, model_dir, alpaca_file):
+def test_an_identity_written_before_a_setting_existed_still_matches(tmp_path, model_dir, alpaca_file, monkeypatch):
     import json
 
+    from siftlm.train import reference
+
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
-    train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
+    _, fps = train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))
     ident = tmp_path / "ref" / "siftlm-identity.json"
     old = json.loads(ident.read_text())
     del old["config"]["max_grad_norm"]                               # as if written before the setting existed
     ident.write_text(json.dumps(old))
+    weights = {p.name: p.read_bytes() for p in (tmp_path / "ref" / "epoch-1").iterdir() if p.is_file()}
     fresh, _ = _setup(model_dir, alpaca_file, tmp_path / "store")      # lm itself now holds the trained weights
-    train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # reused, no error
+    monkeypatch.setattr(reference, "train", lambda *a, **k: pytest.fail("trained again instead of reusing the folder"))
+    _, again = train_reference(fresh, prep, tmp_path / "ref", TrainConfig(epochs=1, token_budget=512))   # no error
+    assert again == fps and json.loads(ident.read_text()) == old       # the folder, as it was, is reused
+    assert weights == {p.name: p.read_bytes() for p in (tmp_path / "ref" / "epoch-1").iterdir() if p.is_file()}
 
 
 KILLED_IN_EVAL = """

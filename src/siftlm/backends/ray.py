@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from siftlm.config import UsageError
+from siftlm.errors import WorkerFailed
 
 COMPUTE_SINCE = (2, 51)          # the first Ray release where map_batches wants compute=ActorPoolStrategy(size=n)
 OLDEST = (2, 9)                  # the first with map_batches(concurrency=n)
@@ -117,7 +118,7 @@ def run_shards(shards: Sequence[int], factory: Callable[[], Callable[[int], str]
             if on_shard:
                 on_shard(int(row["shard"]), str(row["state"]))
     except ray.exceptions.RayError as e:      # a worker's exception arrives wrapped: name the innermost cause
-        raise RuntimeError(f"a Ray worker failed after {len(states)} of {len(shards)} shards (finished shards are "
+        raise WorkerFailed(f"a Ray worker failed after {len(states)} of {len(shards)} shards (finished shards are "
                            f"stored; rerun to resume): {_cause(e)}") from e
     return states
 
@@ -176,10 +177,10 @@ def train(job: Callable[[], None], *, workers: int, use_gpu: bool, address: str 
         try:
             result = trainer.fit()
         except Exception as e:                # Ray Train raises its own wrapper around the worker's error
-            raise RuntimeError(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
+            raise WorkerFailed(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
                                f"{_cause(e)}") from e
         if result.error is not None:
-            raise RuntimeError(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
+            raise WorkerFailed(f"Ray Train failed ({workers} workers; saved epochs are kept, rerun to resume): "
                                f"{_cause(result.error)}")
 
 

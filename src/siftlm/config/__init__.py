@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 
+from siftlm.errors import DataError, UsageError
+
 
 def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tuple[str, ...] = (),
         hidden: bool = False, argument: bool = False, factory=None, nested=None):
@@ -22,10 +24,6 @@ def opt(default=MISSING, help: str = "", *, cli: str | None = None, aliases: tup
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
-
-
-class UsageError(ValueError):
-    """A wrong option value (unknown name, impossible combination): the CLI exits with code 2, like a usage error."""
 
 
 def closest(name: str, known) -> str:
@@ -53,7 +51,7 @@ def from_dict(cls, values: dict, *, where: str = ""):
     kwargs = {}
     for key, value in (values or {}).items():
         if key not in known:
-            raise ValueError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
+            raise DataError(f"{where or cls.__name__}: unknown key {key!r}{closest(key, known)}; "
                              f"known: {', '.join(known)}")
         sub = known[key].default_factory
         sub = sub if is_dataclass(sub) else known[key].metadata.get("nested")
@@ -103,7 +101,15 @@ class SignalConfig:
     ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
     ray_actors: int | None = opt(None, "--backend ray: model replicas (default: one per GPU of the cluster, else one "
                                        "per CPU)")
+    lock_timeout: float | None = opt(None, "seconds a store shard locked by another process may stay locked before this "
+                                           "process takes it over and computes it (a lock naming another host is never "
+                                           "cleared otherwise: a node that died holds it for good); default: wait")
     progress: bool = opt(True, hidden=True)
+
+    def identity(self) -> dict:
+        """The settings that change a pass's numbers, as experiment cells and pool scores are keyed by them (the rest
+        say where and how passes run)."""
+        return {k: getattr(self, k) for k in ("max_length", "template", "loss_on", "dtype")}
 
 
 @dataclass

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from siftlm.errors import DataError
+
 KNOWN_ROLES = ("system", "user", "assistant")
 ROLE_MAP = {
     "system": "system",
@@ -27,10 +29,6 @@ ROLE_MAP = {
 }
 
 Converted = tuple[list[dict], str | None, str | None]
-
-
-class DataError(Exception):
-    """A whole input cannot be read (bad file, unknown format...). The message names the file."""
 
 
 class RecordError(ValueError):

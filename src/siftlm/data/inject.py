@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from siftlm.data.formats import Example
+from siftlm.errors import DataError, UsageError
 
 SALT = 0x1ECC7ED    # salts the seed so no other seeded draw of siftlm (random selection, splits) repeats this one
 KINDS = ("swap", "truncate", "repeat", "near_dup", "refusal", "foreign")
@@ -48,7 +49,7 @@ def exact_counts(total: int, n: int) -> list[int]:
 def corrupted_count(rate: float, n: int) -> int:
     """How many of ``n`` rows a rate corrupts: round(rate * n), half up."""
     if not 0 <= rate < 1:
-        raise ValueError(f"inject rate must be in [0, 1), got {rate}")
+        raise UsageError(f"inject rate must be in [0, 1), got {rate}")
     return int(np.floor(rate * n + 0.5))
 
 
@@ -106,19 +107,19 @@ def inject(examples: Sequence[Example], rate: float, *, kinds: Sequence[str] = K
     ``foreign``: answers in another language for the ``foreign`` kind. Swapped answers and near copies come from rows
     left clean, so every corruption is made from genuine data of the same pool."""
     if rate and not kinds:
-        raise ValueError("inject needs at least one corruption kind")
+        raise UsageError("inject needs at least one corruption kind")
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
-        raise ValueError(f"unknown corruption kind(s) {unknown}; known: {', '.join(KINDS)}")
+        raise UsageError(f"unknown corruption kind(s) {unknown}; known: {', '.join(KINDS)}")
     if "foreign" in kinds and not foreign:
-        raise ValueError("the foreign kind needs answers in another language (foreign=...)")
+        raise UsageError("the foreign kind needs answers in another language (foreign=...)")
     n = len(examples)
     n_bad = corrupted_count(rate, n)
     rng = np.random.default_rng([seed, SALT])      # its own stream: a random selection with the same seed is unrelated
     order = rng.permutation(n)
     bad, clean = order[:n_bad], np.sort(order[n_bad:])
     if n_bad and not len(clean):
-        raise ValueError("inject needs at least one clean row to copy from")
+        raise DataError("inject needs at least one clean row to copy from")
     labels: list[str | None] = [None] * n
     start = 0
     for kind, count in zip(kinds, exact_counts(n_bad, len(kinds)), strict=True):

@@ -11,7 +11,7 @@ import torch
 
 from siftlm.evaluate.sets import EvalItem
 from siftlm.models.batching import plan_batches
-from siftlm.models.forward import device_of
+from siftlm.models.forward import device_of, evaluating
 from siftlm.models.precision import autocast
 from siftlm.models.template import prompt_ids
 
@@ -47,11 +47,9 @@ def generate(lm, items: list[EvalItem], *, max_new_tokens: int = 256, template: 
              seed: int = 0, token_budget: int = 4096, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
     """The model's answer to every turn of every item, in item order."""
     model, tok = lm.model, lm.tokenizer
-    was_training = model.training
-    model.eval()
     torch.manual_seed(seed)
     answers: list[list[str]] = [[] for _ in items]
-    try:
+    with evaluating(model):
         for turn in range(max(len(i.turns) for i in items)):
             todo = [k for k, i in enumerate(items) if turn < len(i.turns)]
             prompts = []
@@ -69,6 +67,4 @@ def generate(lm, items: list[EvalItem], *, max_new_tokens: int = 256, template: 
                     answers[todo[j]].append(text)
                 if on_batch:
                     on_batch(len(index))
-    finally:
-        model.train(was_training)
     return answers

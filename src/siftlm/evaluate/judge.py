@@ -7,7 +7,9 @@ errors, timeouts and dropped connections, within a total retry budget for the wh
 answering costs minutes, not hours). Whatever goes wrong with one item (an error status, a reply that is not a chat
 completion, such as an HTML page or other JSON, or a verdict that cannot be parsed) is recorded with its reason and
 counted as that item's failure, never turned into a score and never a crash. The API key is read from an
-environment variable whose name is all that is ever written down.
+environment variable whose name is all that is ever written down: every text taken from a reply (a verdict, an
+error page, an error message) has the key replaced by that name before it is cached, written or printed, since an
+endpoint or a proxy may echo the request's headers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from siftlm.config import JudgeConfig, UsageError
 from siftlm.data.write import write_jsonl
+from siftlm.errors import SiftlmError
 from siftlm.keyed import open_keyed
 from siftlm.progress import bar
 
@@ -76,6 +79,16 @@ class JudgeStats:
     failures: list = field(default_factory=list)     # (id, what, reply) of every verdict that could not be used
 
 
+MIN_SECRET = 4          # a shorter "key" (e.g. a placeholder) is not searched for: it would mangle ordinary text
+
+
+def scrub(text: str, secret: str | None, name: str) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``$name`` (the environment variable it came from)."""
+    if not secret or len(secret) < MIN_SECRET or not isinstance(text, str):
+        return text
+    return text.replace(secret, f"${name}")
+
+
 def parse_pairwise(text: str) -> float | None:
     """1.0 when the judge prefers Output (a), 0.0 for (b), None when the reply names neither or both."""
     found = {m.lower() for m in PAIRWISE_RE.findall(text or "")}
@@ -109,10 +122,15 @@ class Judge:
         self.cfg = cfg
         # content-addressed verdicts: a unit is one request, done when its reply file exists (written atomically)
         self.cache = open_keyed(cache, {"kind": "judge verdicts", "version": CACHE_VERSION}, what="a judge cache")
-        self.client = OpenAI(base_url=cfg.url, api_key=os.environ.get(cfg.key_env) or "not-needed", max_retries=0,
+        self._secret = os.environ.get(cfg.key_env) or ""
+        self.client = OpenAI(base_url=cfg.url, api_key=self._secret or "not-needed", max_retries=0,
                              timeout=cfg.timeout_s)
         self.stats = JudgeStats()
         self._budget_left, self._budget_lock, self._silent = cfg.retry_budget_s, threading.Lock(), 0
+
+    def _scrub(self, text: str) -> str:
+        """A text taken from a reply, with the API key replaced by its variable's name."""
+        return scrub(text, self._secret, self.cfg.key_env)
 
     def _key(self, template: str, messages: list[dict]) -> str:
         payload = json.dumps([self.cfg.model, template, messages, self.cfg.max_tokens], sort_keys=True)
@@ -145,8 +163,8 @@ class Judge:
             content = None
         if not isinstance(content, str):
             shown = resp if isinstance(resp, str) else getattr(resp, "model_dump_json", lambda: repr(resp))()
-            raise JudgeReplyError(f"not a chat completion: {str(shown)[:200]!r}")
-        return content
+            raise JudgeReplyError(f"not a chat completion: {self._scrub(str(shown))[:200]!r}")
+        return self._scrub(content)
 
     def ask(self, template: str, messages: list[dict], parse: Callable[[str], float | None]) -> Verdict:
         """One verdict, from the cache or the endpoint (retried); any failure is a Verdict with value None and the
@@ -155,7 +173,7 @@ class Judge:
 
         name = f"{self._key(template, messages)}.json"
         if self.cache.path(name).exists():
-            reply = json.loads(self.cache.path(name).read_text())["reply"]
+            reply = self._scrub(json.loads(self.cache.path(name).read_text())["reply"])
             return Verdict(parse(reply), reply, cached=True)
         retries, wait = 0, self.cfg.backoff_s
         while True:
@@ -170,7 +188,7 @@ class Judge:
             except (APIStatusError, APIConnectionError, APITimeoutError) as e:
                 self._answered(isinstance(e, APIStatusError))
                 status = getattr(e, "status_code", None)
-                why = f"error: {type(e).__name__}{f' {status}' if status else ''}"
+                why = f"error: {type(e).__name__}{f' {status}' if status else ''}"     # never the body: it may echo the key
                 if status is not None and status != 429 and status < 500:
                     return Verdict(None, why, retries=retries)
                 spent = time.perf_counter() - started if isinstance(e, APITimeoutError) else 0.0
@@ -181,7 +199,7 @@ class Judge:
                 time.sleep(wait)
                 wait *= 2
             except (JudgeReplyError, APIError, ValueError) as e:   # a 200 that is not a chat completion
-                return Verdict(None, f"error: {type(e).__name__}: {str(e)[:300]}", retries=retries)
+                return Verdict(None, f"error: {type(e).__name__}: {self._scrub(str(e))[:300]}", retries=retries)
         self.cache.write(name, json.dumps({"template": template, "model": self.cfg.model, "reply": reply}))
         return Verdict(parse(reply), reply, retries=retries)
 
@@ -214,10 +232,10 @@ class Judge:
         after the results and ``failures.jsonl`` are written."""
         failed = len(self.stats.failures)
         if total and failed == total:
-            raise RuntimeError(f"no verdict for any of the {total} {what} (first reason: "
+            raise SiftlmError(f"no verdict for any of the {total} {what} (first reason: "
                                f"{self.stats.failures[0]['reason']}); see failures.jsonl")
         if total and failed / total > self.cfg.max_failures:
-            raise RuntimeError(f"{failed} of {total} {what} failed (more than --judge-max-failures "
+            raise SiftlmError(f"{failed} of {total} {what} failed (more than --judge-max-failures "
                                f"{self.cfg.max_failures:g}); see failures.jsonl")
 
     def write_failures(self, path: str | Path) -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from siftlm import stats
 from siftlm.config import EvaluateConfig
 from siftlm.data import detect
+from siftlm.errors import UsageError
 from siftlm.evaluate import behaviour
 from siftlm.evaluate.generate import generate
 from siftlm.evaluate.judge import Judge
@@ -74,7 +75,7 @@ def judge_set(judge: Judge, items: list[EvalItem], answers: list[list[str]], cfg
     others = _other_outputs(items, cfg)
     jobs = [(i.id, i.turns[0], a[0], others[i.id]) for i, a in zip(items, answers, strict=True) if i.id in others]
     if not jobs:
-        raise ValueError("pairwise judging needs something to compare with: the set has no reference answers; give "
+        raise UsageError("pairwise judging needs something to compare with: the set has no reference answers; give "
                          "--compare (another model's outputs) or --judge-mode single")
     rows = pd.DataFrame(judge.pairwise(jobs))
     rows["length_diff"] = [len(m) - len(o) for _, _, m, o in jobs]       # characters, as AlpacaEval measures length

@@ -19,6 +19,17 @@ from siftlm.models.precision import autocast
 from siftlm.models.template import IGNORE
 
 
+@contextlib.contextmanager
+def evaluating(model):
+    """``model`` in eval mode inside the block; its own mode (training or not) is restored on leaving, error or not."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 class Parts(NamedTuple):
     decoder: torch.nn.Module        # input ids -> last hidden states (B, T, H)
     head: torch.nn.Module           # the output layer H -> V

@@ -21,6 +21,7 @@ import torch
 from siftlm import assets
 from siftlm.assets import cache_dir
 from siftlm.config import UsageError, closest
+from siftlm.errors import MissingInput, Unavailable
 from siftlm.files import umask_permissions, write_folder
 from siftlm.models import precision
 from siftlm.models.precision import Precision
@@ -56,7 +57,7 @@ def folder_fingerprint(folder: str | Path) -> str:
     files = [p for p in folder.iterdir() if p.suffix in {".safetensors", ".json", ".bin"}
              and not p.name.startswith("siftlm-")]
     if not files:
-        raise FileNotFoundError(f"{folder}: no model or adapter files (*.safetensors, *.json)")
+        raise MissingInput(f"{folder}: no model or adapter files (*.safetensors, *.json)")
     return _hash_files(files)
 
 
@@ -177,17 +178,17 @@ def resolve_model_path(spec: str) -> str:
     p = Path(spec).expanduser()
     if p.suffix == ".gguf":
         if not p.exists():
-            raise FileNotFoundError(f"{spec}: GGUF file not found")
+            raise MissingInput(f"{spec}: GGUF file not found")
         return str(convert_gguf(p))
     if p.exists():
         if not (p / "config.json").exists():
-            raise FileNotFoundError(f"{spec}: folder has no config.json (not a transformers model folder)")
+            raise MissingInput(f"{spec}: folder has no config.json (not a transformers model folder)")
         return str(p)
     if not _looks_like_hub_id(spec):
-        raise FileNotFoundError(f"{spec}: no such model folder or file (a hub id looks like org/name; built-in: "
+        raise MissingInput(f"{spec}: no such model folder or file (a hub id looks like org/name; built-in: "
                                 f"{', '.join(assets.BUILTIN_MODELS)})")
     if not _hub_reachable():
-        raise RuntimeError(f"offline: {spec} is a hub id and the model hub cannot be reached; use a local folder or "
+        raise Unavailable(f"offline: {spec} is a hub id and the model hub cannot be reached; use a local folder or "
                            f"{' / '.join(assets.BUILTIN_MODELS)}")
     return spec  # a hub id
 

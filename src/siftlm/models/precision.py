@@ -145,16 +145,17 @@ def cpu_decision(*, refresh: bool = False) -> dict:
     (median of ``PROBE_SAMPLES`` timings against ``PROBE_RATIO``) and kept there. ``refresh`` measures again and
     replaces it (``siftlm models --probe``)."""
     path = decision_path()
-    if not refresh and path.exists():
+    unreadable = False                             # decided before the probe: a decision another process stores
+    if not refresh and path.exists():              # while this one measures is read, never overwritten
         try:
             return {**json.loads(path.read_text()), "path": str(path), "new": False}
         except (OSError, json.JSONDecodeError):
-            pass                                   # unreadable: measure again and replace it
+            unreadable = True                      # measure again and replace it
     measured = probe()
     record = {"bf16": measured["median"] >= PROBE_RATIO, **measured, "threshold": PROBE_RATIO,
               "machine": machine(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
-        kept = _store_first(path, record, replace=refresh or path.exists())
+        kept = _store_first(path, record, replace=refresh or unreadable)
     except OSError:                                # a read-only cache: this process's measurement, said so
         return {**record, "path": None, "new": True}
     return {**kept, "path": str(path), "new": kept is record}

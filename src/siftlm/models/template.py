@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from siftlm.errors import UsageError
+
 IGNORE = -100
 
 ALPACA_RESPONSE_HEADER = "### Response:\n"
@@ -97,7 +99,7 @@ def _plain_segments(messages: list[dict], eos: str) -> list[tuple[str, bool]]:
 
 def _use_chat(tokenizer, template: str) -> bool:
     if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+        raise UsageError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
     return template == "chat" or bool(template == "auto" and getattr(tokenizer, "chat_template", None))
 
 
@@ -125,7 +127,7 @@ def _loss_on(segs: list[tuple[str, bool]], messages: list[dict], loss_on: str) -
     if loss_on == "all":
         return [(t, True) for t, _ in segs]
     if loss_on != "completion":
-        raise ValueError(f"unknown loss_on {loss_on!r}; known: {', '.join(LOSS_ON)}")
+        raise UsageError(f"unknown loss_on {loss_on!r}; known: {', '.join(LOSS_ON)}")
     responses = [i for i, (_, r) in enumerate(segs) if r]
     keep = set(responses[len(responses) - _completion_turns(messages):])
     return [(t, i in keep) for i, (t, _) in enumerate(segs)]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from siftlm.config import DataConfig, SignalConfig
 from siftlm.data import open_dataset, write_rejects
@@ -17,6 +16,7 @@ from siftlm.models.load import load_model
 from siftlm.recipes.dpo import policy_reference_table
 from siftlm.report import dpo_length as page
 from siftlm.signals.prepare import prepare_pairs
+from siftlm.stats import pearson, spearman
 from siftlm.train.dpo_losses import LOSSES, default_beta, per_pair
 
 
@@ -37,9 +37,7 @@ def length_table(pairs: pd.DataFrame, beta: float = 0.1, losses: list[str] | Non
         b = loss_beta(name, pairs, beta, davir_beta)
         y = values[name] = per_pair(name, pairs, b).numpy()
         ok = np.isfinite(y)
-        constant = np.ptp(y[ok]) == 0 or np.ptp(x[ok]) == 0 if ok.any() else True
-        rows.append({"loss": name, "pearson": np.nan if constant else stats.pearsonr(x[ok], y[ok])[0],
-                     "spearman": np.nan if constant else stats.spearmanr(x[ok], y[ok])[0],
+        rows.append({"loss": name, "pearson": pearson(x, y), "spearman": spearman(x, y),
                      "mean_objective": float(y[ok].mean()) if ok.any() else np.nan, "beta": b,
                      "n_pairs": int(ok.sum())})
     return pd.DataFrame(rows), values

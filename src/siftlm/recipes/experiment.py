@@ -28,6 +28,7 @@ import pandas as pd
 
 from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
 from siftlm.data import detect, open_dataset
+from siftlm.errors import MissingInput
 from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
@@ -80,7 +81,7 @@ def cell_design(cfg: ExperimentConfig, cell: Cell, source: str) -> dict:
             "unit": cell.unit, "seed": cell.seed, "features": cfg.features, "model": cfg.model,
             "selector_model": cfg.selector_model, "train": replace(cfg.train, seed=cell.seed).identity(),
             "reference": reference_config(cfg).identity(),
-            "signals": {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+            "signals": cfg.signals.identity(),
             **({"target": target.fingerprint(Path(cfg.out) / "pool")} if cfg.target else {})}
 
 
@@ -229,7 +230,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     pool = None
     if cfg.scores:
         if not Path(cfg.scores).exists():
-            raise FileNotFoundError(f"{cfg.scores}: no such scores file (run siftlm score first)")
+            raise MissingInput(f"{cfg.scores}: no such scores file (run siftlm score first)")
         data, scores, source = source_path(cfg.data), cfg.scores, f"scores:{_digest(cfg.scores)}"
     else:
         pool = build_pool(cfg, out / "pool")
@@ -238,8 +239,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
     grid = cells(cfg)
     keys = {c: cell_key(cfg, c, source) for c in grid}
-    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, {k: getattr(cfg.signals, k) for k in (
-        "max_length", "template", "loss_on", "dtype")}])
+    base_key = store.fingerprint([CELL_VERSION, "base", cfg.model, cfg.signals.identity()])
     todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
     if tables_only:
         todo = []

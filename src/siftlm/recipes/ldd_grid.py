@@ -31,6 +31,7 @@ from siftlm.diversity import log_det_distance
 from siftlm.files import atomic_write
 from siftlm.progress import console
 from siftlm.recipes import pool as pools
+from siftlm.recipes.experiment import load_grid
 from siftlm.signals.table import load_features
 from siftlm.stats import bootstrap_ci, l2_normalize, pearson, spearman
 
@@ -98,8 +99,6 @@ def cell_ldds(grid: Path, features: dict[str, Path], *, seed: int = 0) -> pd.Dat
 def grid_table(grid_yaml: str | Path) -> pd.DataFrame:
     """One grid's cells with their design (pool, budget, tokens), metrics and LDD per representation: the feature
     files are made (store-cached) only when the cache lacks a cell."""
-    from siftlm.recipes.experiment import load_grid
-
     cfg = load_grid(grid_yaml)
     out = Path(cfg.out)
     cells = pd.read_parquet(out / "cells.parquet")

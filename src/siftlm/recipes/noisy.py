@@ -17,28 +17,17 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from siftlm.config import ExperimentConfig
+from siftlm.errors import DataError, MissingInput, UsageError
 from siftlm.progress import console
 from siftlm.recipes.grid import BASELINE, Cell, method_config
 from siftlm.recipes.grid import cells as grid_cells
 from siftlm.scores import SCORES, direction
 from siftlm.select.run import run_selection
+from siftlm.stats import auroc
 
 NOISE_SCORES = ("davir", "davir_e1", "davir_xfit", "rho", "lp", "lp_app", "ifd", "el2n", "ppl", "forgetting",
                 "tokens_in", "tokens_out", "tokens_total", "grad_norm")
 ORDER_METHODS = ("dpp", "davir+dpp", "cluster:lp_app", "dedup", "repr")   # AUROC from the selection order
-
-
-def auroc(keep, corrupted) -> float:
-    """P(a clean example's keep value > a corrupted one's), ties half: the Mann-Whitney statistic. NaN keep values
-    count as never kept (below everything)."""
-    keep = np.asarray(keep, dtype=np.float64)
-    bad = np.asarray(corrupted, dtype=bool)
-    keep = np.where(np.isfinite(keep), keep, -np.inf)
-    n_bad, n_clean = int(bad.sum()), int((~bad).sum())
-    if not n_bad or not n_clean:
-        return float("nan")
-    ranks = rankdata(keep)                         # average ranks for ties; -inf ranks lowest
-    return float((ranks[~bad].sum() - n_clean * (n_clean + 1) / 2) / (n_clean * n_bad))
 
 
 def oriented(table: pd.DataFrame, score: str) -> np.ndarray:
@@ -90,7 +79,7 @@ def analyse(cfg: ExperimentConfig, pool, cells: pd.DataFrame | None = None) -> d
             scfg = replace(scfg, budget=None)
         try:
             sel = run_selection(scfg, folder / name.replace(":", "-").replace("+", "-"))
-        except (ValueError, FileNotFoundError) as e:        # a method the pool has no features for: say so
+        except (UsageError, MissingInput, DataError) as e:   # e.g. a method the pool has no features for: say so
             console.print(f"noisy-pool analysis: {name} skipped ({e})", highlight=False)
             continue
         methods[name] = by_kind(_keep_from_selection(table, sel.table, name), kinds)

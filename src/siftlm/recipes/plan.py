@@ -27,6 +27,7 @@ import torch
 
 from siftlm.config import DataConfig, PlanConfig, SignalConfig, UsageError, parse_number
 from siftlm.data import open_dataset
+from siftlm.errors import DataError, MissingInput, Unavailable
 from siftlm.models.load import resolve_model_path
 from siftlm.signals.prepare import prepare
 
@@ -110,7 +111,7 @@ def token_counts(data: str, model: str, cfg: PlanConfig, src: DataConfig, signal
     note = ""
     try:
         path = resolve_model_path(model)
-    except (FileNotFoundError, RuntimeError, UsageError):
+    except (MissingInput, Unavailable, UsageError):
         if not cfg.params:
             raise
         path, note = resolve_model_path("builtin:smollm2"), f"tokens counted with SmolLM2's tokenizer ({model} is not here)"
@@ -120,14 +121,14 @@ def token_counts(data: str, model: str, cfg: PlanConfig, src: DataConfig, signal
     ds = open_dataset(data, src)
     n = len(ds.examples)
     if not n:
-        raise ValueError(f"{data}: no valid examples")
+        raise DataError(f"{data}: no valid examples")
     if cfg.sample < n:
         keep = set(np.random.default_rng(0).choice(n, cfg.sample, replace=False).tolist())
         ds.examples = [e for i, e in enumerate(ds.examples) if i in keep]
     prep = prepare(ds, tok, SignalConfig(**{**signals.__dict__, "progress": False, "limit": None}))
     m = len(prep.encoded)
     if not m:
-        raise ValueError(f"{data}: every sampled example was rejected when encoded (max_length {signals.max_length}?)")
+        raise DataError(f"{data}: every sampled example was rejected when encoded (max_length {signals.max_length}?)")
     full = sum(len(e.input_ids) for e in prep.encoded) / m
     resp = sum(e.n_response for e in prep.encoded) / m
     head = len(prep.uncond()[0].input_ids) - prep.uncond()[0].n_response if prep.uncond() else 0

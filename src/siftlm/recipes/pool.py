@@ -27,6 +27,7 @@ from siftlm.assets import demo_data, package_file
 from siftlm.config import ExperimentConfig, RunConfig, TrainConfig, UsageError
 from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
+from siftlm.errors import DataError
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer, console
@@ -35,7 +36,7 @@ from siftlm.recipes.davir import score_dataset
 from siftlm.scores import add_scores
 from siftlm.signals import store
 from siftlm.signals.passes import run_pass, stored
-from siftlm.signals.prepare import Prepared, prepare, prepare_texts
+from siftlm.signals.prepare import Prepared, encoded_fingerprint, prepare, prepare_texts
 from siftlm.signals.table import features_meta, write_frame
 from siftlm.stats import length_correlations
 from siftlm.train.reference import train_reference
@@ -121,12 +122,12 @@ def build_pool(cfg: ExperimentConfig, folder: str | Path) -> Pool:
         usable = [e for e in ds.examples if pcfg.max_chars is None or _chars(e) <= pcfg.max_chars]
         n = len(usable)
         if pcfg.heldout >= n:
-            raise ValueError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
+            raise DataError(f"{cfg.data}: {n} usable examples, cannot hold out {pcfg.heldout}")
         order = np.random.default_rng([pcfg.seed, SPLIT_SALT]).permutation(n)
         held, rest = order[: pcfg.heldout], order[pcfg.heldout:]
         if pcfg.size is not None:
             if pcfg.size > len(rest):
-                raise ValueError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants "
+                raise DataError(f"{cfg.data}: {len(rest)} examples left after the held-out split, the pool wants "
                                  f"{pcfg.size}")
             rest = rest[: pcfg.size]
     examples = [usable[i] for i in rest]
@@ -183,12 +184,10 @@ def halves(ids: list[str], seed: int = 0) -> np.ndarray:
 
 def subset(prep: Prepared, positions) -> Prepared:
     """The prepared examples at ``positions`` (in that order), with their own fingerprint."""
-    from siftlm.signals.store import dataset_fingerprint
-
     pos = [int(p) for p in positions]
     enc = [prep.encoded[p] for p in pos]
-    fp = dataset_fingerprint([e.id for e in enc], [e.input_ids + e.labels for e in enc])
-    return replace(prep, examples=[prep.examples[p] for p in pos], encoded=enc, fingerprint=fp, _uncond=None)
+    return replace(prep, examples=[prep.examples[p] for p in pos], encoded=enc, fingerprint=encoded_fingerprint(enc),
+                   _uncond=None)
 
 
 def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig, dtype: str) -> np.ndarray:
@@ -218,7 +217,7 @@ def scoring_key(cfg: ExperimentConfig, pool: Pool) -> str:
     """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
     training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
     return store.fingerprint([SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
-                              {k: getattr(cfg.signals, k) for k in ("max_length", "template", "loss_on", "dtype")},
+                              cfg.signals.identity(),
                               reference_config(cfg).identity()])
 
 

@@ -74,7 +74,7 @@ def run_targeted(cfg: RunConfig) -> dict:
                         target=str(out / "target-features.parquet"), features=str(out / "features.parquet"))
     x = load_features(out / "features.parquet", table["id"].tolist())
     with timer("select + write"):
-        picked = by_tokens(table, x, scfg) if cfg.budget_tokens is not None else METHODS[method](table, x, scfg)
+        picked = by_tokens(table, x, scfg) if cfg.budget_tokens is not None else METHODS[method].pick(table, x, scfg)
         written = write_selection(prep.examples, table, picked, out, language=cfg.language)
     score = f"{method}_score"
     summary = {

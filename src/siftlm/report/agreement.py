@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm.errors import DataError, UsageError
 from siftlm.files import atomic_write
 from siftlm.report.html import figure, png, pyplot, table, write_page
 from siftlm.scores import direction
@@ -25,12 +26,12 @@ def agreement(a: pd.DataFrame, b: pd.DataFrame, by: str, by_b: str | None = None
     by_b = by_b or by
     for t, col, name in ((a, by, "first"), (b, by_b, "second")):
         if col not in t:
-            raise ValueError(f"the {name} table has no column {col!r}; have {[c for c in t.columns if c != 'id']}")
+            raise UsageError(f"the {name} table has no column {col!r}; have {[c for c in t.columns if c != 'id']}")
     both = a[["id", by]].merge(b[["id", by_b]], on="id", suffixes=("_a", "_b"))
     ca, cb = (f"{by}_a", f"{by_b}_b") if by == by_b else (by, by_b)
     both = both[np.isfinite(both[ca]) & np.isfinite(both[cb])]
     if len(both) < 3:
-        raise ValueError(f"only {len(both)} examples have both scores; are these tables of the same data?")
+        raise DataError(f"only {len(both)} examples have both scores; are these tables of the same data?")
     x, y = both[ca].to_numpy(float), both[cb].to_numpy(float)
     sign = 1.0 if direction(by) == direction(by_b) else -1.0          # lp (low) vs davir (high): compare like with like
     out = {"n": len(both), "only_first": int(len(a) - len(both)), "only_second": int(len(b) - len(both)),

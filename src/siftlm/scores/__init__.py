@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from siftlm.errors import UsageError
 from siftlm.scores.davir import davir, davir_epoch1
 from siftlm.scores.el2n import el2n
 from siftlm.scores.forgetting import forgetting
@@ -62,7 +63,7 @@ def direction(name: str, given: str | None = None) -> str:
     """``given`` when set, else the registered direction of score ``name`` ("high" for any other column)."""
     if given is not None:
         if given not in ("high", "low"):
-            raise ValueError(f"direction must be 'high' or 'low', got {given!r}")
+            raise UsageError(f"direction must be 'high' or 'low', got {given!r}")
         return given
     return SCORES[name].direction if name in SCORES else "high"
 

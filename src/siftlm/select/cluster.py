@@ -9,8 +9,9 @@ import pandas as pd
 
 from siftlm.backends import executor, fetch
 from siftlm.config import SelectConfig
+from siftlm.errors import UsageError
 from siftlm.scores import direction
-from siftlm.select.picked import Picked
+from siftlm.select.picked import CannotSelect, Picked
 from siftlm.select.topk import budget_count, rank
 
 ASSIGN_ROWS = 65536        # rows per assignment task (one Ray task each with --backend ray)
@@ -51,7 +52,7 @@ def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, se
         centroids = ex.share(km.centroids)
         return np.concatenate(ex.map_tasks(_assign, [(centroids, c) for c in chunks]))
     if backend != "sklearn":
-        raise ValueError(f"unknown k-means backend {backend!r}; known: sklearn, faiss")
+        raise UsageError(f"unknown k-means backend {backend!r}; known: sklearn, faiss")
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters=k, random_state=seed, n_init="auto").fit_predict(x)
@@ -64,7 +65,7 @@ def apportion(sizes, k: int) -> np.ndarray:
     """
     sizes = np.asarray(sizes, dtype=np.int64)
     if not 0 <= k <= sizes.sum():
-        raise ValueError(f"budget {k} must be between 0 and {sizes.sum()}")
+        raise CannotSelect(f"budget {k} must be between 0 and {sizes.sum()}")
     quota = k * sizes / sizes.sum()
     base = np.floor(quota).astype(np.int64)
     left = k - base.sum()
@@ -92,14 +93,14 @@ def per_cluster(ids, labels, k: int, *, scores=None, direction: str = "high", se
             r = rank(ids[m], np.asarray(scores, dtype=np.float64)[m], direction=direction)
             ok = r > 0
             if ok.sum() < q:
-                raise ValueError(f"cluster {labels[m[0]]}: needs {q} picks but has {int(ok.sum())} finite scores")
+                raise CannotSelect(f"cluster {labels[m[0]]}: needs {q} picks but has {int(ok.sum())} finite scores")
             picked.append(m[np.argsort(np.where(ok, r, np.iinfo(np.int64).max), kind="stable")[:q]])
     return np.concatenate(picked) if picked else np.array([], dtype=np.int64)
 
 
 def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None) -> Picked:
     if features is None:
-        raise ValueError(f"--method {cfg.method} needs --features (e.g. sentence embeddings from "
+        raise UsageError(f"--method {cfg.method} needs --features (e.g. sentence embeddings from "
                          "`siftlm signals --pass embed --out emb.parquet`)")
     n = len(table)
     k = budget_count(cfg.budget, n)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm.config import SelectConfig
+from siftlm.errors import UsageError
 from siftlm.scores import direction
 from siftlm.select.cluster import kmeans
 from siftlm.select.picked import Picked
@@ -46,13 +47,13 @@ def dedup(features, ids, *, threshold: float = 0.95, labels=None, order=None) ->
 def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     """Every non-duplicate (or the first ``cfg.budget`` of them), walking in input order or best first by ``cfg.by``."""
     if features is None:
-        raise ValueError("--method dedup needs --features (embeddings)")
+        raise UsageError("--method dedup needs --features (embeddings)")
     n = len(table)
     ids = table["id"].tolist()
     order = None
     if cfg.by is not None:
         if cfg.by not in table:
-            raise KeyError(f"no score column {cfg.by!r} to order dedup by")
+            raise UsageError(f"no score column {cfg.by!r} to order dedup by")
         r = rank(ids, table[cfg.by].to_numpy(), direction=direction(cfg.by, cfg.direction))
         order = np.argsort(np.where(r > 0, r, np.iinfo(np.int64).max), kind="stable")
     labels = None

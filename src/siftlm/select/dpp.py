@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ import torch
 
 from siftlm.backends import executor
 from siftlm.config import SelectConfig
+from siftlm.errors import DataError, UsageError
 from siftlm.files import atomic_write
 from siftlm.keyed import open_keyed
 from siftlm.scores import direction
@@ -61,10 +62,10 @@ def quality_log_weights(quality, lam: float, *, standardize: bool = False) -> np
     if quality is None or lam == 0:
         return None
     if not 0 <= lam < 1:
-        raise ValueError(f"lambda must be in [0, 1), got {lam}")
+        raise UsageError(f"lambda must be in [0, 1), got {lam}")
     q = np.asarray(quality, dtype=np.float64)
     if not np.isfinite(q).all():
-        raise ValueError(f"quality has {int((~np.isfinite(q)).sum())} non-finite values; drop or fill them first")
+        raise DataError(f"quality has {int((~np.isfinite(q)).sum())} non-finite values; drop or fill them first")
     if standardize:
         sd = q.std()
         q = (q - q.mean()) / (sd if sd > 0 else 1.0)
@@ -82,7 +83,7 @@ def choose_dtype(n: int, m: int, d: int, device: torch.device, asked: str = "aut
     the free memory; ``asked`` float64 / float32 forces one."""
     if asked != "auto":
         if asked not in DTYPES:
-            raise ValueError(f"unknown DPP dtype {asked!r}; known: auto, {', '.join(DTYPES)}")
+            raise UsageError(f"unknown DPP dtype {asked!r}; known: auto, {', '.join(DTYPES)}")
         return DTYPES[asked]
     need = 8 * n * (m + d + 4)
     return torch.float64 if need <= MEMORY_SHARE * _free_bytes(device) else torch.float32
@@ -265,6 +266,15 @@ def greedi(features, m: int, *, parts: int, gamma: float = 1.0, quality=None, la
     return DPPResult(np.asarray(best, dtype=np.int64), np.asarray(best_gains), m, stopped, settings)
 
 
+def settle(table: pd.DataFrame, features, cfg: SelectConfig) -> SelectConfig:
+    """``cfg`` with dtype "auto" decided once for the whole table (CPU): the same precision, so the same checkpoint
+    identity, at every budget a token budget tries."""
+    if cfg.dpp_dtype != "auto":
+        return cfg
+    d = np.shape(features)[1] if features is not None else 0
+    return replace(cfg, dpp_dtype=str(choose_dtype(len(table), len(table), d, torch.device("cpu"))).split(".")[-1])
+
+
 def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     """Greedy MAP DPP: diversity alone (``cfg.lam`` = 0) or quality x diversity with ``cfg.by`` as the quality.
 
@@ -272,12 +282,12 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     names the marginal gain, the settings and the precision; ``cfg.checkpoint`` makes an interrupted run resume.
     """
     if features is None:
-        raise ValueError(f"--method {cfg.method} needs --features")
+        raise UsageError(f"--method {cfg.method} needs --features")
     lam = cfg.lam or 0.0
     quality = None
     if lam > 0:
         if cfg.by not in table:
-            raise ValueError(f"no column {cfg.by!r} for the DPP quality; have {list(table.columns)}")
+            raise UsageError(f"no column {cfg.by!r} for the DPP quality; have {list(table.columns)}")
         sign = -1.0 if direction(cfg.by, cfg.direction) == "low" else 1.0
         quality = sign * table[cfg.by].to_numpy(dtype=np.float64)
     x = np.asarray(features, dtype=np.float64)

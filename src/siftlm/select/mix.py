@@ -16,6 +16,7 @@ import pandas as pd
 from siftlm.config import SelectConfig, from_dict
 from siftlm.data import write_jsonl
 from siftlm.data.read import content_id
+from siftlm.errors import DataError
 from siftlm.files import atomic_write, read_yaml, relative
 from siftlm.select.run import run_selection
 
@@ -24,7 +25,7 @@ def safe_name(name, where: str) -> str:
     """A source name used as a folder name: one plain path component (no separators, not '.', '..' or hidden)."""
     if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or \
             any(c in name for c in "/\\\0") or Path(name).is_absolute():
-        raise ValueError(f"{where}: name {name!r} must be a plain file name (letters, digits, '-', '_'; no '/', "
+        raise DataError(f"{where}: name {name!r} must be a plain file name (letters, digits, '-', '_'; no '/', "
                          "'..' or leading '.')")
     return name
 
@@ -32,7 +33,7 @@ def safe_name(name, where: str) -> str:
 def inside(folder: Path, path: Path) -> Path:
     """``path`` if it resolves under ``folder``, else a ValueError (nothing is written outside the output folder)."""
     if not path.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{path}: outside the output folder {folder}")
+        raise DataError(f"{path}: outside the output folder {folder}")
     return path
 
 
@@ -44,21 +45,21 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
     spec = read_yaml(path, what="mix file")
     sources = spec.get("sources")
     if not isinstance(sources, list) or not sources:
-        raise ValueError(f"{path}: needs a non-empty 'sources' list")
+        raise DataError(f"{path}: needs a non-empty 'sources' list")
     cfgs = []
     for i, s in enumerate(sources):
         where = f"{path}: sources[{i}]"
         if not isinstance(s, dict):
-            raise ValueError(f"{where}: expected a mapping of select options")
+            raise DataError(f"{where}: expected a mapping of select options")
         for key in ("scores", "data"):
             if key not in s:
-                raise ValueError(f"{where} needs '{key}'")
+                raise DataError(f"{where} needs '{key}'")
         cfg = from_dict(SelectConfig, s, where=where)
         cfg = replace(cfg, **{k: relative(path, v) for k in ("scores", "data", "features") if (v := getattr(cfg, k))})
         cfgs.append(replace(cfg, name=safe_name(cfg.name or Path(s["data"]).stem, where)))
     names = [c.name for c in cfgs]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: source names must be unique; got {names}")
+        raise DataError(f"{path}: source names must be unique; got {names}")
     extra = {k: v for k, v in spec.items() if k != "sources"}
     extra["out"] = str(path.parent / (extra.get("out") or "siftlm-mix"))
     return cfgs, extra

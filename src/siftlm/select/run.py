@@ -22,24 +22,25 @@ import pandas as pd
 
 from siftlm.config import DEFAULT_BUDGET, DEFAULT_BY, SelectConfig, UsageError, closest
 from siftlm.data import Example, detect, read_dataset, write_selected
+from siftlm.errors import DataError, MissingInput
 from siftlm.files import atomic_write
 from siftlm.select import cluster, dedup, dpp, s2l, sample, targeted, topk
-from siftlm.select.picked import Picked
+from siftlm.select.picked import CannotSelect, Method, Picked
 from siftlm.select.topk import budget_count
 from siftlm.signals.table import load_features
 
 METHODS = {
-    "topk": topk.pick,
-    "dpp": dpp.pick,
-    "cluster": cluster.pick_cluster,
-    "cluster-random": cluster.pick_cluster_random,
-    "random": sample.pick,
-    "dedup": dedup.pick,
-    "s2l": s2l.pick,
-    "less": targeted.pick_less,
-    "repr": targeted.pick_repr,
-    "datainf": targeted.pick_datainf,
-    "filter": sample.pick,        # run_selection drops what the detectors flag first; random fills the budget
+    "topk": Method(topk.pick, ranks_by=lambda cfg: True),
+    "dpp": Method(dpp.pick, settle=dpp.settle, ranks_by=lambda cfg: bool(cfg.lam)),
+    "cluster": Method(cluster.pick_cluster, ranks_by=lambda cfg: True),
+    "cluster-random": Method(cluster.pick_cluster_random),
+    "random": Method(sample.pick),
+    "dedup": Method(dedup.pick),
+    "s2l": Method(s2l.pick),
+    "less": Method(targeted.pick_less),
+    "repr": Method(targeted.pick_repr),
+    "datainf": Method(targeted.pick_datainf),
+    "filter": Method(sample.pick),      # run_selection drops what the detectors flag first; random fills the budget
 }
 DEFAULT_QUALITY_LAMBDA = 0.5   # <score>+dpp without --lam: beta = 0.5, quality and diversity weighted alike
 SELECTION_COLUMNS = ("rank", "selected", "cluster", "duplicate_of", "dpp_gain", "less_score", "repr_score",
@@ -130,14 +131,12 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | Non
     budget = cfg.budget_tokens
     limit = token_limit(table, cfg) if limit is None else limit
     method = METHODS[cfg.method]
-    if cfg.method == "dpp" and cfg.dpp_dtype == "auto":     # one precision for every count: one checkpoint identity
-        d = np.shape(features)[1] if features is not None else 0
-        cfg = replace(cfg, dpp_dtype=str(dpp.choose_dtype(len(table), len(table), d, dpp.torch.device("cpu"))).split(".")[-1])
+    cfg = method.settle(table, features, cfg)     # e.g. one DPP precision for every count tried
 
     def at(k: int) -> tuple[Picked, int] | None:
         try:
-            picked = method(table, features, replace(cfg, budget=k))
-        except ValueError:              # e.g. more picks than finite scores: this count cannot be selected
+            picked = method.pick(table, features, replace(cfg, budget=k))
+        except CannotSelect:            # e.g. more picks than finite scores: this count cannot be selected
             return None
         return picked, int(tokens[picked.positions].sum())
 
@@ -151,7 +150,7 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | Non
         else:
             hi = mid - 1
     if best is None:
-        raise ValueError(f"--budget-tokens {budget}: no example fits in {limit} tokens (the shortest has "
+        raise DataError(f"--budget-tokens {budget}: no example fits in {limit} tokens (the shortest has "
                          f"{int(tokens.min())})")
     used = int(tokens[best.positions].sum())
     what = "response tokens" if cfg.budget_on == "response" else "tokens"
@@ -164,7 +163,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     out = Path(out)
     cfg = resolve(cfg)
     if not Path(cfg.scores).exists():
-        raise FileNotFoundError(f"{cfg.scores}: no such scores file")
+        raise MissingInput(f"{cfg.scores}: no such scores file")
     data_only = cfg.method == "filter" and not cfg.data       # `siftlm select data.jsonl --method filter`: no scores
     if not cfg.data and not data_only:
         raise UsageError("--data is needed: the dataset the scores belong to (for selected.jsonl)")
@@ -173,7 +172,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     by_id = {e.id for e in ds.examples}
     missing = [i for i in table["id"] if i not in by_id]
     if missing:
-        raise ValueError(f"{len(missing)} ids of {cfg.scores} are not in {cfg.data} (first: {missing[0]}); wrong dataset?")
+        raise DataError(f"{len(missing)} ids of {cfg.scores} are not in {cfg.data} (first: {missing[0]}); wrong dataset?")
     x = load_features(cfg.features, table["id"].tolist()) if cfg.features and cfg.method != "datainf" else None
     own_checkpoint = cfg.method == "dpp" and cfg.checkpoint is None
     if own_checkpoint:
@@ -191,8 +190,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
         picked = replace(picked, reasons=[f"passed every detector; {r}" for r in picked.reasons])
         _write_filtered(table, filtered, examples, out / "filtered.jsonl")
     res = write_selection(ds.examples, table, picked, out)
-    res.by = cfg.by if cfg.method in ("topk", "cluster") or (cfg.method == "dpp" and cfg.lam) \
-        else None
+    res.by = cfg.by if METHODS[cfg.method].ranks_by(cfg) else None
     res.format = ds.format
     res.counts = {"read": ds.n_read, "rejected": len(ds.rejects), "scored": len(table),
                   "not_scored": len(ds.examples) - len(table), "selected": len(res.selection),
@@ -231,7 +229,7 @@ def read_ids(path: str | Path) -> set[str]:
     """Ids from a .parquet (id column), .jsonl (an id field per line) or a text file (one id per line)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such ids file (--exclude)")
+        raise MissingInput(f"{path}: no such ids file (--exclude)")
     if path.suffix == ".parquet":
         return set(pd.read_parquet(path, columns=["id"])["id"].astype(str))
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -247,7 +245,7 @@ def _pick_without(table: pd.DataFrame, x, cfg: SelectConfig, drop: np.ndarray) -
     if cfg.budget_tokens is not None:
         limit = token_limit(table, cfg)
     if not drop.any():
-        return by_tokens(table, x, cfg, limit) if cfg.budget_tokens is not None else METHODS[cfg.method](table, x, cfg)
+        return by_tokens(table, x, cfg, limit) if cfg.budget_tokens is not None else METHODS[cfg.method].pick(table, x, cfg)
     keep = np.flatnonzero(~drop)
     sub = table.iloc[keep].reset_index(drop=True)
     xs = None if x is None else np.asarray(x)[keep]
@@ -259,7 +257,7 @@ def _pick_without(table: pd.DataFrame, x, cfg: SelectConfig, drop: np.ndarray) -
         if k > len(sub):
             note = f"kept all {len(sub)} rows left after leaving {int(drop.sum())} out (the budget allowed {k})"
             k = len(sub)
-        picked = METHODS[cfg.method](sub, xs, replace(cfg, budget=int(k)))
+        picked = METHODS[cfg.method].pick(sub, xs, replace(cfg, budget=int(k)))
     columns = {}
     for name, values in picked.columns.items():
         full = np.full(len(table), np.nan, dtype=object)

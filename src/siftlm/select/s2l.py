@@ -9,7 +9,7 @@ import pandas as pd
 
 from siftlm.config import SelectConfig, UsageError
 from siftlm.select.cluster import kmeans
-from siftlm.select.picked import Picked
+from siftlm.select.picked import CannotSelect, Picked
 from siftlm.select.topk import budget_count
 from siftlm.signals.table import trajectory_columns
 
@@ -17,7 +17,7 @@ from siftlm.signals.table import trajectory_columns
 def balanced(sizes: list[int], k: int) -> list[int]:
     """How many of each cluster: as equal as the sizes allow, summing to exactly k (smallest clusters first)."""
     if not 0 <= k <= sum(sizes):
-        raise ValueError(f"budget {k} must be between 0 and {sum(sizes)}")
+        raise CannotSelect(f"budget {k} must be between 0 and {sum(sizes)}")
     take = [0] * len(sizes)
     left, open_ = k, sorted(range(len(sizes)), key=lambda c: (sizes[c], c))
     while left and open_:

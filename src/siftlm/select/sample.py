@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm.config import SelectConfig
-from siftlm.select.picked import Picked
+from siftlm.select.picked import CannotSelect, Picked
 from siftlm.select.topk import budget_count
 
 
@@ -14,7 +14,7 @@ def random_subset(n: int, k: int, *, seed: int = 0) -> np.ndarray:
     """Uniform random positions, seeded, in increasing order: the first ``k`` of one seeded permutation, so a larger
     budget holds every pick of a smaller one (what a token budget's search relies on)."""
     if not 0 <= k <= n:
-        raise ValueError(f"budget {k} must be between 0 and {n}")
+        raise CannotSelect(f"budget {k} must be between 0 and {n}")
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm.config import SelectConfig, UsageError
+from siftlm.errors import DataError
 from siftlm.scores.datainf import datainf
 from siftlm.select.picked import Picked
 from siftlm.select.topk import budget_count, topk
@@ -32,7 +33,7 @@ def _target(cfg: SelectConfig, features) -> np.ndarray:
         return l2_normalize(features).mean(0, keepdims=True)
     t = load_features(cfg.target)
     if t.shape[1] != np.shape(features)[1]:
-        raise ValueError(f"{cfg.target}: {t.shape[1]}-dim features, the training features have {np.shape(features)[1]}; "
+        raise DataError(f"{cfg.target}: {t.shape[1]}-dim features, the training features have {np.shape(features)[1]}; "
                          "compute both with the same pass settings")
     return t
 

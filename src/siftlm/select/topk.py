@@ -7,7 +7,7 @@ import pandas as pd
 
 from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.scores import SCORES, direction, inputs_of
-from siftlm.select.picked import Picked
+from siftlm.select.picked import CannotSelect, Picked
 
 
 def budget_count(budget: int | float, n: int) -> int:
@@ -28,7 +28,7 @@ def budget_count(budget: int | float, n: int) -> int:
 def rank(ids, scores, *, direction: str = "high") -> np.ndarray:
     """1-based rank of every example (1 = kept first); ties broken by id ascending; NaN scores get rank 0."""
     if direction not in ("high", "low"):
-        raise ValueError(f"direction must be 'high' or 'low', got {direction!r}")
+        raise UsageError(f"direction must be 'high' or 'low', got {direction!r}")
     s = np.asarray(scores, dtype=np.float64)
     ids = np.asarray(ids, dtype=str)
     finite = np.isfinite(s)
@@ -46,7 +46,7 @@ def topk(ids, scores, *, budget: float, direction: str = "high") -> np.ndarray:
     ranks = rank(ids, scores, direction=direction)
     n_finite = int((ranks > 0).sum())
     if k > n_finite:
-        raise ValueError(f"budget {k} exceeds the {n_finite} examples with a finite score "
+        raise CannotSelect(f"budget {k} exceeds the {n_finite} examples with a finite score "
                          f"({len(ids) - n_finite} have NaN/inf)")
     return np.argsort(np.where(ranks > 0, ranks, np.iinfo(np.int64).max), kind="stable")[:k]
 

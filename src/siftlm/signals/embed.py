@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from siftlm.models.batching import collate, plan_batches
-from siftlm.models.forward import last_hidden
+from siftlm.models.forward import evaluating, last_hidden
 from siftlm.models.template import IGNORE, Encoded
 
 
@@ -18,16 +18,14 @@ def lm_embed_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: i
                   on_batch: Callable[[int], None] | None = None) -> dict[str, list]:
     """{"vector": one float32 array (H,) per example, in input order}."""
     out: list = [None] * len(encoded)
-    was_training = model.training
-    model.eval()
-    for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
-        batch = collate(encoded, index, pad_id)
-        hidden = last_hidden(model, batch).float()                           # (B, T, H)
-        mask = (batch.labels != IGNORE).to(hidden.device)                    # response token positions
-        mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
-        for row, i in enumerate(index):
-            out[i] = mean[row].cpu().numpy().astype(np.float32)
-        if on_batch:
-            on_batch(len(index))
-    model.train(was_training)
+    with evaluating(model):
+        for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
+            batch = collate(encoded, index, pad_id)
+            hidden = last_hidden(model, batch).float()                           # (B, T, H)
+            mask = (batch.labels != IGNORE).to(hidden.device)                    # response token positions
+            mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+            for row, i in enumerate(index):
+                out[i] = mean[row].cpu().numpy().astype(np.float32)
+            if on_batch:
+                on_batch(len(index))
     return {"vector": out}

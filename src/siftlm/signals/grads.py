@@ -31,9 +31,13 @@ import numpy as np
 import torch
 
 from siftlm.config import GradConfig
+from siftlm.errors import UsageError
 from siftlm.models.batching import collate, plan_batches
-from siftlm.models.forward import parts, response_nll
+from siftlm.models.forward import evaluating, parts, response_nll
 from siftlm.models.template import Encoded
+from siftlm.stats import l2_normalize
+
+GRAD_NORM_FLOOR = 1e-30       # the floor the grads pass has always normalised with: stored vectors stay the same
 
 
 def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, torch.nn.Linear]]:
@@ -53,7 +57,7 @@ def target_layers(model, target_modules: str = "all-linear") -> list[tuple[str, 
         if names is None or logical.rsplit(".", 1)[-1] in names:
             layers.append((logical, module))
     if not layers:
-        raise ValueError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
+        raise UsageError(f"no nn.Linear layers match target_modules={target_modules!r} in {type(decoder).__name__}")
     return layers
 
 
@@ -81,7 +85,7 @@ class SparseJL:
 
     def __init__(self, dim: int, density: int = 4, seed: int = 0, device: torch.device | str = "cpu"):
         if dim % density:
-            raise ValueError(f"JL dim {dim} must be a multiple of density {density}")
+            raise UsageError(f"JL dim {dim} must be a multiple of density {density}")
         self.dim, self.density, self.seed, self.device = dim, density, seed, torch.device(device)
         self._maps: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -134,7 +138,7 @@ class LoraGradProbe:
             def hook(module, inputs, output):
                 z = inputs[0]                                                       # (B, T, in)
                 if tuple(z.shape[:2]) != shape or z.dim() != 3:
-                    raise ValueError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
+                    raise UsageError(f"layer {name} sees input {tuple(z.shape)}, not (batch, tokens, features) "
                                      f"{shape}: per-example gradients need token-aligned layers; exclude it with "
                                      "--target-modules")
                 za = (z.detach().float() @ self.a[name].t()) * mask                 # (B, T, r), this call's
@@ -183,13 +187,11 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     """
     cfg = cfg or GradConfig()
     probe = probe or LoraGradProbe(model, cfg)
-    was_training = model.training
-    model.eval()
     vectors: list = [None] * len(encoded)
     norms = np.zeros(len(encoded))
     losses = np.zeros(len(encoded))
     layers: list = [None] * len(encoded)
-    try:
+    with evaluating(model):
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
             y_t = torch.zeros(probe.jl.dim, len(index), device=probe.device)   # (D, B) projected, transposed
@@ -206,7 +208,7 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
             loss = probe.per_example(batch, sink=sink)                          # (B,)
             y = y_t.t()                                                          # (B, D)
             if cfg.normalize:
-                y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-30)
+                y = l2_normalize(y, floor=GRAD_NORM_FLOOR)
             y = y.cpu().numpy()
             for row, i in enumerate(index):
                 vectors[i] = y[row].astype(np.float32)
@@ -217,8 +219,6 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
                                            for n, m in probe.layers]).numpy()
             if on_batch:
                 on_batch(len(index))
-    finally:
-        model.train(was_training)
     out = {"vector": vectors, "grad_norm": norms, "loss": losses}
     if cfg.keep_layers:
         out["layer_grads"] = layers
@@ -247,15 +247,12 @@ def reference_lora_grads(model, encoded: Encoded, *, pad_id: int, cfg: GradConfi
         return lambda module, inputs, output: output + (inputs[0].float() @ a[name].t()) @ b_params[name].t()
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             batch = collate([encoded], [0], pad_id)
             nll, _ = response_nll(model, batch)
             grads = torch.autograd.grad(nll.float().mean(), list(b_params.values()))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return {n: g.reshape(-1) for n, g in zip(b_params, grads, strict=True)}

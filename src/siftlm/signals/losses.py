@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from siftlm.models.batching import Batch, collate, padding_fraction, plan_batches
-from siftlm.models.forward import logits, parts, response_hidden
+from siftlm.models.forward import evaluating, logits, parts, response_hidden
 from siftlm.models.template import Encoded
 
 COLUMNS = ("nll_sum", "n_tokens", "loss", "entropy", "el2n", "acc")
@@ -77,15 +77,13 @@ def loss_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int =
     """Statistics for every example, in input order. ``on_batch(n_examples)`` reports progress."""
     lengths = [len(e.input_ids) for e in encoded]
     out = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
-    was_training = model.training
-    model.eval()
-    for index in plan_batches(lengths, token_budget):
-        stats = batch_stats(model, collate(encoded, index, pad_id))
-        for c in COLUMNS:
-            out[c][index] = stats[c]
-        if on_batch:
-            on_batch(len(index))
-    model.train(was_training)
+    with evaluating(model):
+        for index in plan_batches(lengths, token_budget):
+            stats = batch_stats(model, collate(encoded, index, pad_id))
+            for c in COLUMNS:
+                out[c][index] = stats[c]
+            if on_batch:
+                on_batch(len(index))
     return out
 
 

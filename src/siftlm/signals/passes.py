@@ -29,6 +29,7 @@ import pandas as pd
 
 from siftlm.backends import executor, fetch
 from siftlm.config import GradConfig, UsageError, closest
+from siftlm.errors import DataError, KeyMismatch
 from siftlm.models import precision
 from siftlm.models.load import default_device, load_model
 from siftlm.progress import bar, console
@@ -37,7 +38,7 @@ from siftlm.signals.embed import lm_embed_pass
 from siftlm.signals.grads import LoraGradProbe, grad_pass
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.pairs import pair_logps
-from siftlm.signals.prepare import Prepared
+from siftlm.signals.prepare import Prepared, encoded_fingerprint
 from siftlm.signals.sentence import sentence_embed
 
 ENGINE_VERSION = 1
@@ -113,7 +114,7 @@ def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | N
                 "engine": ENGINE_VERSION}
     data_fp = prep.fingerprint
     if name == "uncond":
-        data_fp = store.dataset_fingerprint(prep.ids, [e.input_ids + e.labels for e in prep.uncond()])
+        data_fp = encoded_fingerprint(prep.uncond(), prep.ids)
     if name == "grads":
         gcfg = options.get("grad") or GradConfig()
         settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(model.parameters()).device)}
@@ -154,7 +155,7 @@ class ShardJob:
             return model.to(default_device()) if self.model is not model and hasattr(model, "to") else model
         lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
         if lm.fingerprint != self.model_fp or precision.tag(lm.model) != self.dtype_tag:
-            raise RuntimeError(f"a worker loaded {self.source['spec']} as {lm.fingerprint} ({precision.tag(lm.model)}), "
+            raise KeyMismatch(f"a worker loaded {self.source['spec']} as {lm.fingerprint} ({precision.tag(lm.model)}), "
                                f"the driver has {self.model_fp} ({self.dtype_tag}): every node must see the same model "
                                "files")
         return lm.model
@@ -213,7 +214,7 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
     if prep.kind != p.kind:
-        raise ValueError(f"pass {name} takes {p.kind} data, got {prep.kind}")
+        raise DataError(f"pass {name} takes {p.kind} data, got {prep.kind}")
     options = options or {}
     spec = pass_spec(prep, name, model, model_fp, options)
     stored_frame = _other_precision(prep, spec, model)
@@ -221,7 +222,7 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
         return stored_frame
     trained = getattr(model, "siftlm_trained_fingerprint", None)
     if trained not in (None, model_fp) and not store.is_complete(prep.cfg.store, spec):
-        raise RuntimeError(f"pass {name}: the model was trained in place since it was loaded (its weights are now "
+        raise KeyMismatch(f"pass {name}: the model was trained in place since it was loaded (its weights are now "
                            f"{trained}), so its results cannot be stored as model {model_fp}; load the model again")
     ex = executor(getattr(prep.cfg, "backend", "local"), address=getattr(prep.cfg, "ray_address", None),
                   actors=getattr(prep.cfg, "ray_actors", None))
@@ -232,4 +233,4 @@ def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | No
                    bounds)
     with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
         return store.compute_pass(prep.cfg.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
-                                  units=p.units)
+                                  units=p.units, lock_timeout=getattr(prep.cfg, "lock_timeout", None))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from siftlm.config import SignalConfig, UsageError
 from siftlm.data import Dataset, Example, Reject
+from siftlm.errors import DataError
 from siftlm.models.template import (
     LOSS_ON,
     Encoded,
@@ -86,7 +87,7 @@ def _prepare(ds: Dataset, cfg: SignalConfig, kind: str, encode_one: Callable[[Ex
     if not examples:
         what = {"sft": "examples", "pairs": "preference pairs", "text": "examples"}[kind]
         first = f"; first: line {rejects[0].line}: {rejects[0].reason}" if rejects else ""
-        raise ValueError(f"{ds.path}: no valid {what} ({len(rejects)} rejected{first})")
+        raise DataError(f"{ds.path}: no valid {what} ({len(rejects)} rejected{first})")
     return examples, encoded, rejects, n_unused
 
 
@@ -102,16 +103,23 @@ def resolved(ds: Dataset, cfg: SignalConfig) -> tuple[str, str]:
     return template, loss_on
 
 
+def encoded_fingerprint(encoded: list[Encoded], ids: list[str] | None = None) -> str:
+    """The dataset fingerprint of SFT encodings (a store key): their ids (``ids`` when given, else each encoding's
+    own) and every token with its label, in order. The one place this payload is built."""
+    ids = [e.id for e in encoded] if ids is None else ids
+    return store.dataset_fingerprint(ids, [e.input_ids + e.labels for e in encoded])
+
+
 def prepare(ds: Dataset, tokenizer, cfg: SignalConfig) -> Prepared:
     """Encode every valid SFT example; those that cannot be encoded under the max_length policy become rejects."""
     if any(e.kind != "sft" for e in ds.examples):
-        raise ValueError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
+        raise DataError(f"{ds.path}: holds preference pairs; the SFT passes score prompt/response examples "
                          "(use `siftlm signals --pass pairs`, `siftlm dpo`, `siftlm analyze dpo-length`)")
     template, loss_on = resolved(ds, cfg)
     examples, encoded, rejects, n_unused = _prepare(
         ds, cfg, "sft", lambda ex: encode(tokenizer, ex.id, ex.messages, max_length=cfg.max_length, template=template,
                                           loss_on=loss_on), lambda ex: None)
-    fp = store.dataset_fingerprint([e.id for e in encoded], [e.input_ids + e.labels for e in encoded])
+    fp = encoded_fingerprint(encoded)
     return Prepared(ds, "sft", examples, encoded, rejects, n_unused, fp, tokenizer, cfg, template, loss_on)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from siftlm.data import Example
+from siftlm.errors import UsageError
 
 PARTS = ("full", "prompt", "response")
 
@@ -18,7 +19,7 @@ def example_text(ex: Example, part: str = "full") -> str:
     Turns are joined by blank lines. A preference pair's prompt is its messages; "full"/"response" add the chosen.
     """
     if part not in PARTS:
-        raise ValueError(f"unknown text part {part!r}; known: {PARTS}")
+        raise UsageError(f"unknown text part {part!r}; known: {PARTS}")
     msgs = list(ex.messages) + ([{"role": "assistant", "content": ex.chosen}] if ex.chosen is not None else [])
     last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
     if part == "prompt":

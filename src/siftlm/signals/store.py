@@ -9,7 +9,9 @@ file is written under a temporary name and renamed.
 
 Several processes (local runs, Ray actors, the ranks of a distributed training) may run the same pass on the same
 store: a shard is taken with the keyed folder's lock, others skip it and come back for its result; a lock whose
-process has died is taken over.
+process has died is taken over. A shard waited on for more than ``NOTICE_S`` is said, with who holds it and since
+when; with a lock timeout, a lock held longer than that (e.g. by a node that died: a lock naming another host cannot
+be checked) is taken over and the shard computed here.
 """
 
 from __future__ import annotations
@@ -25,9 +27,39 @@ import numpy as np
 import pandas as pd
 
 from siftlm.backends.local import Executor as LocalExecutor
-from siftlm.keyed import Keyed, done_marker, open_keyed, stored_identity
+from siftlm.errors import KeyMismatch, MissingInput
+from siftlm.keyed import Keyed, describe, done_marker, open_keyed, stored_identity
+from siftlm.progress import console
 
 POLL_S = 0.5        # how often a process waiting for another's shard looks again
+NOTICE_S = 10.0     # a shard waited on this long is said: who holds it and since when
+REPEAT_S = 300.0    # and said again this often while the wait lasts
+
+
+def _say(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _watch(keyed: Keyed, busy: list[int], seen: dict, lock_timeout: float | None) -> None:
+    """For every shard still held by another process: take the lock over when it is older than ``lock_timeout``,
+    else say who holds it (after ``NOTICE_S`` of waiting, then every ``REPEAT_S``)."""
+    now = time.time()
+    for s in busy:
+        owner = keyed.holder(shard(s))
+        if owner is None:                   # released meanwhile: taken in the next round
+            continue
+        first, said = seen.setdefault(s, [now, 0.0])
+        since = owner.get("time") if isinstance(owner.get("time"), (int, float)) else first
+        where = f"{keyed.folder}/{shard(s)}"
+        if lock_timeout is not None and now - since >= lock_timeout:
+            if keyed.take_over(shard(s), owner):
+                _say(f"{where}: locked by {describe(owner, now)}, longer than --lock-timeout {lock_timeout:g} s: "
+                     "taking it over and computing the shard here")
+            continue
+        if now - first >= NOTICE_S and now - said >= REPEAT_S:
+            seen[s][1] = now
+            _say(f"waiting for {where}: locked by {describe(owner, now)}; if that process is gone (a node that died), "
+                 f"remove {keyed.lock_path(shard(s))} or rerun with --lock-timeout SECONDS")
 
 
 def fingerprint(obj) -> str:
@@ -136,10 +168,11 @@ class Columns:
 
 def compute_pass(root: str | Path, spec: PassSpec, ids: Sequence[str], work, executor=None, *,
                  bounds: list[list[int]] | None = None, progress: Callable[[int], None] | None = None,
-                 units: int = 1) -> pd.DataFrame:
+                 units: int = 1, lock_timeout: float | None = None) -> pd.DataFrame:
     """Every shard of ``ids`` not yet stored, computed by ``executor`` (``siftlm.backends``; default in this process)
     through ``work`` (a ShardWork whose worker stores a shard with ``compute_shard``, or a plain ``compute(start,
-    stop)`` returning columns); shards another process holds are waited for. Returns all rows in ``ids`` order.
+    stop)`` returning columns); shards another process holds are waited for (and said, with who holds them), or
+    taken over once their lock is older than ``lock_timeout`` seconds. Returns all rows in ``ids`` order.
     ``progress(n)`` counts ``units`` per example, for shards served from the store too."""
     bounds = bounds or [[0, len(ids)]]
     keyed = open_pass(root, spec, len(ids), bounds)
@@ -150,6 +183,7 @@ def compute_pass(root: str | Path, spec: PassSpec, ids: Sequence[str], work, exe
     pending = [s for s in range(len(bounds)) if not shard_done(keyed, s)]
     if progress:
         progress(sum(size(s) for s in range(len(bounds)) if s not in pending))
+    seen: dict[int, list[float]] = {}     # shard -> [when this process began waiting for it, when it was last said]
     while pending:
         states = executor.run_shards(pending, work, progress=progress)
         busy = [s for s in pending if states.get(s) == "busy"]
@@ -161,10 +195,11 @@ def compute_pass(root: str | Path, spec: PassSpec, ids: Sequence[str], work, exe
             if progress:
                 progress(sum(size(s) for s in done_now))
             busy = [s for s in busy if s not in done_now]
+            _watch(keyed, busy, seen, lock_timeout)
         pending = busy
     out = read_shards(keyed.folder, len(bounds))
     if list(out["id"]) != list(ids):
-        raise RuntimeError(f"{keyed.folder}: stored ids do not match the dataset; remove the folder to recompute")
+        raise KeyMismatch(f"{keyed.folder}: stored ids do not match the dataset; remove the folder to recompute")
     return out
 
 
@@ -176,5 +211,5 @@ def load_pass(root: str | Path, spec: PassSpec) -> pd.DataFrame:
     """All rows of a finished pass; error naming the folder if it is incomplete."""
     folder = pass_dir(root, spec)
     if not is_complete(root, spec):
-        raise FileNotFoundError(f"{folder}: pass {spec.name} is not complete; run it first")
+        raise MissingInput(f"{folder}: pass {spec.name} is not complete; run it first")
     return read_shards(folder, stored_identity(folder)["n_shards"])

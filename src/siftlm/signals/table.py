@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm.errors import DataError, MissingInput, UsageError
 from siftlm.files import atomic_write
 
 STATS = ("nll_sum", "loss", "entropy", "el2n", "acc")
@@ -80,7 +81,7 @@ def pair_table(reference: pd.DataFrame, policy: pd.DataFrame | None = None) -> p
     t["length_diff"] = t["chosen_tokens"] - t["rejected_tokens"]
     if policy is not None:
         if list(policy["id"]) != list(reference["id"]):
-            raise ValueError("policy and reference passes cover different pairs")
+            raise DataError("policy and reference passes cover different pairs")
         t["policy_chosen_logp"] = policy["chosen_logp"].to_numpy()
         t["policy_rejected_logp"] = policy["rejected_logp"].to_numpy()
     return t
@@ -94,7 +95,7 @@ def write_frame(frame: pd.DataFrame, path: str | Path, meta: dict | None = None)
 
     path = Path(path)
     if path.suffix == ".npy" and "vector" not in frame:
-        raise ValueError(f"{path}: this pass has no vectors; write it as .parquet")
+        raise UsageError(f"{path}: this pass has no vectors; write it as .parquet")
     with atomic_write(path) as tmp:
         if path.suffix == ".npy":
             with open(tmp, "wb") as f:
@@ -123,11 +124,11 @@ def layer_gradients(path: str | Path, ids: list[str]) -> list[np.ndarray]:
     ``ids``: one (n, p_l) array per layer."""
     frame = pd.read_parquet(path)
     if "layer_grads" not in frame:
-        raise ValueError(f"{path}: no per-layer gradients; run the grads pass with --keep-layers")
+        raise DataError(f"{path}: no per-layer gradients; run the grads pass with --keep-layers")
     by_id = dict(zip(frame["id"], frame["layer_grads"], strict=True))
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise ValueError(f"{path}: no gradients for {len(missing)} ids (first: {missing[0]})")
+        raise DataError(f"{path}: no gradients for {len(missing)} ids (first: {missing[0]})")
     flat = np.stack([np.asarray(by_id[i], dtype=np.float32) for i in ids])
     bounds = np.cumsum([0, *frame["layer_sizes"].iloc[0]])
     return [flat[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
@@ -138,23 +139,23 @@ def load_features(path: str | Path, ids: list[str] | None = None) -> np.ndarray:
     one list-valued column (``vector`` / ``embedding`` / ``features``), aligned with ``ids`` when given."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such features file")
+        raise MissingInput(f"{path}: no such features file")
     if path.suffix == ".npy":
         x = np.load(path, allow_pickle=False)
         if x.ndim != 2 or (ids is not None and len(x) != len(ids)):
             want = f"({len(ids)}, D) rows in the scores table's order" if ids is not None else "(N, D)"
-            raise ValueError(f"{path}: shape {x.shape}, expected {want}")
+            raise DataError(f"{path}: shape {x.shape}, expected {want}")
         return x
     if path.suffix not in (".parquet", ".pq"):
-        raise ValueError(f"{path}: features must be .npy or .parquet (what `siftlm signals --out` writes)")
+        raise DataError(f"{path}: features must be .npy or .parquet (what `siftlm signals --out` writes)")
     frame = pd.read_parquet(path)
     col = next((c for c in VECTOR_COLUMNS if c in frame), None)
     if "id" not in frame or col is None:
-        raise ValueError(f"{path}: needs an 'id' column and one of {'/'.join(VECTOR_COLUMNS)}")
+        raise DataError(f"{path}: needs an 'id' column and one of {'/'.join(VECTOR_COLUMNS)}")
     if ids is None:
         return np.stack([np.asarray(v, dtype=np.float32) for v in frame[col]])
     vecs = dict(zip(frame["id"], frame[col], strict=True))
     missing = [i for i in ids if i not in vecs]
     if missing:
-        raise ValueError(f"{path}: no vector for {len(missing)} ids (first: {missing[0]})")
+        raise DataError(f"{path}: no vector for {len(missing)} ids (first: {missing[0]})")
     return np.stack([np.asarray(vecs[i], dtype=np.float32) for i in ids])

@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from siftlm.config import DPOTrainConfig
+from siftlm.errors import Unavailable, UsageError
 from siftlm.keyed import Keyed, open_keyed
 from siftlm.models.load import normalize_saved
 from siftlm.scores.pair_margin import MIN_REF_NATS
@@ -92,7 +93,7 @@ class SiftDPOTrainer(DPOTrainer):
         finally:
             handle.remove()
         if not fired:
-            raise RuntimeError("the DavIR-DPO loss needs TRL's fused log-prob forward (TRL >= 1.16); it did not run")
+            raise Unavailable("the DavIR-DPO loss needs TRL's fused log-prob forward (TRL >= 1.16); it did not run")
         self._log_real_logps(fired[0], n)
         return result
 
@@ -139,7 +140,7 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
     Returns {"log_history": TRL's log, "final": folder, "train_runtime": s, ...}; also ``out/siftlm-dpo.json``.
     """
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown DPO loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
+        raise UsageError(f"unknown DPO loss {cfg.loss!r}; known: {', '.join(LOSSES)}")
     out = Path(out)
     device = next(lm.model.parameters()).device
     beta = cfg.beta if cfg.beta is not None else default_beta(cfg.loss, ref_frame["chosen_logp"], ref_frame["rejected_logp"])

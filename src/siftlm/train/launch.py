@@ -18,6 +18,7 @@ import torch
 
 from siftlm.backends import executor, fetch
 from siftlm.config import TrainConfig, UsageError
+from siftlm.errors import KeyMismatch
 from siftlm.keyed import open_keyed
 from siftlm.models.load import load_model
 from siftlm.train.dist import launched_world
@@ -40,7 +41,7 @@ class TrainJob:
         prep = replace(prep, cfg=replace(prep.cfg, backend="local"))    # each worker computes its share of a pass
         lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
         if lm.fingerprint != self.source["fingerprint"]:
-            raise RuntimeError(f"a training worker loaded {self.source['spec']} as {lm.fingerprint}, the driver has "
+            raise KeyMismatch(f"a training worker loaded {self.source['spec']} as {lm.fingerprint}, the driver has "
                                f"{self.source['fingerprint']}: every node must see the same model files")
         keyed = open_keyed(self.folder, self.identity, what=self.what, labels=self.labels)
         evaluate = (lambda model, fp, epoch: self.evaluate(prep, model, fp, epoch)) if self.evaluate else None

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from siftlm.config import TrainConfig, UsageError, from_dict
+from siftlm.errors import MissingInput
 from siftlm.files import write_folder
 from siftlm.keyed import Keyed, done_marker
 from siftlm.models.batching import collate, plan_batches
@@ -94,11 +95,11 @@ def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
     """Model fingerprints of P_0..P_n for a finished training folder; FileNotFoundError when it is not finished."""
     out = Path(out)
     if not (out / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{out}: no training here")
+        raise MissingInput(f"{out}: no training here")
     cfg = from_dict(TrainConfig, json.loads((out / CONFIG_FILE).read_text()))
     finished = finished_epochs(out)
     if finished != list(range(1, cfg.epochs + 1)):
-        raise FileNotFoundError(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
+        raise MissingInput(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
     return [base_fp] + [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]
 
 

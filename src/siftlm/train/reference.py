@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from siftlm.config import TrainConfig, from_dict
+from siftlm.errors import KeyMismatch
 from siftlm.files import atomic_write
 from siftlm.keyed import Keyed, open_keyed
 from siftlm.keyed import stored_identity as stored_raw
@@ -122,5 +123,5 @@ def _load_epoch(lm, folder: Path, tcfg: TrainConfig, fp: str):
             "master_fp32": next(lm.model.parameters()).dtype == torch.float32}
     loaded = (load_model(str(folder), **same) if tcfg.full else load_model(lm.path, adapter=str(folder), **same))
     if loaded.fingerprint != fp:
-        raise RuntimeError(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
+        raise KeyMismatch(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
     return loaded.model

@@ -18,6 +18,7 @@ import pandas as pd
 
 from siftlm.config import TrainConfig
 from siftlm.data import Dataset
+from siftlm.errors import DataError
 from siftlm.files import write_folder
 from siftlm.progress import bar
 from siftlm.signals.prepare import Prepared
@@ -34,7 +35,7 @@ def restrict(ds: Dataset, selection: str | Path) -> Dataset:
     by_id = {e.id: e for e in ds.examples}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise ValueError(f"{len(missing)} ids of {selection} are not in {ds.path} (first: {missing[0]}); wrong dataset?")
+        raise DataError(f"{len(missing)} ids of {selection} are not in {ds.path} (first: {missing[0]}); wrong dataset?")
     return Dataset(ds.path, ds.format, [by_id[i] for i in ids], ds.rejects, ds.n_read, ds.n_skipped,
                    len(ds.examples) - len(ids))
 
