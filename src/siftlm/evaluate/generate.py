@@ -12,6 +12,7 @@ import torch
 from siftlm.evaluate.sets import EvalItem
 from siftlm.models.batching import plan_batches
 from siftlm.models.forward import device_of
+from siftlm.models.merge import merged
 from siftlm.models.precision import autocast
 from siftlm.models.template import prompt_ids
 
@@ -52,23 +53,24 @@ def generate(lm, items: list[EvalItem], *, max_new_tokens: int = 256, template: 
     torch.manual_seed(seed)
     answers: list[list[str]] = [[] for _ in items]
     try:
-        for turn in range(max(len(i.turns) for i in items)):
-            todo = [k for k, i in enumerate(items) if turn < len(i.turns)]
-            prompts = []
-            for k in todo:
-                msgs = [{"role": "system", "content": items[k].system}] if items[k].system else []
-                for q, a in zip(items[k].turns[:turn], answers[k], strict=True):
-                    msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                prompts.append(prompt_ids(tok, msgs + [{"role": "user", "content": items[k].turns[turn]}],
-                                          template=template))
-            lengths = [len(p) + max_new_tokens for p in prompts]       # the batch grows by max_new_tokens
-            for index in plan_batches(lengths, token_budget, max_spread=0.2):
-                texts = generate_batch(model, tok, [prompts[j] for j in index], max_new_tokens=max_new_tokens,
-                                       sample=sample)
-                for j, text in zip(index, texts, strict=True):
-                    answers[todo[j]].append(text)
-                if on_batch:
-                    on_batch(len(index))
+        with merged(model):      # a LoRA model generates at the base model's speed (siftlm.models.merge)
+            for turn in range(max(len(i.turns) for i in items)):
+                todo = [k for k, i in enumerate(items) if turn < len(i.turns)]
+                prompts = []
+                for k in todo:
+                    msgs = [{"role": "system", "content": items[k].system}] if items[k].system else []
+                    for q, a in zip(items[k].turns[:turn], answers[k], strict=True):
+                        msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                    prompts.append(prompt_ids(tok, msgs + [{"role": "user", "content": items[k].turns[turn]}],
+                                              template=template))
+                lengths = [len(p) + max_new_tokens for p in prompts]       # the batch grows by max_new_tokens
+                for index in plan_batches(lengths, token_budget, max_spread=0.2):
+                    texts = generate_batch(model, tok, [prompts[j] for j in index], max_new_tokens=max_new_tokens,
+                                           sample=sample)
+                    for j, text in zip(index, texts, strict=True):
+                        answers[todo[j]].append(text)
+                    if on_batch:
+                        on_batch(len(index))
     finally:
         model.train(was_training)
     return answers

@@ -20,6 +20,7 @@ embed      text    vector: sentence embedding (sentence-transformers)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from siftlm.backends import executor, fetch
 from siftlm.config import GradConfig, UsageError, closest
 from siftlm.models import precision
 from siftlm.models.load import default_device, load_model
+from siftlm.models.merge import merged
 from siftlm.progress import bar, console
 from siftlm.signals import PASS_HELP, store
 from siftlm.signals.embed import lm_embed_pass
@@ -164,7 +166,13 @@ class ShardJob:
         compute = PASSES[self.name].bind(model, prep, self.options)
         keyed = store.open_pass(self.root, self.spec, len(prep.ids), self.bounds)
         tick = progress or (lambda n: None)
-        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, lambda a, b: compute(a, b, tick))
+
+        def shard(a: int, b: int) -> dict:
+            # a LoRA model runs with its adapters merged into the base weights (the base model's speed), restored after
+            with merged(model) if self.name != "embed" else contextlib.nullcontext():
+                return compute(a, b, tick)
+
+        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
 
 
 def _source(model, model_fp: str) -> dict | None:
