@@ -33,9 +33,10 @@ def naive_epoch(model, encoded, per_step: int, lr: float) -> None:
 
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     for i, e in enumerate(encoded):
-        out = model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels]))
+        out = model(input_ids=torch.tensor([e.input_ids], device=device), labels=torch.tensor([e.labels], device=device))
         (out.loss / per_step).backward()
         if (i + 1) % per_step == 0 or i == len(encoded) - 1:
             opt.step()

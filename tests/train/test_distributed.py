@@ -1,5 +1,6 @@
 """Data-parallel training on CPU (gloo): 2 processes under torchrun, accelerate launch and Ray Train against one
-process on the same data, seed and global batches; a rank killed mid-epoch; the balanced split of a global batch.
+process on the same data, seed and global batches; a rank killed mid-epoch; the balanced split of a global batch; and,
+where 2 GPUs exist, the torchrun comparison under NCCL (the last test; bench/gpu.sh runs it).
 
 Tolerance: the step losses and the final adapter agree to 1e-5 (absolute). The two runs compute the same global
 batches from the same initial weights; they differ only in the order of floating-point sums (each rank sums its half
@@ -15,6 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from siftlm.train.dist import imbalance, split_batch
@@ -196,3 +198,35 @@ def test_dpo_under_torchrun_is_trls_data_parallel_with_the_same_global_batch(tmp
     assert two["world_size"] == 2
     np.testing.assert_allclose([h["loss"] for h in two["log_history"] if "loss" in h],
                                [h["loss"] for h in one["log_history"] if "loss" in h], atol=TOL, rtol=0)
+
+
+GPU_TOL = 1e-4
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.device_count() >= 2),
+                    reason="needs 2 CUDA GPUs (bench/gpu.sh runs it where they exist)")
+def test_two_processes_under_nccl_train_what_one_does(tmp_path, data, model_dir):
+    """The torchrun test above on GPUs: one process on cuda:0 against two on cuda:0 and cuda:1, whose process group is
+    NCCL (NCCL_DEBUG=INFO makes NCCL say so). fp32, so the comparison is of summation order only; the tolerance is
+    1e-4 rather than 1e-5 because CUDA's atomic adds (the per-example sums of the loss) are not deterministic even
+    within one process. The largest differences are printed, to be read next to the tolerance."""
+    args = ["--dtype", "float32"]
+    env = {**_env(), "NCCL_DEBUG": "INFO"}
+
+    def run(cmd, out, store):
+        res = subprocess.run([*cmd, "train", str(data), "--model", str(model_dir), "--out", str(out), "--store",
+                              str(store), *ARGS, *args], env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return res
+
+    run([sys.executable, "-m", "siftlm"], tmp_path / "one", tmp_path / "st1")
+    two = run([_bin("torchrun"), "--nproc_per_node", "2", "-m", "siftlm"], tmp_path / "two", tmp_path / "st2")
+    assert "NCCL INFO" in two.stdout + two.stderr                     # the process group is NCCL's, on the GPUs
+    assert {s["world_size"] for s in _steps(tmp_path / "two")} == {2}
+    loss_diff = max(float(np.abs(np.array(a["losses"]) - np.array(b["losses"])).max())
+                    for a, b in zip(_steps(tmp_path / "one"), _steps(tmp_path / "two"), strict=True))
+    wa, wb = (load_file(d / "epoch-2" / "adapter_model.safetensors") for d in (tmp_path / "one", tmp_path / "two"))
+    assert wa.keys() == wb.keys()
+    weight_diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    print(f"NCCL vs one process: step losses max |diff| {loss_diff:.2e}, adapter weights max |diff| {weight_diff:.2e}")
+    assert loss_diff < GPU_TOL and weight_diff < GPU_TOL

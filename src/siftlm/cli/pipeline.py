@@ -97,7 +97,7 @@ def reproduce(tables: Optional[list[str]] = typer.Argument(None, help="davir-tab
 
 
 PLAN_EXCLUDE = {"store", "token_budget", "shard_size", "shard_tokens", "limit", "dtype", "backend", "ray_address",
-                "ray_actors"}
+                "ray_actors", "compile"}
 
 
 @verb(app, configs={"cfg": PlanConfig, "sig": SignalConfig, "src": DataConfig}, exclude=PLAN_EXCLUDE)

@@ -73,6 +73,10 @@ class DataConfig:
     subset: str | None = opt(None, "the hub dataset's configuration (subset) name")
 
 
+COMPILE_HELP = ("compile the decoder's forward (torch.compile) for the loss, uncond, lm-embed and pairs passes: auto "
+                "(on when a compiler is present and the pass has at least 1M tokens on a CPU, 5M on a GPU, where the ~1 "
+                "min of compiling pays) | on | off (eager); a failure falls back to eager with one line; same results "
+                "as eager to ~1e-6")
 BACKEND_HELP = ("where model passes, DPP parts and k-means assignment run: local (this process) | ray (a Ray cluster; "
                 "pip install 'siftlm[ray]')")
 RAY_ADDRESS_HELP = "--backend ray: the cluster to join (default: RAY_ADDRESS, else a new local cluster)"
@@ -97,6 +101,7 @@ class SignalConfig:
     dtype: str = opt("auto", "compute precision: auto (bfloat16 on GPUs that support it, CPUs with AMX, and CPUs where a "
                              "timed bf16 matmul is 1.5x faster, else float32) "
                              "| float32 | bfloat16; softmax statistics, losses and optimizer master weights stay fp32")
+    compile: str = opt("auto", COMPILE_HELP)
     backend: str = opt("local", BACKEND_HELP)
     ray_address: str | None = opt(None, RAY_ADDRESS_HELP)
     ray_actors: int | None = opt(None, "--backend ray: model replicas (default: one per GPU of the cluster, else one "

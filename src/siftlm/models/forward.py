@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from siftlm.models.batching import Batch
+from siftlm.models.compiled import decoder_forward
 from siftlm.models.precision import autocast
 from siftlm.models.template import IGNORE
 
@@ -60,9 +61,8 @@ def device_of(model) -> torch.device:
 def last_hidden(model, batch: Batch) -> torch.Tensor:
     """The decoder's last hidden states for a padded batch, (B, T, H), in the model's compute precision; no KV cache."""
     device = device_of(model)
-    with autocast(model):
-        out = parts(model).decoder(input_ids=batch.input_ids.to(device),
-                                   attention_mask=batch.attention_mask.to(device), use_cache=False)
+    with autocast(model):      # compiled inside siftlm.models.compiled.compiling(True), for work without gradients
+        out = decoder_forward(parts(model).decoder, batch.input_ids.to(device), batch.attention_mask.to(device))
     return out.last_hidden_state
 
 

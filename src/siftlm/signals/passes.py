@@ -20,6 +20,7 @@ embed      text    vector: sentence embedding (sentence-transformers)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ import pandas as pd
 from siftlm.backends import executor, fetch
 from siftlm.config import GradConfig, UsageError, closest
 from siftlm.errors import DataError, KeyMismatch
-from siftlm.models import precision
+from siftlm.models import compiled, precision
+from siftlm.models.compiled import compiling
 from siftlm.models.load import default_device, load_model
+from siftlm.models.merge import merged
 from siftlm.progress import bar, console
 from siftlm.signals import PASS_HELP, store
 from siftlm.signals.embed import lm_embed_pass
@@ -165,7 +168,26 @@ class ShardJob:
         compute = PASSES[self.name].bind(model, prep, self.options)
         keyed = store.open_pass(self.root, self.spec, len(prep.ids), self.bounds)
         tick = progress or (lambda n: None)
-        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, lambda a, b: compute(a, b, tick))
+
+        compile_on = self.name in COMPILED and _compile_decision(prep, model)
+
+        def shard(a: int, b: int) -> dict:
+            # a LoRA model runs with its adapters merged into the base weights (the base model's speed), restored after
+            with merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on):
+                return compute(a, b, tick)
+
+        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
+
+
+COMPILED = ("loss", "uncond", "lm-embed", "pairs")   # the passes whose forward --compile compiles (no gradients)
+
+
+def _compile_decision(prep: Prepared, model) -> bool:
+    """Whether this pass runs the decoder compiled (``--compile``, ``siftlm.models.compiled.decide``), said in one line."""
+    mode = getattr(prep.cfg, "compile", "off")
+    on, why = compiled.decide(mode, next(model.parameters()).device, sum(_weights(prep)))
+    compiled.say(f"compile: {'on' if on else 'off'} ({why})", key=("decision", mode, on))
+    return on
 
 
 def _source(model, model_fp: str) -> dict | None:
