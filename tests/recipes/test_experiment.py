@@ -339,3 +339,46 @@ train: {{epochs: 1, lr: 0.005, token_budget: 512}}
     assert shares["pool"]["share:poems"] == pytest.approx(0.2)
     assert shares["repr->query"]["share:poems"] + shares["repr->query"]["share:a"] == pytest.approx(1.0)
     assert summary["primary"]["sets"] == ["target"] and summary["tables"][0]["items"] == 8
+
+
+def test_a_method_with_scores_of_its_own_selects_by_them_and_is_keyed_by_their_bytes(grid, tmp_path):
+    """Another model's scores for the same pool (the self-selection arm of a small-selects-for-large grid): the
+    method picks by them, and changing their bytes changes the cell's key."""
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    other = scores.assign(davir=-scores["davir"])                 # the opposite ranking
+    other.to_parquet(tmp_path / "other.parquet")
+    text = grid.read_text().replace('methods: [random, "highest:davir", full]',
+                                    'methods: [{name: other, method: topk, by: davir, scores: other.parquet}]')
+    text = text.replace("budget_tokens: [60]", "budget_tokens: []").replace("seeds: [0, 1]", "seeds: [0]")
+    grid.write_text(text)
+    cfg = experiment.load_grid(grid)
+    experiment.run_experiment(cfg)
+    cells = pd.read_parquet(tmp_path / "exp" / "cells.parquet")
+    ids = cells.loc[cells["method"] == "other", "ids"].iloc[0]
+    assert list(ids) == other.sort_values(["davir", "id"], ascending=[False, True])["id"].head(6).tolist()
+    cell = experiment.cells(cfg)[0]
+    key = experiment.cell_key(cfg, cell, "src")
+    other.assign(davir=scores["davir"]).to_parquet(tmp_path / "other.parquet")
+    assert experiment.cell_key(cfg, cell, "src") != key
+
+
+def test_a_grid_that_only_scores_its_pool_writes_empty_tables(tmp_path, model_dir):
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(30)))
+    (tmp_path / "grid.yaml").write_text(f"""
+data: data.jsonl
+model: {model_dir}
+pool: {{size: 20, heldout: 6, seed: 0}}
+grad_norm: false
+finetune: false
+methods: [random]
+eval: heldout
+out: exp
+signals: {{store: st, max_length: 256}}
+train: {{epochs: 2, lr: 0.005, token_budget: 512}}
+""")
+    cfg = experiment.load_grid(tmp_path / "grid.yaml")
+    experiment.run_experiment(cfg)
+    summary = json.loads((tmp_path / "exp" / "pool" / "scores" / "summary.json").read_text())
+    assert "grads pass" not in summary["timings_s"] and "lp_app" in pd.read_parquet(tmp_path / "exp" / "pool" / "scores"
+                                                                                      / "scores.parquet")
+    assert json.loads((tmp_path / "exp" / "results.json").read_text())["tables"] == []

@@ -83,6 +83,8 @@ class ExperimentConfig:
                                      "lm-embed for repr) or a pass name")
     pool: PoolConfig = opt(factory=PoolConfig)
     inject: InjectConfig = opt(factory=InjectConfig)
+    grad_norm: bool = opt(True, "score the pool's grad_norm (a LoRA-gradient pass over the pool; false skips it, "
+                                "e.g. for a model whose large vocabulary makes that pass the costliest)")
     crossfit: bool = opt(False, "also score DavIR with a cross-fitted reference (davir_xfit: two references, each "
                                 "trained on one half of the pool and scoring the other)")
     methods: list = opt(factory=lambda: ["random", "highest:davir", "full"],

@@ -63,6 +63,9 @@ def load_grid(path: str | Path) -> ExperimentConfig:
         rel["pool"] = replace(cfg.pool, sources=[
             {**src, "data": src["data"] if str(src.get("data", "")).startswith("builtin:") else relative(path, src["data"])}
             for src in cfg.pool.sources])
+    if any(isinstance(m, dict) and m.get("scores") for m in cfg.methods):     # a method's own scores file
+        rel["methods"] = [{**m, "scores": relative(path, m["scores"])} if isinstance(m, dict) and m.get("scores") else m
+                          for m in cfg.methods]
     if cfg.target and not cfg.target.data.startswith(("builtin:", "source:")):
         rel["target"] = replace(cfg.target, data=relative(path, cfg.target.data))
     rel["eval"] = ",".join(v if v in ("heldout", "target") else relative(path, v.strip())
@@ -93,6 +96,9 @@ def cell_key(cfg: ExperimentConfig, cell: Cell, source: str) -> str:
         parts.append({"detectors": detect.VERSION})
     if d.get("target"):                     # the query set steers targeted selections
         parts.append({"target": d["target"]})
+    own = cell.method.get("scores") if isinstance(cell.method, dict) else None
+    if own:                                 # a method with scores of its own (e.g. another model's): their bytes
+        parts.append({"scores": _digest(own) if Path(own).exists() else own})
     return store.fingerprint(parts)
 
 

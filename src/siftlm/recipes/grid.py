@@ -89,7 +89,7 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
             raise UsageError("the oracle method needs a pool with labelled junk (pool: and inject:)")
         opts = {**opts, "exclude": str(pool.junk_ids())}
     return from_dict(SelectConfig, {**opts, "features": features, **budget, **target, "seed": cell.seed,
-                                    "scores": scores, "data": data})
+                                    "scores": opts.get("scores") or scores, "data": data})
 
 
 def cells(cfg: ExperimentConfig) -> list[Cell]:

@@ -216,9 +216,9 @@ def _trained(model: str, folder: Path, tcfg: TrainConfig, dtype: str):
 def scoring_key(cfg: ExperimentConfig, pool: Pool) -> str:
     """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
     training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
-    return store.fingerprint([SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
-                              cfg.signals.identity(),
-                              reference_config(cfg).identity()])
+    parts = [SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
+             cfg.signals.identity(), reference_config(cfg).identity()]
+    return store.fingerprint(parts if cfg.grad_norm else parts + [{"grad_norm": False}])
 
 
 def scored(cfg: ExperimentConfig, pool: Pool) -> bool:
@@ -313,12 +313,13 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Pa
     with timer("read + encode"):
         ds = read_dataset(pool.data)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frame = _model_pass(pool, "grads", prep, lm, selector, timer)      # grad_norm, and DPP's features
+    frame = _model_pass(pool, "grads", prep, lm, selector, timer) if cfg.grad_norm else None   # grad_norm, DPP's
     feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer)
     run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
                     train=tcfg, ifd=True)
     _, table, extra = score_dataset(run, timer, lm=lm, prep=prep)
-    table["grad_norm"] = frame.set_index("id").loc[table["id"], "grad_norm"].to_numpy()
+    if frame is not None:
+        table["grad_norm"] = frame.set_index("id").loc[table["id"], "grad_norm"].to_numpy()
     if cfg.crossfit:
         with timer("cross-fitted references"):
             table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype)
