@@ -95,6 +95,24 @@ def averages_table(grids: list[str]) -> str:
     return "\n".join(lines)
 
 
+def extras(g: str, res: dict) -> str:
+    """A targeted grid's feature costs (pool/feature-costs.json) and each selection's share of the pool's sources."""
+    out = []
+    costs = RESULTS / g / "pool" / "feature-costs.json"
+    if costs.exists():
+        c = json.loads(costs.read_text())
+        out.append("Feature passes (computed once, shared by every cell that uses them): " + "; ".join(
+            f"{name} {v['seconds']:.0f} s (process peak RSS ≤ {v['process_peak_rss_gb']:.1f} GB)"
+            for name, v in sorted(c.items())) + ".")
+    shares = res.get("source_shares") or []
+    if shares:
+        cols = sorted({k for r in shares for k in r if k.startswith("share:")})
+        out.append("| selection | " + " | ".join(c[6:] for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n" +
+                   "\n".join(f"| {r['method']} | " + " | ".join(f"{100 * r.get(c, 0):.0f} %" for c in cols) + " |"
+                             for r in shares))
+    return "\n\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("grids", nargs="+")
@@ -111,6 +129,8 @@ def main() -> None:
         print(primary_table(res) + "\n")
         print("Secondary metrics, minus random (↓ / ↑: CI excludes 0, lower / higher; *: survives BH):\n")
         print(secondary_table(res) + "\n")
+        if extra := extras(g, res):
+            print(extra + "\n")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from siftlm.files import atomic_write, load_yaml, relative
 from siftlm.keyed import open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
-from siftlm.progress import bar, console
+from siftlm.progress import Timer, bar, console
 from siftlm.recipes import noisy, target
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
@@ -266,7 +266,9 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
             folder = open_keyed(out / "cells" / cell.folder, cell_design(cfg, cell, source), what="an experiment cell",
                                 labels={"source": "another pool"}).folder
             if pool is not None:
-                pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])))
+                timer = Timer()
+                pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])), timer=timer)
+                pools.record_costs(pool, timer)
             row, cell_items = run_cell(cfg, cell, keys[cell], folder, scores, data, pool, sets)
             rows, items = _merge(rows, items, row, cell_items)
             _save(out, rows, items)

@@ -280,6 +280,25 @@ def target_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, timer: Time
             write_frame(frame, pool.target_features(name), {"pass": name, "model": model, "query": query_fp})
 
 
+def record_costs(pool: Pool, timer: Timer) -> dict:
+    """Add the feature passes ``timer`` saw computed (not served by the store) to ``<pool>/feature-costs.json``: wall
+    seconds, and the process's peak resident memory when the pass ended (an upper bound of the pass's own peak; the
+    passes of one process share it). What a targeted method costs beside its selection. Returns the whole record."""
+    import resource
+    import sys
+
+    path = pool.folder / "feature-costs.json"
+    costs = json.loads(path.read_text()) if path.exists() else {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+    new = {name: {"seconds": secs, "process_peak_rss_gb": round(peak, 2)}
+           for name, secs in timer.times.items() if name.endswith("pass") and name not in timer.cached}
+    if new:
+        costs.update(new)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(costs, indent=2, sort_keys=True))
+    return costs
+
+
 def features_meta_or_none(path: Path) -> dict:
     return features_meta(path) if path.exists() else {}
 
