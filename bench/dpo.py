@@ -27,7 +27,7 @@ from _common import save_result
 from siftlm.assets import demo_data
 from siftlm.config import DPOTrainConfig, SignalConfig
 from siftlm.data import read_dataset
-from siftlm.models.load import load_model
+from siftlm.models.load import in_memory, load_model
 from siftlm.recipes.dpo_length import length_table
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare_pairs
@@ -64,7 +64,7 @@ def main() -> None:
     cfg = SignalConfig(store=str(work / "store"), limit=args.n, max_length=args.max_length, progress=False)
     lm = load_model(args.model)
     prep = prepare_pairs(read_dataset(demo_data("dpo_en_demo")), lm.tokenizer, cfg)
-    ref = run_pass(prep, "pairs", lm.model, lm.fingerprint)
+    ref = run_pass(prep, "pairs", lm)
     runs: dict[str, list[dict]] = {"sigmoid": [], "davir": []}
     adapters: dict[str, Path] = {}
     for rep in range(args.reps):
@@ -97,7 +97,7 @@ def main() -> None:
     tables = {}
     for loss, adapter in adapters.items():
         policy = PeftModel.from_pretrained(load_model(args.model).model, str(adapter)).eval()
-        pol = run_pass(prep, "pairs", policy, f"bench-{loss}-policy")
+        pol = run_pass(prep, "pairs", in_memory(policy, f"bench-{loss}-policy"))
         t = length_table(pair_table(ref, pol), beta=0.1)[0]
         tables[loss] = t
         res[f"table3_after_{loss}"] = {r["loss"]: round(float(r["pearson"]), 3) for _, r in t.iterrows()}
