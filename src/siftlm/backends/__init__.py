@@ -87,7 +87,5 @@ def executor(name: str = "local", **options) -> Executor:
 def fetch(obj):
     """What ``share`` shipped: the object itself, or the value behind a cluster's object reference."""
     if type(obj).__name__ == "ObjectRef" and type(obj).__module__.split(".")[0] == "ray":
-        import ray
-
-        return ray.get(obj)
+        return importlib.import_module(EXECUTORS["ray"]).fetch(obj)     # Ray is imported by its executor only
     return obj

@@ -100,7 +100,7 @@ def mix(config: Path = typer.Argument(..., help="YAML: sources: [{name, scores, 
 
     sources, extra = load_mix(config)
     out = out or Path(extra["out"])
-    summary = run_mix(sources, out, executor_for=executor_for)
+    summary = run_mix(sources, out, executors=executor_for)
     for name, s in summary["sources"].items():
         if "note" in s:
             console.print(f"[yellow]warning:[/yellow] {escape(name)}: {escape(s['note'])}")

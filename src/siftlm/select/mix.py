@@ -68,20 +68,20 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
 
 
 def mix(sources: list[SelectConfig], out: str | Path, *,
-        executor_for: Callable[[SelectConfig], Executor] | None = None) -> dict:
+        executors: Callable[[SelectConfig], Executor] | None = None) -> dict:
     """Run every source's selection and write the combined selection; returns the summary (also mix.json).
 
     An example selected by two sources (same messages and responses, whatever its ids) is kept once, under the
     first source, and counted. ``selected.jsonl`` holds the original records when every source has the same
     format, else each example in the messages format (``{"messages": [...]}``, plus chosen/rejected for pairs).
-    ``executor_for(source)``: where each source's selection runs its independent pieces (the CLI builds them from
+    ``executors(source)``: where each source's selection runs its independent pieces (the CLI builds them from
     each source's ``backend``); default this process.
     """
     out = Path(out)
     parts, rows, seen, summary = [], [], set(), {"sources": {}, "duplicates_across_sources": 0}
     for cfg in sources:
         res = run_selection(cfg, inside(out, out / "sources" / safe_name(cfg.name, "mix")),
-                            executor=executor_for(cfg) if executor_for else None)
+                            executor=executors(cfg) if executors else None)
         sel = res.selection.assign(source=cfg.name, method=cfg.method)
         content = [content_id(e.messages, e.chosen, e.rejected) for e in res.examples]   # own ids may repeat
         keep = pd.Series([c not in seen for c in content], index=sel.index)

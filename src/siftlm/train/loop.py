@@ -195,9 +195,16 @@ def _train(lm: LoadedModel, encoded, keyed: Keyed, cfg: TrainConfig, *, pad_id, 
     evaluate(lm, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
     model = _with_lora(lm.model, cfg)
 
+    handed = [lm]                                      # every handle of ``model`` given out: all but the last are stale
+
+    def stale(weights: str) -> None:                   # ``model`` holds other weights than those handles name
+        for h in handed:
+            h.trained_into = weights
+
     def now(epoch: int, fp: str) -> LoadedModel:      # the handle of the weights ``model`` holds after ``epoch``
-        lm.trained_into = fp
-        return lm.trained(model, fp, source=epoch_source(lm, epoch_dir(out, epoch), cfg), adapter=not cfg.full)
+        stale(fp)
+        handed.append(lm.trained(model, fp, source=epoch_source(lm, epoch_dir(out, epoch), cfg), adapter=not cfg.full))
+        return handed[-1]
 
     lengths = [len(e.input_ids) for e in encoded]
     targets = [_response_tokens(e) for e in encoded]
@@ -230,6 +237,7 @@ def _train(lm: LoadedModel, encoded, keyed: Keyed, cfg: TrainConfig, *, pad_id, 
         opt = rk.accelerator.prepare(opt)
     for epoch in range(start, cfg.epochs + 1):
         trained = True
+        stale(f"epoch {epoch} in training")
         net.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         steps = []
