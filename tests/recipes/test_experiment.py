@@ -420,3 +420,23 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     assert "grads pass" not in summary["timings_s"] and "lp_app" in pd.read_parquet(tmp_path / "exp" / "pool" / "scores"
                                                                                       / "scores.parquet")
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["tables"] == []
+
+
+def test_seeds_for_cuts_an_arm_without_changing_the_other_cells_keys(grid):
+    """A grid cut to fit the time (seeds_for) runs fewer seeds of the named arms; every cell it keeps has the key it
+    had in the full grid, so the cells already run are reused and the rest can be run later."""
+    full = experiment.load_grid(grid)
+    cut_text = grid.read_text() + "\nseeds_for: {full: [1], 'highest:davir': [0]}\n"
+    grid.write_text(cut_text)
+    cut = experiment.load_grid(grid)
+    named = {(c.name, c.budget, c.unit, c.seed) for c in experiment.cells(cut)}
+    assert {(c.name, c.seed) for c in experiment.cells(cut) if c.name in ("full", "highest:davir")} == \
+        {("full", 1), ("highest:davir", 0)}
+    assert [c for c in experiment.cells(cut) if c.name == "random"] == \
+        [c for c in experiment.cells(full) if c.name == "random"]
+    keys = {(c.name, c.budget, c.unit, c.seed): experiment.cell_key(full, c, "src") for c in experiment.cells(full)}
+    assert {k: keys[k] for k in named} == {(c.name, c.budget, c.unit, c.seed): experiment.cell_key(cut, c, "src")
+                                            for c in experiment.cells(cut)}
+    grid.write_text(cut_text.replace("seeds_for: {full", "seeds_for: {fulll"))
+    with pytest.raises(Exception, match="seeds_for names no method"):
+        experiment.cells(experiment.load_grid(grid))

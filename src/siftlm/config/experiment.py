@@ -97,6 +97,8 @@ class ExperimentConfig:
     seeds: list = opt(factory=lambda: [0], help="seeds of every method's fine-tunes (and of its selection when seeded)")
     random_subsets: int | None = opt(None, "random subsets per budget (seeds 0..R-1, each also the fine-tune's seed); "
                                            "default: as many as seeds. Random is a distribution: use >= 5")
+    seeds_for: dict = opt(factory=dict, help="seeds of one method in place of seeds, by method name, e.g. {full: [0]}: "
+                                             "a grid cut to fit the time says which arms ran fewer seeds")
     finetune: bool = opt(True, "fine-tune and evaluate the cells (false: score the pool and write the noisy-pool "
                                "analysis only)")
     eval: str = opt("builtin:alpaca-eval", "evaluation sets, comma-separated: heldout (the pool's held-out split), "

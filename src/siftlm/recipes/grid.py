@@ -92,6 +92,13 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
                                     "scores": opts.get("scores") or scores, "data": data})
 
 
+def _seeds(cfg: ExperimentConfig, name: str) -> list:
+    unknown = set(cfg.seeds_for) - {method_name(m) for m in cfg.methods}
+    if unknown:
+        raise UsageError(f"seeds_for names no method of the grid: {sorted(unknown)}")
+    return list(cfg.seeds_for.get(name, cfg.seeds))
+
+
 def cells(cfg: ExperimentConfig) -> list[Cell]:
     """Every cell, budget by budget (smallest first, an example budget before the token budget of the same size;
     within one, every method's seeds in the grid's order), then ``full`` once per seed: an interrupted grid has whole
@@ -104,9 +111,10 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
         for method in cfg.methods:
             name = method_name(method)
             if name != "full":
-                seeds = list(range(cfg.random_subsets or len(cfg.seeds))) if name == BASELINE else list(cfg.seeds)
+                seeds = list(range(cfg.random_subsets or len(cfg.seeds))) if name == BASELINE else _seeds(cfg, name)
                 out += [Cell(name, method, b, unit, s) for s in seeds]
-    out += [Cell("full", m, None, "all", s) for m in cfg.methods if method_name(m) == "full" for s in cfg.seeds]
+    out += [Cell("full", m, None, "all", s) for m in cfg.methods if method_name(m) == "full"
+            for s in _seeds(cfg, "full")]
     if len({(c.name, c.budget, c.unit, c.seed) for c in out}) != len(out):
         raise UsageError("two grid cells are the same: a method name or a budget is listed twice (give a method a "
                          "'name')")
