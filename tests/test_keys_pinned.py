@@ -1,6 +1,8 @@
-"""Every key siftlm stores results under, pinned to the value the code gave before the model handles, keyed pool
-files and runtimes (issue 34): committed results in runs/results/ and running experiments are keyed by them, so a
-change here would silently recompute (or orphan) every one of them."""
+"""Every key siftlm stores results under (cell_key, the base model's key, scoring_key, a pool's fingerprint, set_key,
+the store keys of every pass, model fingerprints), pinned to the values main's code gave before the model handles,
+keyed pool files and runtimes (issue 34; computed with that code, not with this one): committed results in
+runs/results/ and running experiments are keyed by them, so a change here would silently recompute (or orphan) every
+one of them."""
 
 import json
 from dataclasses import replace
@@ -57,6 +59,17 @@ def test_scoring_keys_and_a_pool_fingerprint_are_unchanged(tmp_path):
     assert pools.build_pool(pc, tmp_path / "pool").fingerprint == "74695237201857ed"
 
 
+def test_set_keys_are_unchanged(tmp_path):
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(40)))
+    grid = {"data": str(tmp_path / "data.jsonl"), "pool": {"size": 30, "heldout": 8, "seed": 0}, "eval": "heldout"}
+    cfg = from_dict(ExperimentConfig, {**grid, "behaviour": {"max_new_tokens": 32}})
+    pool = pools.build_pool(cfg, tmp_path / "pool")
+    assert pool.fingerprint == "fb2c2b7144658fa8"
+    assert {k: v[0] for k, v in experiment.eval_sets(cfg, pool).items()} == {"heldout": "22c2bee38f971472"}
+    plain = from_dict(ExperimentConfig, {**grid, "eval_max_length": 256})
+    assert {k: v[0] for k, v in experiment.eval_sets(plain, pool).items()} == {"heldout": "17670040b86048d9"}
+
+
 def test_store_pass_keys_of_a_tiny_model_are_unchanged(tmp_path):
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(40)))
     tok = byte_tokenizer()
@@ -88,3 +101,4 @@ def test_model_fingerprints_are_unchanged(tmp_path):
     assert epoch_fingerprint("5fd3d77a609b2709", a, TrainConfig()) == "5fd3d77a609b2709+fcd2422984536064"
     assert model_fingerprint(base="5fd3d77a609b2709", adapter=a) == "5fd3d77a609b2709+fcd2422984536064"
     assert epoch_fingerprint("ignored", f, TrainConfig(full=True)) == "5fd3d77a609b2709"
+    assert model_fingerprint("HuggingFaceTB/SmolLM2-135M-Instruct") == "5ed213fbf53be57a"      # a hub id: its name
