@@ -86,3 +86,19 @@ def test_scores_written_before_they_were_keyed_are_kept_by_their_scoring_key(tmp
 
     with pytest.raises(KeyMismatch, match="holds pool scores of another pool or other scoring settings"):
         pools.score_pool(replace(cfg, crossfit=True), p, features=())
+
+
+def test_scores_written_before_any_scoring_key_are_kept_for_the_tables_only(tmp_path, model_dir):
+    """A pool scored before summary.json named a scoring_key (runs/results/calibration): not taken as this key's
+    scores (a cell that needs them scores the pool again, keyed), yet kept for the tables of the cells it served."""
+    cfg, p = _grid(tmp_path, model_dir, seed=0)
+    pools.score_pool(cfg, p, features=())
+    folder = p.folder / "scores"
+    for path in [folder / "siftlm-identity.json", *folder.glob("*.done")]:
+        path.unlink()
+    summary = json.loads((folder / "summary.json").read_text())
+    del summary["scoring_key"]
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert not pools.scored(cfg, p) and pools.unkeyed_scores(p)
+    pools.score_pool(cfg, p, features=())                    # asked for: scored again, under its key
+    assert pools.scored(cfg, p) and not pools.unkeyed_scores(p)

@@ -249,6 +249,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
         data, scores, source = str(pool.data), str(pool.scores), f"pool:{pool.fingerprint}"
     sets = eval_sets(cfg, pool)
     scored = pool is not None and pools.scored(cfg, pool)        # scores of another pool or settings are refused here
+    unkeyed = pool is not None and not scored and pools.unkeyed_scores(pool)   # scored before siftlm keyed them
     rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
     grid = cells(cfg)
     keys = {c: cell_key(cfg, c, source) for c in grid}
@@ -256,11 +257,11 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
     if tables_only:
         todo = []
-    elif pool is not None and (todo or not scored or not cfg.finetune):
+    elif pool is not None and (todo or not (scored or unkeyed) or not cfg.finetune):
         # the noisy-pool analysis orders the pool by every feature-based method; cells make theirs when they run
         score_pool(cfg, pool, features_needed(cfg, also=noisy.ORDER_METHODS) if cfg.inject.rate and not cfg.finetune
                    else (), runtime=rt)
-        scored = True
+        scored, unkeyed = True, False
     trained = bool(todo) or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets))
     if trained:
         if not _complete(base_key, rows, items, sets):
@@ -294,7 +295,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current = _fill_counts(current, scores, cfg)
     primary = {**asdict(cfg.primary), "declared": bool(cfg.primary.metric)}
     summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE, primary=primary)
-    if pool is not None and cfg.inject.rate and scored:
+    if pool is not None and cfg.inject.rate and (scored or unkeyed):
         saved = out / "noise.json"
         if tables_only and saved.exists():              # the analysis needs the feature files: keep its last result
             summary["noise"] = json.loads(saved.read_text())
@@ -305,7 +306,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     if pool is not None and "source" in (labels := pool.labels()):
         summary["source_shares"] = page.source_shares(current, labels)
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
-    if scored:
+    if scored or unkeyed:
         summary["pool_scoring"] = json.loads((pool.folder / "scores" / "summary.json").read_text())   # counts, the reference
     summary["wall_s"] = _wall(out / "results.json", time.perf_counter() - wall, trained)
     with atomic_write(out / "results.json") as tmp:

@@ -241,9 +241,10 @@ SCORES_LABELS = {"pool": "another pool", "selector": "another selector model"}
 
 
 def _legacy_key(folder: Path) -> str | None:
-    """The scoring_key of a scores folder written before siftlm keyed it (its summary.json names the key)."""
+    """The scoring_key of a scores folder written before siftlm keyed it (its summary.json, written last, names it)."""
     summary = folder / "summary.json"
-    return json.loads(summary.read_text()).get("scoring_key") if summary.exists() else None
+    done = summary.exists() and (folder / "scores.parquet").exists()
+    return json.loads(summary.read_text()).get("scoring_key") if done else None
 
 
 def scores_folder(cfg: ExperimentConfig, pool: Pool, *, create: bool = True) -> Keyed | None:
@@ -263,6 +264,13 @@ def scores_folder(cfg: ExperimentConfig, pool: Pool, *, create: bool = True) -> 
     if legacy is not None and not keyed.done(SCORES_UNIT):
         keyed.mark(SCORES_UNIT)                          # scored, and summary.json says with this key
     return keyed
+
+
+def unkeyed_scores(pool: Pool) -> bool:
+    """Whether ``scores/`` holds scores written before siftlm recorded any key for them (no identity, no scoring_key):
+    kept for the tables of the cells they served, scored again (keyed) when a cell needs them."""
+    f = pool.folder / "scores"
+    return pool.scores.exists() and (f / "summary.json").exists() and stored_identity(f) is None and not _legacy_key(f)
 
 
 def scored(cfg: ExperimentConfig, pool: Pool) -> bool:
