@@ -27,7 +27,7 @@ from _common import save_result
 from siftlm.assets import demo_data
 from siftlm.config import DPOTrainConfig, SignalConfig
 from siftlm.data import read_dataset
-from siftlm.models.load import in_memory, load_model
+from siftlm.models.load import load_model
 from siftlm.recipes.dpo_length import length_table
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare_pairs
@@ -92,12 +92,9 @@ def main() -> None:
         res[f"{loss}_first_last_loss"] = [round(rs[0]["losses"][0], 4), round(rs[0]["losses"][-1], 4)]
     res["davir_overhead"] = round(res["davir_step_s"] / res["sigmoid_step_s"] - 1, 4)
 
-    from peft import PeftModel
-
     tables = {}
     for loss, adapter in adapters.items():
-        policy = PeftModel.from_pretrained(load_model(args.model).model, str(adapter)).eval()
-        pol = run_pass(prep, "pairs", in_memory(policy, f"bench-{loss}-policy"))
+        pol = run_pass(prep, "pairs", load_model(args.model, adapter=str(adapter)))    # the policy: base + adapter
         t = length_table(pair_table(ref, pol), beta=0.1)[0]
         tables[loss] = t
         res[f"table3_after_{loss}"] = {r["loss"]: round(float(r["pearson"]), 3) for _, r in t.iterrows()}
