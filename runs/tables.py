@@ -3,6 +3,7 @@ docs is copied by hand:
 
     python runs/tables.py behaviour clean-filter         # each grid's primary table, then its secondary metrics
     python runs/tables.py --averages clean clean-25      # held-out loss per token beside per item, verdict by verdict
+    python runs/tables.py --readme clean noisy-filter    # the README's summary: each grid's primary comparisons
 """
 
 from __future__ import annotations
@@ -95,11 +96,53 @@ def averages_table(grids: list[str]) -> str:
     return "\n".join(lines)
 
 
+def extras(g: str, res: dict) -> str:
+    """A targeted grid's feature costs (pool/feature-costs.json) and each selection's share of the pool's sources."""
+    out = []
+    costs = RESULTS / g / "pool" / "feature-costs.json"
+    if costs.exists():
+        c = json.loads(costs.read_text())
+        out.append("Feature passes (computed once, shared by every cell that uses them): " + "; ".join(
+            f"{name} {v['seconds']:.0f} s (process peak RSS ≤ {v['process_peak_rss_gb']:.1f} GB)"
+            for name, v in sorted(c.items())) + ".")
+    shares = res.get("source_shares") or []
+    if shares:
+        cols = sorted({k for r in shares for k in r if k.startswith("share:")})
+        out.append("| selection | " + " | ".join(c[6:] for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n" +
+                   "\n".join(f"| {r['method']} | " + " | ".join(f"{100 * r.get(c, 0):.0f} %" for c in cols) + " |"
+                             for r in shares))
+    return "\n\n".join(out)
+
+
+def readme_table(grids: list[str]) -> str:
+    """The README's summary: every grid's primary comparisons (one row per method and budget), with its q-value."""
+    lines = ["| grid (primary endpoint) | method | budget | minus random [95 % CI] | verdict | BH q |",
+             "|---|---|---|---|---|---|"]
+    for g in grids:
+        res = json.loads((RESULTS / g / "results.json").read_text())
+        t, p = res["tables"][0], res["primary"]
+        label = f"`{g}` ({p['metric']}, {'+'.join(p['sets'])}{'' if p['declared'] else ', not declared'})"
+        for r in t["rows"]:
+            for v in r["vs_random"]:
+                budget = _budget(r["budget"], r["unit"]) if r["budget"] is not None else "all vs " + _budget(
+                    v["budget"], v["unit"])
+                verdict = v["verdict"] if v["verdict"] == "no difference detected" else (
+                    f"**{v['verdict']}**" + ("" if v["survives_bh"] else " (not after BH)"))
+                lines.append(f"| {label} | {r['method']} | {budget} | {_ci(v, t['digits'])} | {verdict} | "
+                             f"{v['q']:.3f} |")
+                label = ""
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("grids", nargs="+")
     ap.add_argument("--averages", action="store_true")
+    ap.add_argument("--readme", action="store_true", help="the README's summary of every grid's primary comparisons")
     a = ap.parse_args()
+    if a.readme:
+        print(readme_table(a.grids))
+        return
     if a.averages:
         print(averages_table(a.grids))
         return
@@ -111,6 +154,8 @@ def main() -> None:
         print(primary_table(res) + "\n")
         print("Secondary metrics, minus random (↓ / ↑: CI excludes 0, lower / higher; *: survives BH):\n")
         print(secondary_table(res) + "\n")
+        if extra := extras(g, res):
+            print(extra + "\n")
 
 
 if __name__ == "__main__":

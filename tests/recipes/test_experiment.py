@@ -377,6 +377,9 @@ train: {{epochs: 1, lr: 0.005, token_budget: 512}}
     assert shares["pool"]["share:poems"] == pytest.approx(0.2)
     assert shares["repr->query"]["share:poems"] + shares["repr->query"]["share:a"] == pytest.approx(1.0)
     assert summary["primary"]["sets"] == ["target"] and summary["tables"][0]["items"] == 8
+    costs = json.loads((folder / "feature-costs.json").read_text())       # what the targeted method's features cost
+    assert {"lm-embed pass", "target lm-embed pass"} <= set(costs)
+    assert all(c["seconds"] >= 0 and c["process_peak_rss_gb"] > 0 for c in costs.values())
 
 
 def test_a_method_with_scores_of_its_own_selects_by_them_and_is_keyed_by_their_bytes(grid, tmp_path):

@@ -39,7 +39,7 @@ from siftlm.files import atomic_write, load_yaml, relative
 from siftlm.keyed import open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
-from siftlm.progress import bar, console
+from siftlm.progress import Timer, bar, console
 from siftlm.recipes import noisy, target
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
@@ -277,7 +277,10 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
             unit = f"eval-{store.fingerprint(sorted(skey for skey, _ in sets.values()))}"
             if not keyed.done(unit):      # done: finished and kept in its folder, killed before the tables had it
                 if pool is not None:
-                    pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])), runtime=rt)
+                    timer = Timer()
+                    pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])), timer=timer,
+                                         runtime=rt)
+                    record_costs(pool, timer)
                 row, cell_items = run_cell(cfg, cell, keys[cell], keyed.folder, scores, data, pool, sets, rt)
                 keyed.write(f"{unit}.json", json.dumps(row, default=str))
                 with keyed.writing(f"{unit}.parquet") as tmp:
@@ -338,6 +341,25 @@ def _fill_counts(rows: pd.DataFrame, scores: str, cfg: ExperimentConfig) -> pd.D
         rows.iloc[k, rows.columns.get_loc("response_tokens")] = float(t["n_response"].sum())
         rows.iloc[k, rows.columns.get_loc("steps")] = float(steps)
     return rows
+
+
+def record_costs(pool: Pool, timer: Timer) -> dict:
+    """Add the feature passes ``timer`` saw computed (not served by the store) to ``<pool>/feature-costs.json``: wall
+    seconds, and the process's peak resident memory when the pass ended (an upper bound of the pass's own peak; the
+    passes of one process share it). What a targeted method costs beside its selection. Returns the whole record."""
+    import resource
+    import sys
+
+    path = pool.folder / "feature-costs.json"
+    costs = json.loads(path.read_text()) if path.exists() else {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+    new = {name: {"seconds": secs, "process_peak_rss_gb": round(peak, 2)}
+           for name, secs in timer.times.items() if name.endswith("pass") and name not in timer.cached}
+    if new:
+        costs.update(new)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(costs, indent=2, sort_keys=True))
+    return costs
 
 
 def _wall(saved: Path, seconds: float, trained: bool) -> float:
