@@ -64,7 +64,7 @@ def main() -> None:
     cfg = SignalConfig(store=str(work / "store"), limit=args.n, max_length=args.max_length, progress=False)
     lm = load_model(args.model)
     prep = prepare_pairs(read_dataset(demo_data("dpo_en_demo")), lm.tokenizer, cfg)
-    ref = run_pass(prep, "pairs", lm.model, lm.fingerprint)
+    ref = run_pass(prep, "pairs", lm)
     runs: dict[str, list[dict]] = {"sigmoid": [], "davir": []}
     adapters: dict[str, Path] = {}
     for rep in range(args.reps):
@@ -92,12 +92,9 @@ def main() -> None:
         res[f"{loss}_first_last_loss"] = [round(rs[0]["losses"][0], 4), round(rs[0]["losses"][-1], 4)]
     res["davir_overhead"] = round(res["davir_step_s"] / res["sigmoid_step_s"] - 1, 4)
 
-    from peft import PeftModel
-
     tables = {}
     for loss, adapter in adapters.items():
-        policy = PeftModel.from_pretrained(load_model(args.model).model, str(adapter)).eval()
-        pol = run_pass(prep, "pairs", policy, f"bench-{loss}-policy")
+        pol = run_pass(prep, "pairs", load_model(args.model, adapter=str(adapter)))    # the policy: base + adapter
         t = length_table(pair_table(ref, pol), beta=0.1)[0]
         tables[loss] = t
         res[f"table3_after_{loss}"] = {r["loss"]: round(float(r["pearson"]), 3) for _, r in t.iterrows()}

@@ -52,6 +52,7 @@ def main() -> None:
                 "embed_max_abs_diff": float(np.abs(loop - ours).max())})
 
     lm = load_model(args.model)
+    lm.computing().__enter__()              # the rest runs in the handle's precision, as a pass does
     enc = prepare(ds, lm.tokenizer, SignalConfig(limit=args.n, max_length=512, progress=False)).encoded
     decoder = lm.model.get_decoder()
     tokens = sum(len(e.input_ids) for e in enc)

@@ -140,31 +140,32 @@ def phase_loss(b: Bench) -> None:
     losses = {}
     for dtype in ("float32", "bfloat16"):
         lm = _load(b, dtype)
-        enc = _data(lm.tokenizer, a.n_loss)
-        tokens, flops = sum(len(e.input_ids) for e in enc), 2 * _params(lm.model) * sum(len(e.input_ids) for e in enc)
-        pad = lm.tokenizer.pad_token_id
-        naive_loop(lm.model, enc[:2])
-        loop, t_loop, mib = b.timed(naive_loop, lm.model, enc)
-        b.row("loss", f"per-example loop {dtype}", t_loop, tokens, flops, mib, None)
-        loss_pass(lm.model, enc[:8], pad_id=pad, token_budget=a.token_budget)
-        got, secs, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
-        b.row("loss", f"engine {dtype}", secs, tokens, flops, mib, t_loop,
-              max_abs_diff_vs_loop=float(np.abs(got["loss"] - loop).max()))
-        losses[dtype] = got["loss"]
-        if dtype == "bfloat16" and not a.no_compile and b.left() > 120:
-            with compiling(True):
-                first, t_first, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
-                failed = compiled._failed.get(lm.model.get_decoder())
-                if failed:
-                    b.notes["compile"] = f"failed: {failed}"
-                    print(f"loss       compiled: failed ({failed}), eager rows only")
-                else:
-                    b.row("loss", "engine bfloat16 compiled, first run (compiles)", t_first, tokens, flops, mib, t_loop)
-                    again, secs, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
-                    b.row("loss", "engine bfloat16 compiled", secs, tokens, flops, mib, t_loop,
-                          compile_s=round(t_first - secs, 1),
-                          max_abs_diff_vs_eager=float(np.abs(again["loss"] - got["loss"]).max()),
-                          spearman_vs_eager=float(stats.spearmanr(again["loss"], got["loss"]).statistic))
+        with lm.computing():           # products in the handle's precision
+            enc = _data(lm.tokenizer, a.n_loss)
+            tokens, flops = sum(len(e.input_ids) for e in enc), 2 * _params(lm.model) * sum(len(e.input_ids) for e in enc)
+            pad = lm.tokenizer.pad_token_id
+            naive_loop(lm.model, enc[:2])
+            loop, t_loop, mib = b.timed(naive_loop, lm.model, enc)
+            b.row("loss", f"per-example loop {dtype}", t_loop, tokens, flops, mib, None)
+            loss_pass(lm.model, enc[:8], pad_id=pad, token_budget=a.token_budget)
+            got, secs, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
+            b.row("loss", f"engine {dtype}", secs, tokens, flops, mib, t_loop,
+                  max_abs_diff_vs_loop=float(np.abs(got["loss"] - loop).max()))
+            losses[dtype] = got["loss"]
+            if dtype == "bfloat16" and not a.no_compile and b.left() > 120:
+                with compiling(True):
+                    first, t_first, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
+                    failed = compiled._failed.get(lm.model.get_decoder())
+                    if failed:
+                        b.notes["compile"] = f"failed: {failed}"
+                        print(f"loss       compiled: failed ({failed}), eager rows only")
+                    else:
+                        b.row("loss", "engine bfloat16 compiled, first run (compiles)", t_first, tokens, flops, mib, t_loop)
+                        again, secs, mib = b.timed(loss_pass, lm.model, enc, pad_id=pad, token_budget=a.token_budget)
+                        b.row("loss", "engine bfloat16 compiled", secs, tokens, flops, mib, t_loop,
+                              compile_s=round(t_first - secs, 1),
+                              max_abs_diff_vs_eager=float(np.abs(again["loss"] - got["loss"]).max()),
+                              spearman_vs_eager=float(stats.spearmanr(again["loss"], got["loss"]).statistic))
         lm = None
         b.free()
     b.notes["loss_bf16_spearman_vs_fp32"] = float(stats.spearmanr(losses["float32"], losses["bfloat16"]).statistic)
@@ -185,7 +186,10 @@ def phase_lora_eval(b: Bench) -> None:
     enc = _data(lm.tokenizer, a.n_loss)
     tokens = sum(len(e.input_ids) for e in enc)
     flops, pad = 2 * _params(lm.model) * tokens, lm.tokenizer.pad_token_id
-    run = lambda m: loss_pass(m, enc, pad_id=pad, token_budget=a.token_budget)     # noqa: E731
+
+    def run(m):
+        with lm.computing():              # products in the handle's precision
+            return loss_pass(m, enc, pad_id=pad, token_budget=a.token_budget)
     run(lm.model)
     _, t_base, mib = b.timed(run, lm.model)
     b.row("lora-eval", "base model", t_base, tokens, flops, mib, None)
@@ -230,7 +234,7 @@ def phase_train(b: Bench) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             keyed = open_keyed(tmp, {"bench": dtype}, what="a benchmark")
             cfg = TrainConfig(epochs=1, lr=1e-3, token_budget=a.train_budget)
-            _, secs, mib = b.timed(train, lm.model, lm.fingerprint, enc, keyed, cfg, pad_id=lm.tokenizer.pad_token_id)
+            _, secs, mib = b.timed(train, lm, enc, keyed, cfg, pad_id=lm.tokenizer.pad_token_id)
         b.row("train", f"siftlm loop {dtype}", secs, tokens, flops, mib, t_loop)
         lm = None
         b.free()
@@ -247,11 +251,14 @@ def phase_grads(b: Bench) -> None:
     flops = 4 * _params(lm.model) * tokens
     cfg = GradConfig(dim=8192)
     probe = LoraGradProbe(lm.model, cfg)
-    grad_pass(lm.model, enc[:4], pad_id=pad, cfg=cfg, probe=probe, token_budget=a.token_budget)
-    _, t_loop, mib = b.timed(lambda: [grad_pass(lm.model, [e], pad_id=pad, cfg=cfg, probe=probe) for e in enc])
+
+    def grads(part, **kw):
+        with lm.computing():              # products in the handle's precision
+            return grad_pass(lm.model, part, pad_id=pad, cfg=cfg, probe=probe, **kw)
+    grads(enc[:4], token_budget=a.token_budget)
+    _, t_loop, mib = b.timed(lambda: [grads([e]) for e in enc])
     b.row("grads", f"one example at a time ({lm.precision.name})", t_loop, tokens, flops, mib, None)
-    _, secs, mib = b.timed(grad_pass, lm.model, enc, pad_id=pad, cfg=cfg, probe=probe,
-                           token_budget=a.token_budget)
+    _, secs, mib = b.timed(grads, enc, token_budget=a.token_budget)
     b.row("grads", f"token-budget batches ({lm.precision.name})", secs, tokens, flops, mib, t_loop)
 
 
@@ -265,9 +272,12 @@ def phase_generate(b: Bench) -> None:
     items = load_eval_set("builtin:alpaca-eval")[: a.n_generate]
     prompts = [prompt_ids(lm.tokenizer, [{"role": "user", "content": i.turns[0]}]) for i in items]
     new = a.max_new_tokens
-    generate_batch(lm.model, lm.tokenizer, prompts[:1], max_new_tokens=4)
-    loop, t_loop, mib = b.timed(lambda: [generate_batch(lm.model, lm.tokenizer, [p], max_new_tokens=new)[0]
-                                         for p in prompts])
+
+    def one(p, n):
+        with lm.computing():              # products in the handle's precision, as generate() runs them
+            return generate_batch(lm.model, lm.tokenizer, [p], max_new_tokens=n)[0]
+    one(prompts[0], 4)
+    loop, t_loop, mib = b.timed(lambda: [one(p, new) for p in prompts])
     n_new = sum(len(lm.tokenizer(x, add_special_tokens=False).input_ids) for x in loop)
     flops = 2 * _params(lm.model) * (n_new + sum(len(p) for p in prompts))
     b.row("generate", f"one prompt at a time ({lm.precision.name}, new tokens)", t_loop, n_new, flops, mib, None)

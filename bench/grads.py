@@ -61,6 +61,7 @@ def main() -> None:
     args = ap.parse_args()
 
     lm = load_model(args.model, device=args.device)
+    lm.computing().__enter__()              # the whole benchmark runs in the handle's precision, as a pass does
     model, pad = lm.model, lm.tokenizer.pad_token_id
     device = next(model.parameters()).device
     enc = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,

@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from _common import save_result
+from siftlm.backends import executor
 from siftlm.select import dpp
 
 
@@ -63,7 +64,7 @@ def main():
     for parts in [int(p) for p in args.parts.split(",")]:
         for mode in modes:
             t = time.perf_counter()
-            g = dpp.greedi(x, args.m, parts=parts, gamma=args.gamma, backend=mode)
+            g = dpp.greedi(x, args.m, parts=parts, gamma=args.gamma, executor=executor(mode))
             secs = time.perf_counter() - t
             ld = float(g.gains.sum())
             key = f"greedi_{parts}_{mode}"

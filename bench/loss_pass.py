@@ -74,12 +74,13 @@ def main() -> None:
 
     engine = {}
     for dtype in args.dtypes.split(","):
-        model = lm.model if dtype == "float32" else load_model(args.model, device=args.device, dtype=dtype).model
-        loss_pass(model, enc[:4], pad_id=pad, token_budget=args.token_budget)  # warm-up
-        sync()
-        t = time.perf_counter()
-        got = loss_pass(model, enc, pad_id=pad, token_budget=args.token_budget)
-        sync()
+        handle = lm if dtype == "float32" else load_model(args.model, device=args.device, dtype=dtype)
+        with handle.computing():            # products in the handle's precision, as a pass runs them
+            loss_pass(handle.model, enc[:4], pad_id=pad, token_budget=args.token_budget)  # warm-up
+            sync()
+            t = time.perf_counter()
+            got = loss_pass(handle.model, enc, pad_id=pad, token_budget=args.token_budget)
+            sync()
         engine[dtype] = (time.perf_counter() - t, got["loss"])
 
     res = {

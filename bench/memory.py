@@ -59,6 +59,7 @@ def child(args) -> dict:
 
     torch.manual_seed(0)
     lm = load_model(args.model, device="cpu")
+    lm.computing().__enter__()              # the whole measurement runs in the handle's precision, as siftlm does
     prep = prepare(read_dataset(demo_data("alpaca_en_demo")), lm.tokenizer,
                    SignalConfig(limit=args.n, max_length=args.max_length, token_budget=args.token_budget, progress=False))
     cfg = lm.model.config

@@ -21,6 +21,7 @@ from siftlm.backends import ray as ray_backend
 from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
+from siftlm.recipes.runtime import runtime_for
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare
 
@@ -49,7 +50,7 @@ def main():
             prep = prepare(ds, lm.tokenizer, cfg)
             tokens = sum(len(e.input_ids) for e in prep.encoded)
             t = time.perf_counter()
-            frames[backend] = run_pass(prep, args.name, lm.model, lm.fingerprint, options={"grad": GradConfig()})
+            frames[backend] = run_pass(prep, args.name, lm, runtime=runtime_for(cfg), options={"grad": GradConfig()})
             secs = time.perf_counter() - t
             res[f"{backend}_s"], res[f"{backend}_tok_s"] = round(secs, 1), round(tokens / secs, 1)
     col = "loss" if "loss" in frames["local"] else "vector"

@@ -48,7 +48,7 @@ def worker(args) -> None:
     cfg = TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget)
     rk.barrier()
     t = time.perf_counter()
-    train(lm.model, lm.fingerprint, prep.encoded, open_keyed(args.out, {"bench": "train_parallel"}, what="a bench"),
+    train(lm, prep.encoded, open_keyed(args.out, {"bench": "train_parallel"}, what="a bench"),
           cfg, pad_id=lm.tokenizer.pad_token_id)
     if torch.cuda.is_available():
         torch.cuda.synchronize()

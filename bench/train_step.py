@@ -89,11 +89,11 @@ def main() -> None:
     print(f"{'':26s}{'seconds':>10s}{'real tok/s':>12s}{'vs loop':>9s}")
     print(f"{'per-example loop (fp32)':26s}{t_naive:10.1f}{tokens / t_naive:12.1f}{1:9.2f}")
     for dtype in args.dtypes.split(","):
-        model = load_model(args.model, device="cpu", dtype=dtype).model
+        handle = load_model(args.model, device="cpu", dtype=dtype)
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            train(model, lm.fingerprint, enc, open_keyed(tmp, {"bench": dtype}, what="a benchmark"),
+            train(handle, enc, open_keyed(tmp, {"bench": dtype}, what="a benchmark"),
                   TrainConfig(epochs=1, lr=1e-3, token_budget=args.token_budget), pad_id=lm.tokenizer.pad_token_id)
             secs = time.perf_counter() - t
         res[f"siftlm_{dtype}_s"], res[f"siftlm_{dtype}_tok_s"] = round(secs, 2), round(tokens / secs, 1)

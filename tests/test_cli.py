@@ -229,8 +229,8 @@ def test_options_come_from_the_config_help_and_feed_the_config(monkeypatch, tmp_
     seen = {}
     import siftlm.recipes.select as run_module
 
-    def record(cfg, out):
-        seen["cfg"] = cfg
+    def record(cfg, out, *, executor=None):
+        seen["cfg"], seen["executor"] = cfg, executor
         raise SiftlmError("stop here")
 
     monkeypatch.setattr(run_module, "run_selection", record)
@@ -240,6 +240,7 @@ def test_options_come_from_the_config_help_and_feed_the_config(monkeypatch, tmp_
     cfg = seen["cfg"]
     assert (cfg.scores, cfg.data, cfg.method, cfg.threshold, cfg.normalize, cfg.budget) == \
         ("s.parquet", "d.jsonl", "dedup", 0.8, False, 7.0)
+    assert not seen["executor"].remote            # built at the boundary from --backend (default: this process)
 
 
 def test_known_errors_are_one_line_without_a_traceback(tmp_path, alpaca_file):
@@ -498,7 +499,7 @@ def test_a_bug_keeps_its_traceback_while_the_users_mistakes_are_one_line(monkeyp
     import siftlm.recipes.select as run_module
 
     def raising(error):
-        def run(cfg, out):
+        def run(cfg, out, *, executor=None):
             raise error
         return run
 

@@ -94,6 +94,97 @@ def test_only_the_model_loader_sets_a_fingerprint():
     assert not [f for f in found if not f.startswith("models/load.py")]
 
 
+def _rel(p: Path) -> str:
+    return str(p.relative_to(SRC))
+
+
+def _trees():
+    return [(_rel(p), ast.parse(text)) for p, text in _sources()]
+
+
+def _const(node) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def test_no_siftlm_attribute_rides_on_a_model_object():
+    """A model's identity, source and precision live on its handle (``LoadedModel``), never on the torch module:
+    nothing in siftlm sets (or reads back) a ``siftlm_*`` attribute, by assignment, ``setattr`` or
+    ``object.__setattr__``, or asks ``getattr``/``hasattr`` for one."""
+    found = []
+    for rel, tree in _trees():
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AugAssign, ast.AnnAssign)) else []
+            found += [f"{rel}:{node.lineno} sets .{t.attr}" for t in targets
+                      if isinstance(t, ast.Attribute) and t.attr.startswith("siftlm_")]
+            if isinstance(node, ast.Attribute) and node.attr.startswith("siftlm_"):
+                found.append(f"{rel}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.Call) and len(node.args) >= 2:
+                name = ast.unparse(node.func)
+                if name in ("setattr", "object.__setattr__", "getattr", "hasattr", "delattr") and (
+                        (_const(node.args[1]) or "").startswith("siftlm_")):
+                    found.append(f"{rel}:{node.lineno} {name}(..., {_const(node.args[1])!r})")
+    assert not found
+
+
+def test_ray_is_imported_by_its_executor_only():
+    """``import ray`` appears in ``backends/ray.py`` and nowhere else, not even in the executor interface."""
+    found = []
+    for rel, tree in _trees():
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(
+                node, ast.ImportFrom) and not node.level else []
+            if any(n == "ray" or n.startswith("ray.") for n in names) and rel != "backends/ray.py":
+                found.append(f"{rel}:{node.lineno}")
+    assert not found
+
+
+BOUNDARY = ("cli/", "recipes/", "backends/", "config/", "options.py", "__main__.py")
+RUN_SETTINGS = {"backend", "ray_address", "ray_actors"}
+
+
+def test_compute_modules_never_read_where_they_run():
+    """Where work runs (``backend``, ``ray_address``, ``ray_actors``) is read from a config by the CLI and the recipes
+    only, which build the executor (``siftlm.recipes.runtime``) and pass it down: no compute module reads those
+    settings, as an attribute or through ``getattr``."""
+    found = []
+    for rel, tree in _trees():
+        if rel.startswith(BOUNDARY):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in RUN_SETTINGS:
+                found.append(f"{rel}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("getattr", "hasattr") and len(node.args) >= 2 \
+                    and _const(node.args[1]) in RUN_SETTINGS:
+                found.append(f"{rel}:{node.lineno} getattr(..., {_const(node.args[1])!r})")
+    assert not found
+
+
+def test_executors_are_built_only_at_the_boundary():
+    """``siftlm.backends.executor`` (what builds an executor from a backend name) is called by the CLI and the
+    recipes only; compute modules take an executor (or a ``Runtime``) as an argument."""
+    found = []
+    for rel, tree in _trees():
+        if rel.startswith(("cli/", "recipes/", "backends/")):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module in ("siftlm.backends", "siftlm.recipes.runtime"):
+                found += [f"{rel}:{node.lineno} imports {a.name}" for a in node.names
+                          if a.name in ("executor", "executor_for", "runtime_for")]
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(("backends.executor", "executor_for",
+                                                                                "runtime_for")):
+                found.append(f"{rel}:{node.lineno} calls {ast.unparse(node.func)}")
+    assert not found
+
+
+def test_fingerprints_are_never_parsed_back():
+    """One helper builds a model fingerprint (``models.load.model_fingerprint``); nothing takes one apart again
+    (a base's fingerprint is on the handle: ``LoadedModel.base_fingerprint``)."""
+    found = [f"{_rel(p)}:{k}" for p, text in _sources() for k, line in enumerate(text.splitlines(), 1)
+             if 'split("+")' in line or "split('+')" in line or 'partition("+")' in line]
+    assert not found
+
+
 RESUMABLE = ["signals/store.py", "train/loop.py", "train/reference.py", "train/dpo.py", "select/dpp.py",
              "recipes/experiment.py", "evaluate/judge.py"]
 

@@ -94,6 +94,39 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def link_new(src: str | Path, dst: str | Path) -> bool:
+    """Hard-link ``src`` to ``dst`` unless ``dst`` exists: an atomic create-if-absent whose content is in place before
+    the name appears; False when ``dst`` was there already."""
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        return False
+
+
+def create_once(path: str | Path, text: str) -> str:
+    """``text`` written at ``path`` unless a file is there already: of several processes writing at once the first
+    wins and the others read it (atomic: nothing half-written is ever read). Returns what ``path`` holds."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask_permissions(tmp)
+        return text if link_new(tmp, path) else path.read_text()
+    except Exception as e:
+        failure = _write_failure(e, path)
+        if failure is not None:
+            raise failure from e
+        raise
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
 def write_folder(folder: Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` into a temporary folder beside ``folder``, then rename it into place: a reader sees the whole
     folder or none. Whatever fails removes the temporary folder; a full disk (or a read-only place) is raised as

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from siftlm.errors import KeyMismatch
-from siftlm.files import atomic_write
+from siftlm.files import atomic_write, link_new
 
 IDENTITY = "siftlm-identity.json"
 
@@ -142,6 +142,27 @@ def stored_identity(folder: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _refuse(folder: Path, stored: dict, wanted: dict, what: str, normalize, labels) -> None:
+    have = normalize(stored) if normalize else stored
+    want = normalize(wanted) if normalize else wanted
+    if _plain(have) != _plain(want):
+        diff = differences(_plain(have), _plain(want), labels=labels)
+        raise KeyMismatch(f"{folder}: holds {what} with {'; '.join(diff[:4])}"
+                          f"{f' and {len(diff) - 4} more' if len(diff) > 4 else ''}; use another folder, or remove "
+                          "it to start over")
+
+
+def check_keyed(folder: str | Path, identity: dict, *, what: str, normalize: Callable[[dict], dict] | None = None,
+                labels: dict | None = None) -> bool:
+    """Whether ``folder`` holds work of ``identity`` (True) or no keyed work at all (False), writing nothing; work of
+    another identity is refused as ``open_keyed`` refuses it."""
+    stored = stored_identity(folder)
+    if stored is None:
+        return False
+    _refuse(Path(folder), stored, _plain(identity), what, normalize, labels)
+    return True
+
+
 def open_keyed(folder: str | Path, identity: dict, *, what: str,
                normalize: Callable[[dict], dict] | None = None, labels: dict | None = None) -> Keyed:
     """The keyed folder for ``identity``: created with its identity, or checked against the one it holds (the rule
@@ -150,24 +171,18 @@ def open_keyed(folder: str | Path, identity: dict, *, what: str,
     wanted = _plain(identity)
     stored = stored_identity(folder)
     if stored is not None:
-        have = normalize(stored) if normalize else stored
-        want = normalize(wanted) if normalize else wanted
-        if _plain(have) != _plain(want):
-            diff = differences(_plain(have), _plain(want), labels=labels)
-            raise KeyMismatch(f"{folder}: holds {what} with {'; '.join(diff[:4])}"
-                              f"{f' and {len(diff) - 4} more' if len(diff) > 4 else ''}; use another folder, or remove "
-                              "it to start over")
+        _refuse(folder, stored, wanted, what, normalize, labels)
     else:
         folder.mkdir(parents=True, exist_ok=True)
         mine = folder / f".{IDENTITY}.{socket.gethostname()}.{os.getpid()}.tmp"
         with atomic_write(mine) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
         try:
-            os.link(mine, folder / IDENTITY)         # the first process to create the folder's identity wins
-        except FileExistsError:                      # another process made the folder at the same moment: check it
-            return open_keyed(folder, identity, what=what, normalize=normalize, labels=labels)
+            first = link_new(mine, folder / IDENTITY)    # the first process to create the folder's identity wins
         finally:
             mine.unlink(missing_ok=True)
+        if not first:                                  # another process made the folder at the same moment: check it
+            return open_keyed(folder, identity, what=what, normalize=normalize, labels=labels)
     clear_orphans(folder)
     return Keyed(folder, wanted, what)
 

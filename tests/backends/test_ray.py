@@ -7,10 +7,12 @@ import os
 import numpy as np
 import pytest
 
+from siftlm.backends import executor
 from siftlm.backends import ray as ray_backend
 from siftlm.config import GradConfig, SelectConfig, SignalConfig, UsageError
 from siftlm.data import read_dataset
-from siftlm.models.load import load_model
+from siftlm.models.load import in_memory, load_model
+from siftlm.recipes.runtime import executor_for, runtime_for
 from siftlm.select import cluster, dpp
 from siftlm.signals import store
 from siftlm.signals.passes import pass_spec, run_pass
@@ -64,8 +66,9 @@ def test_loss_and_grads_on_ray_equal_the_local_backend(tmp_path, tokenizer, mode
     local = _prep(tmp_path / "a", tokenizer, alpaca_file, "local")
     on_ray = _prep(tmp_path / "b", tokenizer, alpaca_file, "ray")
     for name, options in [("loss", {}), ("grads", {"grad": GradConfig(dim=64)})]:
-        a = run_pass(local, name, model, "m0", options=options)
-        b = _driver_computes_nothing(lambda n=name, o=options: run_pass(on_ray, n, model, "m0", options=o))
+        a = run_pass(local, name, in_memory(model, "m0"), runtime=runtime_for(local.cfg), options=options)
+        b = _driver_computes_nothing(lambda n=name, o=options: run_pass(on_ray, n, in_memory(model, "m0"),
+                                                                        runtime=runtime_for(on_ray.cfg), options=o))
         assert a["id"].tolist() == b["id"].tolist()
         for col in a.columns.drop("id"):
             np.testing.assert_allclose(np.stack(b[col]), np.stack(a[col]), atol=1e-6, err_msg=f"{name}.{col}")
@@ -74,21 +77,21 @@ def test_loss_and_grads_on_ray_equal_the_local_backend(tmp_path, tokenizer, mode
 def test_a_ray_run_resumes_a_local_one_and_the_reverse(tmp_path, tokenizer, model_dir, alpaca_file):
     lm = load_model(str(model_dir), quiet=True)            # actors load the same folder themselves
     prep = _prep(tmp_path, tokenizer, alpaca_file, "local")
-    first = run_pass(prep, "loss", lm.model, lm.fingerprint)
-    folder = store.pass_dir(prep.cfg.store, pass_spec(prep, "loss", lm.model, lm.fingerprint))
+    first = run_pass(prep, "loss", lm)
+    folder = store.pass_dir(prep.cfg.store, pass_spec(prep, "loss", lm))
     n = json.loads((folder / "siftlm-identity.json").read_text())["n_shards"]
     assert n == 4
     before = {s: (folder / f"shard-{s:05d}.parquet").stat().st_mtime_ns for s in range(n)}
     for s in (1, 3):                                       # as if the local run had been killed
         (folder / f"shard-{s:05d}.done").unlink()
     prep.cfg.backend = "ray"
-    resumed = run_pass(prep, "loss", lm.model, lm.fingerprint)
+    resumed = run_pass(prep, "loss", lm, runtime=runtime_for(prep.cfg))
     after = {s: (folder / f"shard-{s:05d}.parquet").stat().st_mtime_ns for s in range(n)}
     assert [after[s] == before[s] for s in range(n)] == [True, False, True, False]
     np.testing.assert_allclose(resumed["loss"], first["loss"], atol=1e-6)
     (folder / "shard-00002.done").unlink()                 # now a killed Ray run, resumed locally
     prep.cfg.backend = "local"
-    again = run_pass(prep, "loss", lm.model, lm.fingerprint)
+    again = run_pass(prep, "loss", lm, runtime=runtime_for(prep.cfg))
     final = {s: (folder / f"shard-{s:05d}.parquet").stat().st_mtime_ns for s in range(n)}
     assert [final[s] == after[s] for s in range(n)] == [True, True, False, True]
     np.testing.assert_allclose(again["loss"], first["loss"], atol=1e-6)
@@ -110,7 +113,7 @@ def test_greedi_as_ray_tasks_equals_greedi_in_process_and_reports_its_log_det():
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     q = rng.normal(size=240)
     local = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1)
-    remote = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1, backend="ray")
+    remote = dpp.greedi(x, 20, parts=4, gamma=2.0, quality=q, lam=0.3, seed=1, executor=executor("ray"))
     assert local.order.tolist() == remote.order.tolist() and len(local.order) == 20
     logw = dpp.quality_log_weights(q, 0.3)
     assert local.gains.sum() == pytest.approx(dpp.logdet_of(x, logw, local.order, 2.0), rel=1e-9)
@@ -124,7 +127,7 @@ def test_faiss_kmeans_assignment_in_ray_tasks_equals_local(monkeypatch):
     x = np.concatenate([rng.normal(c, 0.1, size=(300, 4)) for c in (0, 3, 6)])
     monkeypatch.setattr(cluster, "ASSIGN_ROWS", 128)       # several tasks
     a = cluster.kmeans(x, 3, seed=0, backend="faiss", sample=200)
-    b = cluster.kmeans(x, 3, seed=0, backend="faiss", sample=200, parallel="ray")
+    b = cluster.kmeans(x, 3, seed=0, backend="faiss", sample=200, executor=executor("ray"))
     assert a.tolist() == b.tolist() and len(set(a[:300])) == len(set(a[300:600])) == len(set(a[600:])) == 1
 
 
@@ -134,7 +137,8 @@ def test_dpp_parts_through_the_selector_name_greedi(tmp_path):
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"id": [f"e{i}" for i in range(120)], "davir": rng.normal(size=120)})
     feats = rng.normal(size=(120, 6))
-    picked = dpp.pick(table, feats, SelectConfig(method="dpp", budget=10, dpp_parts=3, backend="ray"))
+    cfg = SelectConfig(method="dpp", budget=10, dpp_parts=3, backend="ray")
+    picked = dpp.pick(table, feats, cfg, executor=executor_for(cfg))
     assert len(picked.positions) == 10 and "GreeDi over 3 parts" in picked.reasons[0]
 
 
@@ -146,8 +150,9 @@ def test_smollm2_loss_pass_on_ray_equals_local(tmp_path):
     ds = read_dataset(demo_data("alpaca_en_demo"))
     cfgs = [SignalConfig(store=str(tmp_path / b), limit=16, max_length=256, shard_size=4, progress=False, backend=b)
             for b in ("local", "ray")]
-    a = run_pass(prepare(ds, lm.tokenizer, cfgs[0]), "loss", lm.model, lm.fingerprint)
-    b = _driver_computes_nothing(lambda: run_pass(prepare(ds, lm.tokenizer, cfgs[1]), "loss", lm.model, lm.fingerprint))
+    a = run_pass(prepare(ds, lm.tokenizer, cfgs[0]), "loss", lm, runtime=runtime_for(cfgs[0]))
+    b = _driver_computes_nothing(lambda: run_pass(prepare(ds, lm.tokenizer, cfgs[1]), "loss", lm,
+                                                  runtime=runtime_for(cfgs[1])))
     assert len(a) == 16
     np.testing.assert_allclose(b["loss"], a["loss"], atol=1e-5)
 
@@ -171,7 +176,7 @@ def test_policy_and_reference_pair_passes_on_ray_equal_local(tmp_path, tokenizer
     tables = []
     for backend in ("local", "ray"):
         cfg = SignalConfig(store=str(tmp_path / backend), shard_size=8, progress=False, backend=backend)
-        tables.append(policy_reference_table(lm, prepare_pairs(read_dataset(pair_file), tokenizer, cfg)))
+        tables.append(policy_reference_table(lm, prepare_pairs(read_dataset(pair_file), tokenizer, cfg), runtime_for(cfg)))
     local, on_ray = tables
     assert not np.allclose(local["ref_chosen_logp"], local["policy_chosen_logp"])      # policy and reference differ
     for col in ("ref_chosen_logp", "ref_rejected_logp", "policy_chosen_logp", "policy_rejected_logp"):

@@ -12,6 +12,7 @@ from siftlm.models import compiled
 from siftlm.models.batching import plan_batches
 from siftlm.models.compiled import compiling, decide
 from siftlm.models.forward import parts
+from siftlm.models.precision import computing
 from siftlm.signals import passes
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
@@ -24,10 +25,7 @@ needs_compiler = pytest.mark.skipif(WHY_NOT is not None, reason=f"torch.compile 
 
 def _fresh(tokenizer, dtype=torch.float32):
     """A model of its own: compiled graphs are cached per decoder, and counted per test."""
-    model = tiny_llama(len(tokenizer), seed=3).to(dtype)
-    if dtype != torch.float32:
-        model.siftlm_compute_dtype = dtype
-    return model
+    return tiny_llama(len(tokenizer), seed=3).to(dtype)
 
 
 def _compiled_or_skip(model):
@@ -67,10 +65,11 @@ def test_compiled_bf16_ranks_like_eager(tokenizer):
     with torch.no_grad():
         model.lm_head.weight.mul_(30)
     enc = _encoded(tokenizer, 24)
-    eager = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
-    with compiling(True):
-        got = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
-        _compiled_or_skip(model)
+    with computing(torch.bfloat16):                  # products in bf16, as a pass of a bf16 handle runs them
+        eager = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
+        with compiling(True):
+            got = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
+            _compiled_or_skip(model)
     assert stats.spearmanr(eager, got).statistic >= 0.999
     assert np.median(np.abs(got - eager) / eager) < 1e-2
 
@@ -143,12 +142,12 @@ def test_run_pass_compiles_under_the_same_store_key(tmp_path, tokenizer, model_d
     compiled._said.clear()
     on = prepare(read, lm.tokenizer, SignalConfig(store=str(tmp_path / "a"), progress=False, compile="on"))
     off = prepare(read, lm.tokenizer, SignalConfig(store=str(tmp_path / "b"), progress=False, compile="off"))
-    assert passes.pass_spec(on, "loss", lm.model, lm.fingerprint) == passes.pass_spec(off, "loss", lm.model, lm.fingerprint)
-    a = passes.run_pass(on, "loss", lm.model, lm.fingerprint)
+    assert passes.pass_spec(on, "loss", lm) == passes.pass_spec(off, "loss", lm)
+    a = passes.run_pass(on, "loss", lm)
     _compiled_or_skip(lm.model.get_base_model())
     assert parts(lm.model).decoder in compiled._compiled                 # it ran compiled
     assert "compile: on (--compile on)" in capsys.readouterr().err
-    b = passes.run_pass(off, "loss", lm.model, lm.fingerprint)
+    b = passes.run_pass(off, "loss", lm)
     np.testing.assert_allclose(a["loss"], b["loss"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(a["loss"], unmerged, atol=1e-5, rtol=0)
     assert has_unmerged(lm.model)

@@ -19,7 +19,7 @@ TRAIN = textwrap.dedent("""
     data, model_dir, out, store = sys.argv[1:5]
     lm = load_model(model_dir, device="cpu")
     prep = prepare(read_dataset(data), lm.tokenizer, SignalConfig(store=store, progress=False))
-    frames, fps = train_reference(lm, prep, out, TrainConfig(epochs=1, token_budget=512, lora_r=4))
+    frames, fps, _ = train_reference(lm, prep, out, TrainConfig(epochs=1, token_budget=512, lora_r=4))
     print(json.dumps(fps))
 """)
 

@@ -13,6 +13,7 @@ from siftlm.config import SignalConfig, TrainConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
 from siftlm.models.merge import has_unmerged, merged
+from siftlm.models.precision import computing
 from siftlm.signals import passes
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
@@ -28,8 +29,6 @@ def _lora(tokenizer, seed=0, dtype=torch.float32):
     base = tiny_llama(len(tokenizer), seed=seed).to(dtype)
     torch.manual_seed(seed + 1)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
-    if dtype != torch.float32:
-        model.siftlm_compute_dtype = dtype
     return model.eval()
 
 
@@ -86,9 +85,10 @@ def test_bf16_merged_losses_rank_like_unmerged(tokenizer):
         for p in list(layer.lora_A.parameters()) + list(layer.lora_B.parameters()):
             p.data = p.data.float()
     enc = _encoded(tokenizer, 20)
-    plain = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
-    with merged(model):
-        fast = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
+    with computing(torch.bfloat16):                  # products in bf16, as a pass of a bf16 handle runs them
+        plain = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
+        with merged(model):
+            fast = loss_pass(model, enc, pad_id=tokenizer.pad_token_id)["loss"]
     assert np.median(np.abs(fast - plain) / plain) < 1e-2
     assert stats.spearmanr(plain, fast).statistic >= 0.99
 
@@ -107,11 +107,11 @@ def test_run_pass_merges_a_loaded_adapter(tmp_path, tokenizer, model_dir, alpaca
         return real(model, *a, **k)
 
     monkeypatch.setattr(passes, "loss_pass", spy)
-    frame = passes.run_pass(prep, "loss", lm.model, lm.fingerprint)
+    frame = passes.run_pass(prep, "loss", lm)
     assert seen and all(seen) and has_unmerged(lm.model)
     np.testing.assert_allclose(frame["loss"], unmerged["loss"], atol=1e-5, rtol=0)
     # the store key is the adapter's, as before: merging is how the pass runs, not what it computes
-    assert passes.pass_spec(prep, "loss", lm.model, lm.fingerprint).model == lm.fingerprint
+    assert passes.pass_spec(prep, "loss", lm).model == lm.fingerprint
 
 
 def test_training_after_merged_evaluations_is_unchanged(tmp_path, model_dir, alpaca_file, monkeypatch):
@@ -123,7 +123,7 @@ def test_training_after_merged_evaluations_is_unchanged(tmp_path, model_dir, alp
         lm = load_model(str(model_dir), device="cpu", quiet=True)
         prep = prepare(read_dataset(alpaca_file), lm.tokenizer,
                        SignalConfig(store=str(tmp_path / f"store-{name}"), progress=False))
-        frames, fps = train_reference(lm, prep, tmp_path / name, cfg)
+        frames, fps, _ = train_reference(lm, prep, tmp_path / name, cfg)
         return frames, load_file(tmp_path / name / "epoch-2" / "adapter_model.safetensors")
 
     frames, weights = run("merged")

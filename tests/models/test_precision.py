@@ -111,17 +111,17 @@ def test_an_auto_run_reuses_a_pass_stored_in_the_other_precision(unpinned, tmp_p
 
     bf16 = load_model(str(model_dir), device="cpu", dtype="bfloat16", quiet=True)
     prep = prepare(read_dataset(alpaca_file), bf16.tokenizer, SignalConfig(store=str(tmp_path / "st"), progress=False))
-    first = run_pass(prep, "loss", bf16.model, bf16.fingerprint)
+    first = run_pass(prep, "loss", bf16)
     unpinned.setenv(precision.PIN_ENV, "float32")                              # this machine now decides fp32
     auto = load_model(str(model_dir), device="cpu", dtype="auto", quiet=True)
-    assert stored(prep, "loss", auto.model, auto.fingerprint)
+    assert stored(prep, "loss", auto)
     from siftlm.signals import passes
 
     unpinned.setitem(passes.PASSES, "loss", passes.PASSES["loss"]._replace(bind=None))   # nothing may be computed
-    again = run_pass(prep, "loss", auto.model, auto.fingerprint)
+    again = run_pass(prep, "loss", auto)
     pd.testing.assert_frame_equal(again, first)
     exact = load_model(str(model_dir), device="cpu", dtype="float32", quiet=True)   # asked for fp32: its own key
-    assert not stored(prep, "loss", exact.model, exact.fingerprint)
+    assert not stored(prep, "loss", exact)
 
 
 def test_the_probe_times_real_matmuls():
@@ -134,7 +134,7 @@ def test_bf16_passes_agree_with_fp32_and_never_share_a_store_key(tmp_path, model
     for dtype in ("float32", "bfloat16"):
         lm = load_model(str(model_dir), device="cpu", dtype=dtype)
         prep = prepare(read_dataset(alpaca_file), lm.tokenizer, SignalConfig(store=str(tmp_path / "st"), progress=False))
-        runs[dtype] = (run_pass(prep, "loss", lm.model, lm.fingerprint), pass_spec(prep, "loss", lm.model, lm.fingerprint))
+        runs[dtype] = (run_pass(prep, "loss", lm), pass_spec(prep, "loss", lm))
         batch = collate(prep.encoded, [0, 1], lm.tokenizer.pad_token_id)
         p = parts(lm.model)
         assert logits(p.head, response_hidden(lm.model, batch)[0], p.transform, lm.model).dtype == torch.float32
@@ -149,7 +149,7 @@ def test_bf16_passes_agree_with_fp32_and_never_share_a_store_key(tmp_path, model
 def test_bf16_training_keeps_fp32_master_weights_and_learns(tmp_path, model_dir, alpaca_file, full):
     lm = load_model(str(model_dir), device="cpu", dtype="bfloat16", master_fp32=full)
     prep = prepare(read_dataset(alpaca_file), lm.tokenizer, SignalConfig(store=str(tmp_path / "st"), progress=False))
-    frames, _ = train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, lr=5e-3 if not full else 1e-3,
+    frames, _, _ = train_reference(lm, prep, tmp_path / "ref", TrainConfig(epochs=1, lr=5e-3 if not full else 1e-3,
                                                                         token_budget=512, full=full))
     assert frames[1]["loss"].mean() < frames[0]["loss"].mean()
     trained = [p for n, p in lm.model.named_parameters() if (full or "lora_" in n)]

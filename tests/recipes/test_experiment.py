@@ -141,6 +141,35 @@ def test_kill_9_mid_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, 
     assert len(calls) == 12 - 3                                            # the 3 finished cells were not redone
 
 
+KILLED_SAVING = """
+import os, signal, sys
+from siftlm.recipes import experiment
+real, n = experiment._save, [0]
+def dying(*a, **k):
+    n[0] += 1
+    if n[0] == 3:                      # the second cell is done in its folder; killed before the tables have it
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+experiment._save = dying
+experiment.run_experiment(experiment.load_grid(sys.argv[1]))
+"""
+
+
+def test_kill_9_between_a_cells_folder_and_the_tables_redoes_nothing_it_finished(grid, tmp_path, monkeypatch):
+    from tests.conftest import run_killed
+
+    run_killed(tmp_path, KILLED_SAVING, grid)
+    assert len(pd.read_parquet(tmp_path / "exp" / "cells.parquet")) == 1 + 1          # the base model and 1 cell
+    done = sorted(p.parent.name for p in (tmp_path / "exp" / "cells").glob("*/eval-*.done"))
+    assert len(done) == 2                  # each cell's folder is marked done once its row and results are in it
+    real, calls = experiment.finetune, []
+    monkeypatch.setattr(experiment, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    experiment.run_experiment(experiment.load_grid(grid))
+    assert len(calls) == 12 - 2                                            # neither finished cell was redone
+    cells = pd.read_parquet(tmp_path / "exp" / "cells.parquet")
+    assert len(cells) == 13 and len(set(cells["key"])) == 13
+
+
 def test_a_cell_folder_of_another_design_is_refused(grid, tmp_path):
     from siftlm.keyed import KeyMismatch
 
@@ -212,9 +241,18 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     monkeypatch.setattr(pool, "score_dataset", no_scoring)
     experiment.run_experiment(cfg)
     assert p.scores.read_bytes() == before and p.features("embed").read_bytes() == embed
-    for changed in (replace(cfg, train=replace(cfg.train, lr=0.001)), replace(cfg, crossfit=True),
-                    replace(cfg, signals=replace(cfg.signals, max_length=128))):
-        assert not pool.scored(changed, p)
+    # scores made with other settings are refused before any work, naming what differs (one rule: siftlm.keyed)
+    import re
+
+    from siftlm.errors import KeyMismatch
+
+    for changed, what in ((replace(cfg, train=replace(cfg.train, lr=0.001)), "reference.lr 0.005 (now 0.001)"),
+                          (replace(cfg, crossfit=True), "crossfit false (now true)"),
+                          (replace(cfg, signals=replace(cfg.signals, max_length=128)), "signals.max_length 256 (now 128)")):
+        with pytest.raises(KeyMismatch, match=re.escape(what)):
+            pool.scored(changed, p)
+        with pytest.raises(KeyMismatch, match=re.escape(what)):
+            pool.score_pool(changed, p)
     assert pool.scored(replace(cfg, methods=["random"], budgets=[0.5]), p)     # the grid, not the scoring, changed
 
 

@@ -150,12 +150,12 @@ def test_a_token_budget_tries_another_count_only_when_a_count_cannot_be_selected
 
     table = pd.DataFrame({"id": [f"r{i}" for i in range(10)], "n_prompt": [1] * 10, "n_response": [9] * 10})
 
-    def first(table, features, cfg):
+    def first(table, features, cfg, *, executor=None):
         if cfg.budget > 4:
             raise CannotSelect(f"budget {cfg.budget} exceeds the 4 examples with a finite score")
         return Picked(np.arange(cfg.budget), ["r"] * cfg.budget, np.zeros(cfg.budget))
 
-    def broken(table, features, cfg):
+    def broken(table, features, cfg, *, executor=None):
         raise ValueError("a bug in the method")
 
     cfg = SelectConfig(method="topk", budget_tokens=1.0)

@@ -5,6 +5,7 @@ import pytest
 
 from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
+from siftlm.models.load import in_memory
 from siftlm.signals import PASS_HELP, passes
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.passes import PASSES, pass_spec, run_pass
@@ -22,33 +23,33 @@ def test_every_pass_has_help_and_a_kind():
 
 
 def test_run_pass_equals_the_kernel_and_reruns_compute_nothing(prep, model, monkeypatch):
-    got = run_pass(prep, "loss", model, "m0")
+    got = run_pass(prep, "loss", in_memory(model, "m0"))
     direct = loss_pass(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)
     assert got["id"].tolist() == prep.ids
     np.testing.assert_allclose(got["loss"], direct["loss"], atol=1e-6)
     calls = []
     monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: calls.append(1) or pytest.fail("recomputed"))
-    again = run_pass(prep, "loss", model, "m0")
+    again = run_pass(prep, "loss", in_memory(model, "m0"))
     assert not calls and again.equals(got)
 
 
 def test_store_key_changes_with_weights_settings_and_data(prep, model, tmp_path, tokenizer, alpaca_file):
-    base = pass_spec(prep, "loss", model, "m0")
-    assert pass_spec(prep, "loss", model, "m1").key != base.key                  # other weights
+    base = pass_spec(prep, "loss", in_memory(model, "m0"))
+    assert pass_spec(prep, "loss", in_memory(model, "m1")).key != base.key                  # other weights
     other = prepare(read_dataset(alpaca_file), tokenizer, SignalConfig(store=str(tmp_path / "st"), max_length=64,
                                                                        progress=False))
-    assert pass_spec(other, "loss", model, "m0").key != base.key                 # other max_length (and data)
-    assert pass_spec(prep, "uncond", model, "m0").dataset != base.dataset        # responses alone are other data
-    g1 = pass_spec(prep, "grads", model, "m0", {"grad": GradConfig(dim=64)})
-    g2 = pass_spec(prep, "grads", model, "m0", {"grad": GradConfig(dim=128)})
+    assert pass_spec(other, "loss", in_memory(model, "m0")).key != base.key                 # other max_length (and data)
+    assert pass_spec(prep, "uncond", in_memory(model, "m0")).dataset != base.dataset        # responses alone are other data
+    g1 = pass_spec(prep, "grads", in_memory(model, "m0"), {"grad": GradConfig(dim=64)})
+    g2 = pass_spec(prep, "grads", in_memory(model, "m0"), {"grad": GradConfig(dim=128)})
     assert g1.key != g2.key and g1.settings["dim"] == 64
 
 
 def test_a_pass_refuses_the_wrong_kind_of_data(prep, model, tmp_path, tokenizer, pair_file):
     with pytest.raises(ValueError, match="pass pairs takes pairs data, got sft"):
-        run_pass(prep, "pairs", model, "m0")
+        run_pass(prep, "pairs", in_memory(model, "m0"))
     pairs = prepare_pairs(read_dataset(pair_file), tokenizer, SignalConfig(store=str(tmp_path / "st"), progress=False))
     with pytest.raises(ValueError, match="pass loss takes sft data, got pairs"):
-        run_pass(pairs, "loss", model, "m0")
+        run_pass(pairs, "loss", in_memory(model, "m0"))
     with pytest.raises(ValueError, match="unknown pass 'los'"):
-        run_pass(prep, "los", model, "m0")
+        run_pass(prep, "los", in_memory(model, "m0"))

@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent("""
         n[0] += 1
         return real(*a, **k)
     passes.loss_pass = dying
-    run_pass(prep, "loss", lm.model, lm.fingerprint).to_parquet(sys.argv[5])
+    run_pass(prep, "loss", lm).to_parquet(sys.argv[5])
 """)
 
 

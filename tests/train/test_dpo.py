@@ -9,6 +9,7 @@ from trl import DPOConfig, DPOTrainer
 
 from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
+from siftlm.models.load import in_memory
 from siftlm.signals.passes import run_pass
 from siftlm.signals.prepare import prepare_pairs
 from siftlm.signals.table import pair_table
@@ -38,8 +39,8 @@ def pairs(tmp_path, tokenizer, model, pair_file):
     prep = prepare_pairs(read_dataset(pair_file), tokenizer, SignalConfig(store=str(tmp_path / "st"), progress=False))
     policy = _policy(model)
     with policy.disable_adapter():
-        ref = run_pass(prep, "pairs", policy, "ref")
-    table = pair_table(ref, run_pass(prep, "pairs", policy, "policy"))
+        ref = run_pass(prep, "pairs", in_memory(policy, "ref"))
+    table = pair_table(ref, run_pass(prep, "pairs", in_memory(policy, "policy")))
     return prep, policy, ref, table
 
 

@@ -23,19 +23,23 @@ def _setup(model_dir, data, store):
 def test_finetune_returns_the_trained_identity_and_passes_are_keyed_truly(tmp_path, model_dir, alpaca_file):
     lm, prep = _setup(model_dir, alpaca_file, tmp_path / "store")
     base_fp = lm.fingerprint
-    base = run_pass(prep, "loss", lm.model, lm.fingerprint, label="base")        # stored under the base's key
-    info = finetune(lm, prep, tmp_path / "ft", CFG)
+    base = run_pass(prep, "loss", lm, label="base")        # stored under the base's key
+    info, trained = finetune(lm, prep, tmp_path / "ft", CFG)
     final = load_model(info["final"], device="cpu")
     assert info["fingerprint"] == final.fingerprint != base_fp and lm.fingerprint == base_fp   # lm is not changed
+    # training returns the trained model's handle: its weights in memory, its identity, how to load it again
+    assert trained.fingerprint == info["fingerprint"] == lm.trained_into and trained.model.get_base_model() is lm.model
+    assert load_model(**trained.source, quiet=True).fingerprint == trained.fingerprint
     # the cached base pass is still served under the base's key; computing a new pass of the trained weights under it
     # is refused (the root of the bug 21528af fixed): the trained identity must be used
     with pytest.raises(RuntimeError, match="trained in place"):
-        run_pass(prep, "uncond", lm.model, lm.fingerprint)
-    after = run_pass(prep, "loss", lm.model, info["fingerprint"], label="after")
+        run_pass(prep, "uncond", lm)
+    after = run_pass(prep, "loss", trained, label="after")
     direct = loss_pass(final.model, prep.encoded, pad_id=prep.tokenizer.pad_token_id)["loss"]
     np.testing.assert_allclose(after["loss"], direct, atol=1e-5)
     assert np.abs(after["loss"].to_numpy() - base["loss"].to_numpy()).max() > 1e-3
     # a finished folder is reused without training: a fresh base model keeps the base's fingerprint
     again, _ = _setup(model_dir, alpaca_file, tmp_path / "store")
-    assert finetune(again, prep, tmp_path / "ft", CFG)["fingerprint"] == info["fingerprint"]
-    assert again.fingerprint == base_fp
+    reused = finetune(again, prep, tmp_path / "ft", CFG)
+    assert reused.info["fingerprint"] == info["fingerprint"] and reused.model is None
+    assert again.fingerprint == base_fp and again.trained_into is None

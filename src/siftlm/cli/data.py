@@ -94,12 +94,13 @@ def mix(config: Path = typer.Argument(..., help="YAML: sources: [{name, scores, 
         out: Optional[Path] = typer.Option(None, help="output folder (default: the file's `out`, else siftlm-mix, "
                                            "relative to the mix file like every path in it)")):
     """Select from several sources, each with its own method and budget, into one selection with a source column."""
+    from siftlm.recipes.runtime import executor_for
     from siftlm.select.mix import load_mix
     from siftlm.select.mix import mix as run_mix
 
     sources, extra = load_mix(config)
     out = out or Path(extra["out"])
-    summary = run_mix(sources, out)
+    summary = run_mix(sources, out, executors=executor_for)
     for name, s in summary["sources"].items():
         if "note" in s:
             console.print(f"[yellow]warning:[/yellow] {escape(name)}: {escape(s['note'])}")

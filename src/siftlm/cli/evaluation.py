@@ -21,8 +21,9 @@ def evaluate(model: str = typer.Argument(..., help="a model folder, builtin:<nam
     """Held-out loss of reference answers, generation, and judging through an OpenAI-compatible endpoint."""
     from siftlm.data.detect import FLAGS
     from siftlm.evaluate.run import evaluate as run_evaluate
+    from siftlm.recipes.runtime import runtime_for
 
-    summary = run_evaluate(model, cfg, adapter=str(adapter) if adapter else None)
+    summary = run_evaluate(model, cfg, adapter=str(adapter) if adapter else None, runtime=runtime_for(cfg.signals))
     rows = []
     for name, s in summary["sets"].items():
         if "loss" in s:

@@ -19,6 +19,7 @@ from dataclasses import replace
 import pandas as pd
 
 from siftlm.assets import package_file
+from siftlm.backends import Runtime
 from siftlm.data import Dataset, Example, detect
 from siftlm.evaluate.generate import generate
 from siftlm.evaluate.sets import EvalItem
@@ -75,7 +76,8 @@ def detect_answers(items: list[EvalItem], answers: list[str], language: str = "e
     return pd.DataFrame(rows)
 
 
-def propensity(lm, items: list[EvalItem], continuations: dict[str, list[str]], signals, name: str) -> pd.DataFrame:
+def propensity(lm, items: list[EvalItem], continuations: dict[str, list[str]], signals, name: str,
+               runtime: Runtime | None = None) -> pd.DataFrame:
     """``prop_<kind>`` for every item: the mean per-token NLL of continuation k mod len after item k's first prompt
     (lower = the model is more drawn to that junk), through the batched loss pass (cached in the store)."""
     examples, keys = [], []
@@ -91,7 +93,7 @@ def propensity(lm, items: list[EvalItem], continuations: dict[str, list[str]], s
     if not examples:
         return out
     prep = prepare(Dataset(f"{name}-propensity", "messages", examples, [], len(examples)), lm.tokenizer, signals)
-    frame = run_pass(prep, "loss", lm.model, lm.fingerprint, label=f"{name} propensities").set_index("id")
+    frame = run_pass(prep, "loss", lm, runtime=runtime, label=f"{name} propensities").set_index("id")
     for kind in continuations:
         col = {item_id: float(frame.loc[f"{item_id}|{kind}", "loss"]) for item_id, k in keys if k == kind
                and f"{item_id}|{kind}" in frame.index}
@@ -100,12 +102,12 @@ def propensity(lm, items: list[EvalItem], continuations: dict[str, list[str]], s
 
 
 def behaviour(lm, items: list[EvalItem], *, max_new_tokens: int, language: str, continuations: dict[str, list[str]],
-              signals, name: str, on_batch=None) -> pd.DataFrame:
+              signals, name: str, on_batch=None, runtime: Runtime | None = None) -> pd.DataFrame:
     """Greedy answers to every item's first turn (batched), the detectors on them, and the propensities."""
     items = _first_turn(items)
     answers = [a[0] for a in generate(lm, items, max_new_tokens=max_new_tokens, token_budget=signals.token_budget,
                                       on_batch=on_batch)]
     frame = detect_answers(items, answers, language)
     if continuations:
-        frame = frame.merge(propensity(lm, items, continuations, signals, name), on="id", how="left")
+        frame = frame.merge(propensity(lm, items, continuations, signals, name, runtime), on="id", how="left")
     return frame

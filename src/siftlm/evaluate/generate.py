@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from siftlm.evaluate.sets import EvalItem
+from siftlm.models import precision
 from siftlm.models.batching import plan_batches
 from siftlm.models.forward import device_of, evaluating
 from siftlm.models.merge import merged
@@ -50,7 +51,8 @@ def generate(lm, items: list[EvalItem], *, max_new_tokens: int = 256, template: 
     model, tok = lm.model, lm.tokenizer
     torch.manual_seed(seed)
     answers: list[list[str]] = [[] for _ in items]
-    with evaluating(model), merged(model):      # a LoRA model generates at the base model's speed (models.merge)
+    # a LoRA model generates at the base model's speed (models.merge), in the handle's compute precision
+    with evaluating(model), merged(model), precision.computing(lm.compute):
         for turn in range(max(len(i.turns) for i in items)):
             todo = [k for k, i in enumerate(items) if turn < len(i.turns)]
             prompts = []

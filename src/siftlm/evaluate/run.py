@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from siftlm import stats
+from siftlm.backends import Runtime
 from siftlm.config import EvaluateConfig
 from siftlm.data import detect
 from siftlm.errors import UsageError
@@ -32,13 +33,13 @@ def set_name(spec: str) -> str:
     return spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).stem
 
 
-def heldout_loss(lm, items: list[EvalItem], cfg: EvaluateConfig, name: str) -> pd.DataFrame:
+def heldout_loss(lm, items: list[EvalItem], cfg: EvaluateConfig, name: str, runtime: Runtime | None = None) -> pd.DataFrame:
     """Per-example mean response NLL of the reference answers (the items that have them), through the loss pass."""
     ds = as_dataset(items, name)
     if not ds.examples:
         return pd.DataFrame(columns=["id", "loss", "n_tokens"])
     prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frame = run_pass(prep, "loss", lm.model, lm.fingerprint, label=f"{name} held-out loss")
+    frame = run_pass(prep, "loss", lm, runtime=runtime, label=f"{name} held-out loss")
     return frame[["id", "loss", "nll_sum", "n_tokens"]]
 
 
@@ -97,8 +98,9 @@ def _other_outputs(items: list[EvalItem], cfg: EvaluateConfig) -> dict[str, str]
             if i.id in by_id or i.turns[0] in by_instruction}
 
 
-def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
-    """Every set of ``cfg.eval``: held-out loss, generation, judging as asked; writes the files and the summary."""
+def evaluate_model(lm, cfg: EvaluateConfig, runtime: Runtime | None = None) -> dict:
+    """Every set of ``cfg.eval``: held-out loss, generation, judging as asked; writes the files and the summary.
+    Passes run by ``runtime`` (default: this process)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     judge = Judge(cfg.judge, out / "judge-cache") if cfg.judge.url else None
@@ -112,7 +114,7 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         info: dict = {"items": len(items), "with_references": sum(1 for i in items if i.references)}
         if cfg.loss:
-            losses = heldout_loss(lm, items, cfg, name)
+            losses = heldout_loss(lm, items, cfg, name, runtime)
             with atomic_write(folder / "losses.parquet") as tmp:
                 losses.to_parquet(tmp, index=False)
             info["loss"] = stats.mean_ci(losses["loss"], n_boot=cfg.n_boot, seed=cfg.seed)       # per item
@@ -121,7 +123,7 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
             with bar(f"{name} behaviour", len(items), enabled=cfg.signals.progress) as advance:
                 acts = behaviour.behaviour(lm, items, max_new_tokens=cfg.max_new_tokens, language=cfg.language,
                                            continuations=behaviour.continuations(), signals=cfg.signals, name=name,
-                                           on_batch=advance)
+                                           on_batch=advance, runtime=runtime)
             with atomic_write(folder / "behaviour.parquet") as tmp:
                 acts.to_parquet(tmp, index=False)
             info["behaviour"] = {c: stats.mean_ci(acts[c], n_boot=cfg.n_boot, seed=cfg.seed)
@@ -151,8 +153,8 @@ def evaluate_model(lm, cfg: EvaluateConfig) -> dict:
     return summary
 
 
-def evaluate(model: str, cfg: EvaluateConfig, *, adapter: str | None = None) -> dict:
+def evaluate(model: str, cfg: EvaluateConfig, *, adapter: str | None = None, runtime: Runtime | None = None) -> dict:
     """Load ``model`` (a folder, builtin:<name>, hub id, or an adapter folder such as ``siftlm finetune``'s
     OUT/final) and evaluate it."""
     lm = load_model(model, adapter=adapter, dtype=cfg.signals.dtype)
-    return evaluate_model(lm, cfg)
+    return evaluate_model(lm, cfg, runtime)

@@ -13,7 +13,7 @@ import importlib.util
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,12 +33,50 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 @dataclass
 class LoadedModel:
+    """A model handle: the module, its identity (``fingerprint``: the weights, base + adapter, that every store key
+    names), how to load it again (``source``) and its precision. Loading returns one; training returns a new one
+    (``siftlm.train.loop.Trained``); every pass keys its store entry from the handle it is given. Nothing about the
+    model's identity is kept on the torch module itself."""
     model: torch.nn.Module
     tokenizer: object
     name: str           # what the user asked for
     path: str           # the folder the weights were read from
     fingerprint: str    # identifies the weights (base + adapter) for the signal store
     precision: Precision | None = None   # compute dtype and why
+    source: dict | None = None           # ``load_model``'s arguments that give these weights again (None: in memory)
+    base_fingerprint: str | None = None  # the weights with the adapter disabled (None: no adapter)
+    dtype_auto: bool = False             # loaded with --dtype auto: a pass stored in the other precision may serve it
+    trained_into: str | None = None      # set when training changed ``model`` in place: the weights it now has
+
+    @property
+    def compute(self) -> torch.dtype | None:
+        """The dtype of matrix products (autocast), None for an in-memory model of unknown precision."""
+        return self.precision.compute if self.precision is not None else None
+
+    def computing(self):
+        """``with lm.computing(): loss_pass(lm.model, ...)``: the model's matrix products in its compute precision."""
+        return precision.computing(self.compute)
+
+    def without_adapter(self) -> LoadedModel:
+        """The handle of the base weights (the module with its adapter disabled: ``with lm.model.disable_adapter()``)."""
+        if self.base_fingerprint is None:
+            return self
+        source = {**self.source, "adapter": None} if self.source else None
+        return replace(self, fingerprint=self.base_fingerprint, base_fingerprint=None, source=source)
+
+    def trained(self, model: torch.nn.Module, fingerprint: str, *, source: dict | None,
+                adapter: bool) -> LoadedModel:
+        """The handle of weights a training made from these: ``model`` (trained, in memory) under ``fingerprint``,
+        loaded again by ``source``; with ``adapter`` (LoRA) these weights are its base."""
+        return replace(self, model=model, fingerprint=fingerprint, source=source,
+                       base_fingerprint=self.fingerprint if adapter else None, trained_into=None)
+
+
+def in_memory(model: torch.nn.Module, fingerprint: str, *, tokenizer=None, compute: torch.dtype | None = None,
+              name: str = "in memory") -> LoadedModel:
+    """A handle for a module built in this process (tests, benchmarks): no files to load it from."""
+    prec = Precision(compute, f"{compute} as given") if compute is not None else None
+    return LoadedModel(model, tokenizer, name, "", fingerprint, prec)
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -59,6 +97,16 @@ def folder_fingerprint(folder: str | Path) -> str:
     if not files:
         raise MissingInput(f"{folder}: no model or adapter files (*.safetensors, *.json)")
     return _hash_files(files)
+
+
+def model_fingerprint(weights: str | Path | None = None, *, adapter: str | Path | None = None,
+                      base: str | None = None) -> str:
+    """The one place a model fingerprint is made: the weights of a folder (content hash) or a hub id (its name), or a
+    fingerprint already made (``base``); with an adapter folder, ``<base>+<adapter>``."""
+    if base is None:
+        base = (folder_fingerprint(weights) if Path(weights).is_dir()
+                else hashlib.sha1(f"hub:{weights}".encode()).hexdigest()[:16])
+    return f"{base}+{folder_fingerprint(adapter)}" if adapter else base
 
 
 SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")   # sets in peft: JSON order varies by run
@@ -225,26 +273,22 @@ def load_model(spec: str, *, adapter: str | None = None, device: str | None = No
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=weights, trust_remote_code=trust_remote_code, use_safetensors=None
     )
-    if Path(path).exists():
-        fp = folder_fingerprint(path)
-    else:
-        fp = hashlib.sha1(f"hub:{path}".encode()).hexdigest()[:16]
+    base_fp = model_fingerprint(path)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-        fp = f"{fp}+{folder_fingerprint(adapter)}"
+    fp = model_fingerprint(base=base_fp, adapter=adapter)
     model.to(device).eval()
-    model.siftlm_compute_dtype = prec.compute
-    model.siftlm_dtype_auto = str(dtype) == "auto"     # a stored pass in the other precision may serve it
     # how another process (a Ray actor) loads the same weights in the same precision
-    model.siftlm_source = {"spec": _absolute(spec), "adapter": _absolute(adapter), "dtype": prec.name,
-                           "master_fp32": master_fp32, "trust_remote_code": trust_remote_code, "fingerprint": fp}
+    source = {"spec": _absolute(spec), "adapter": _absolute(adapter), "dtype": prec.name, "master_fp32": master_fp32,
+              "trust_remote_code": trust_remote_code}
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if not quiet:
         console.print(f"precision: {prec.name} ({prec.reason})", highlight=False)
-    return LoadedModel(model=model, tokenizer=tok, name=spec, path=path, fingerprint=fp, precision=prec)
+    return LoadedModel(model=model, tokenizer=tok, name=spec, path=path, fingerprint=fp, precision=prec, source=source,
+                       base_fingerprint=base_fp if adapter else None, dtype_auto=str(dtype) == "auto")
 
 
 def load_sentence_model(spec: str = "builtin:all-minilm-l6-v2", *, device: str | None = None,
@@ -255,5 +299,4 @@ def load_sentence_model(spec: str = "builtin:all-minilm-l6-v2", *, device: str |
 
     path = assets.embedder_path(spec)
     model = SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)
-    fp = folder_fingerprint(path) if Path(path).is_dir() else hashlib.sha1(f"hub:{path}".encode()).hexdigest()[:16]
-    return LoadedModel(model=model, tokenizer=None, name=spec, path=path, fingerprint=fp)
+    return LoadedModel(model=model, tokenizer=None, name=spec, path=path, fingerprint=model_fingerprint(path))

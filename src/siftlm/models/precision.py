@@ -24,14 +24,15 @@ decision wins and the others read it. ``$SIFTLM_AUTO_DTYPE`` pins ``auto`` witho
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import platform
 import re
 import statistics
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +40,7 @@ import torch
 
 from siftlm.assets import cache_dir
 from siftlm.config import UsageError
+from siftlm.files import atomic_write, create_once
 
 CHOICES = ("auto", "float32", "bfloat16")
 PROBE_RATIO = 1.5      # without a capability flag, bf16 must time at least this much faster than fp32 to be picked
@@ -120,24 +122,15 @@ def decision_path() -> Path:
 
 
 def _store_first(path: Path, record: dict, *, replace: bool) -> dict:
-    """Write ``record`` at ``path`` atomically. Unless ``replace``, the first writer wins: a process that measured at
-    the same time as another reads the other's decision instead of keeping its own, so they agree."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2)
-        os.chmod(tmp, 0o644)
-        if replace:
-            os.replace(tmp, path)
-            return record
-        try:
-            os.link(tmp, path)                 # atomic create-if-absent with the content already in place
-            return record
-        except FileExistsError:
-            return json.loads(path.read_text())
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write ``record`` at ``path`` atomically (``siftlm.files``). Unless ``replace``, the first writer wins: a process
+    that measured at the same time as another reads the other's decision instead of keeping its own, so they agree."""
+    text = json.dumps(record, indent=2)
+    if replace:
+        with atomic_write(path) as tmp:
+            tmp.write_text(text)
+        return record
+    kept = create_once(path, text)
+    return record if kept == text else json.loads(kept)
 
 
 def cpu_decision(*, refresh: bool = False) -> dict:
@@ -197,27 +190,40 @@ def choose(asked: str = "auto", device: torch.device | str = "cpu") -> Precision
     return Precision(torch.bfloat16 if d["bf16"] else torch.float32, words)
 
 
-def other_tags(model) -> list[str]:
+def other_tags(model, compute: torch.dtype | None) -> list[str]:
     """The store tags (``tag``) the same weights have in the other precisions ``auto`` can pick: a pass stored under
     one of them may serve an ``auto`` run (``siftlm.signals.passes.run_pass``)."""
-    mine = tag(model)
+    mine = tag(model, compute)
     return [t for t in ("torch.float32", "torch.bfloat16/autocast-bfloat16", "torch.float32/autocast-bfloat16")
             if t != mine]
 
 
+_COMPUTE: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar("siftlm_compute_dtype", default=None)
+
+
+@contextlib.contextmanager
+def computing(dtype: torch.dtype | None) -> Iterator[None]:
+    """Matrix products inside run in ``dtype`` (``autocast``): set by whoever holds the model's handle (a pass, the
+    training loop, generation) from the precision ``load_model`` chose; None or float32: no autocast."""
+    token = _COMPUTE.set(dtype)
+    try:
+        yield
+    finally:
+        _COMPUTE.reset(token)
+
+
 def autocast(model) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to the model's compute precision (set by ``load_model``), or nothing for fp32."""
-    dtype = getattr(model, "siftlm_compute_dtype", None)
+    """``torch.autocast`` to the compute precision set by ``computing``, or nothing for fp32."""
+    dtype = _COMPUTE.get()
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
 
 
-def tag(model) -> str:
+def tag(model, compute: torch.dtype | None) -> str:
     """What a stored pass records about precision: the weights' dtype and, under autocast, the compute dtype (an fp32
     pass keeps the key it always had)."""
     weights = str(next(model.parameters()).dtype)
-    compute = getattr(model, "siftlm_compute_dtype", None)
     if compute is None or compute == torch.float32:
         return weights
     return f"{weights}/autocast-{str(compute).removeprefix('torch.')}"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from siftlm.backends import Runtime
 from siftlm.config import DataConfig, RunConfig, SelectConfig, TrainConfig, from_dict
 from siftlm.data import open_dataset, write_rejects
 from siftlm.data.write import rejects_by_reason, require_examples
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, console
+from siftlm.recipes.runtime import runtime_for
 from siftlm.report import evidence
 from siftlm.report.selection import write_report
 from siftlm.scores import SCORES, add_scores, direction
@@ -38,7 +40,7 @@ def reference_config(folder: Path, given: TrainConfig) -> TrainConfig:
     return from_dict(TrainConfig, stored["config"]) if stored is not None else given
 
 
-def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path, TrainConfig]:
+def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str, runtime: Runtime | None = None) -> tuple[Path, TrainConfig]:
     """Where the reference model is (or will be trained) and with which settings: ``--reference``, else a finished
     training of this data, model and settings recorded in the store, else OUT/reference. A folder holding a run on
     other data is an error here, before any model pass."""
@@ -47,7 +49,7 @@ def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path
     else:
         folder = Path(cfg.out) / "reference"
         if stored_identity(folder) is None:
-            found = find_reference(prep, base_fp, cfg.train)
+            found = find_reference(prep, base_fp, cfg.train, runtime)
             if found is not None:
                 console.print(f"reference: reusing {found} (same data, model and settings)", highlight=False)
                 folder = found
@@ -56,11 +58,13 @@ def reference_folder(cfg: RunConfig, prep: Prepared, base_fp: str) -> tuple[Path
     return folder, tcfg
 
 
-def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None,
-                  prep: Prepared | None = None) -> tuple[Prepared, pd.DataFrame, dict]:
+def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None, prep: Prepared | None = None,
+                  runtime: Runtime | None = None) -> tuple[Prepared, pd.DataFrame, dict]:
     """Base pass, response-only pass, reference fine-tune with trajectory, every score (``lm``: the model, if it is
-    loaded already; ``prep``: the data prepared with its tokenizer, if it is)."""
+    loaded already; ``prep``: the data prepared with its tokenizer, if it is; ``runtime``: where passes and the
+    training run, default as ``cfg.signals`` says)."""
     timer = timer or Timer()
+    rt = runtime or runtime_for(cfg.signals)
     if prep is None:
         with timer("read"):               # before the model: a file with nothing valid fails in a second
             ds = require_examples(open_dataset(cfg.data, cfg.input), Path(cfg.out) / "rejects.jsonl")
@@ -70,20 +74,20 @@ def score_dataset(cfg: RunConfig, timer: Timer | None = None, *, lm=None,
     if prep is None:
         with timer("encode"):
             prep = prepare(ds, lm.tokenizer, cfg.signals)
-    ref_dir, tcfg = reference_folder(cfg, prep, lm.fingerprint)     # checked before any pass runs
+    ref_dir, tcfg = reference_folder(cfg, prep, lm.fingerprint, rt)     # checked before any pass runs
     passes = [("base loss pass", "loss", "base loss")] + (
         [("unconditional pass (IFD)", "uncond", "response-only loss")] if cfg.ifd else [])
     frames = {}
     for step, name, label in passes:
-        if stored(prep, name, lm.model, lm.fingerprint):
+        if stored(prep, name, lm, runtime=rt):
             timer.cached.append(step)
         with timer(step):
-            frames[name] = run_pass(prep, name, lm.model, lm.fingerprint, label=label)
+            frames[name] = run_pass(prep, name, lm, runtime=rt, label=label)
     base, uncond = frames["loss"], frames.get("uncond")
     if finished(ref_dir, lm.fingerprint):
         timer.cached.append("reference fine-tune + trajectory")
     with timer("reference fine-tune + trajectory"):
-        traj, fps = train_reference(lm, prep, ref_dir, tcfg)
+        traj, fps, _ = train_reference(lm, prep, ref_dir, tcfg, runtime=rt)
     table, guarded = add_scores(signals_table(prep, base, ref=traj[-1], uncond=uncond, trajectory=traj))
     return prep, table, {"guarded": guarded, "model_fingerprints": fps, "train": tcfg,
                          "precision": {"compute": lm.precision.name, "reason": lm.precision.reason}}
@@ -140,4 +144,4 @@ def train_on_data(data: str, model: str, out: str, signals, tcfg: TrainConfig, s
     prep = prepare(ds, lm.tokenizer, signals)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
-    return train_reference(lm, prep, out, tcfg).frames, prep
+    return train_reference(lm, prep, out, tcfg, runtime=runtime_for(signals)).frames, prep

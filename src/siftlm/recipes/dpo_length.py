@@ -14,6 +14,7 @@ from siftlm.data import open_dataset, write_rejects
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model
 from siftlm.recipes.dpo import policy_reference_table
+from siftlm.recipes.runtime import runtime_for
 from siftlm.report import dpo_length as page
 from siftlm.signals.prepare import prepare_pairs
 from siftlm.stats import pearson, spearman
@@ -51,7 +52,7 @@ def analyze_dpo_length(data: str, adapter: str, model: str, out: str | Path, sig
     lm = load_model(model, adapter=str(adapter), dtype=signals.dtype)
     prep = prepare_pairs(open_dataset(data, src or DataConfig()), lm.tokenizer, signals)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
-    pairs = policy_reference_table(lm, prep)
+    pairs = policy_reference_table(lm, prep, runtime_for(signals))
     table, values = length_table(pairs, beta, davir_beta=davir_beta)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

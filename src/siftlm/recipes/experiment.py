@@ -10,9 +10,11 @@ every other method runs once per seed. Budgets count examples (``budgets``) or t
 Every cell is keyed by its design (the pool's fingerprint, the method as written, budget, unit, seed, model,
 training and scoring settings, ``CELL_VERSION``); its per-item losses go into ``results.parquet`` and its row into
 ``cells.parquet`` as soon as it finishes. A rerun skips every cell those files hold (a fresh clone with the committed
-files recomputes the tables without training), and a killed run redoes at most the cell it was in, whose fine-tune
-resumes after its last finished epoch. The tables (``results.md``, ``results.json``, ``report.html``) are computed
-from those two files alone (``siftlm experiment GRID --tables-only``).
+files recomputes the tables without training). Each cell's folder is keyed by its design (``siftlm.keyed``); the
+unit ``eval-<sets>`` (the cell evaluated on these evaluation sets) is marked done once its row and per-item results
+are in the folder, before they go into the tables, so a killed run redoes at most the cell it was in (whose fine-tune
+resumes after its last finished epoch) and never a cell it finished. The tables (``results.md``, ``results.json``,
+``report.html``) are computed from those two files alone (``siftlm experiment GRID --tables-only``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Runtime
 from siftlm.config import DataConfig, EvaluateConfig, ExperimentConfig, UsageError
 from siftlm.data import detect, open_dataset
 from siftlm.errors import MissingInput
@@ -41,6 +44,7 @@ from siftlm.recipes import noisy, target
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
 from siftlm.recipes.pool import DEFAULT_FEATURES, Pool, build_pool, reference_config, score_pool, source_path
+from siftlm.recipes.runtime import executor_for, runtime_for
 from siftlm.report import experiment as page
 from siftlm.select.run import run_selection
 from siftlm.signals import store
@@ -157,14 +161,15 @@ def _save(out: Path, rows: pd.DataFrame, items: pd.DataFrame) -> None:
         items.to_parquet(tmp, index=False, compression="zstd")
 
 
-def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str, pool: Pool | None = None) -> pd.DataFrame:
+def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str, pool: Pool | None = None,
+              runtime: Runtime | None = None) -> pd.DataFrame:
     """Every set's per-item rows: the held-out loss of the references (per-item mean NLL, its token count) and, where
     the grid measures behaviour, the greedy answer, each detector's value and the propensities."""
     frames = []
     signals = replace(cfg.signals, max_length=cfg.eval_max_length)
     conts = continuations(pool) if cfg.behaviour is not None else {}
     for name, (skey, items) in sets.items():
-        f = heldout_loss(lm, items, EvaluateConfig(signals=signals), name)
+        f = heldout_loss(lm, items, EvaluateConfig(signals=signals), name, runtime)
         frame = pd.DataFrame({"key": key, "set": name, "set_key": skey, "id": f["id"].astype(str),
                               "loss": f["loss"].astype(float), "n_tokens": f["n_tokens"].astype(int)})
         if behaviour_identity(cfg, name, conts) is not None:
@@ -172,7 +177,7 @@ def _evaluate(lm, sets: dict, cfg: ExperimentConfig, key: str, pool: Pool | None
             with bar(f"{name} behaviour", len(items), enabled=cfg.signals.progress) as advance:
                 acts = behaviour.behaviour(lm, items, max_new_tokens=b.max_new_tokens, language=b.language,
                                            continuations=conts if b.propensity else {}, signals=signals, name=name,
-                                           on_batch=advance)
+                                           on_batch=advance, runtime=runtime)
             frame = frame.merge(acts, on="id", how="left")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -189,7 +194,7 @@ def _trained_counts(prep, folder: Path) -> dict:
 
 
 def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: str, data: str, pool: Pool | None,
-             sets: dict) -> tuple[dict, pd.DataFrame]:
+             sets: dict, runtime: Runtime | None = None) -> tuple[dict, pd.DataFrame]:
     """Select -> fine-tune -> held-out loss on every set for one cell: its row and its per-item losses."""
     times, cpu = {}, time.process_time()
     t = time.perf_counter()
@@ -197,7 +202,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: 
     if scfg is None:
         ids = pd.read_parquet(scores, columns=["id"])["id"].tolist()
     else:
-        ids = run_selection(scfg, folder / "selection").selection["id"].tolist()
+        ids = run_selection(scfg, folder / "selection", executor=executor_for(scfg)).selection["id"].tolist()
     times["select_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with atomic_write(folder / "ids.parquet") as tmp:
@@ -206,13 +211,13 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, key: str, folder: Path, scores: 
     lm = load_model(cfg.model, dtype=cfg.signals.dtype, master_fp32=tcfg.full, quiet=True)   # fresh: LoRA goes in place
     ds = restrict(open_dataset(data, DataConfig()), folder / "ids.parquet")
     prep = prepare(ds, lm.tokenizer, cfg.signals)
-    info = finetune(lm, prep, folder / "model", tcfg)
+    info = finetune(lm, prep, folder / "model", tcfg, runtime=runtime).info
     counts = _trained_counts(prep, folder / "model")
     times["finetune_s"] = time.perf_counter() - t
     t = time.perf_counter()
     del lm
     trained = load_model(info["final"], dtype=cfg.signals.dtype, quiet=True)   # its own fingerprint: its own passes
-    items = _evaluate(trained, sets, cfg, key, pool)
+    items = _evaluate(trained, sets, cfg, key, pool, runtime)
     times["evaluate_s"] = time.perf_counter() - t
     row = {"key": key, "method": cell.name, "budget": None if cell.budget is None else float(cell.budget),
            "unit": cell.unit, "seed": cell.seed, "selected": len(ids), "train_tokens": info["tokens"], **counts,
@@ -231,6 +236,7 @@ def _complete(key: str, rows: pd.DataFrame | None, items: pd.DataFrame | None, s
 def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.DataFrame:
     """Every cell not yet in ``cells.parquet`` / ``results.parquet``, then the tables; returns the cells table."""
     wall = time.perf_counter()
+    rt = runtime_for(cfg.signals)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     pool = None
@@ -242,6 +248,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
         pool = build_pool(cfg, out / "pool")
         data, scores, source = str(pool.data), str(pool.scores), f"pool:{pool.fingerprint}"
     sets = eval_sets(cfg, pool)
+    scored = pool is not None and pools.scored(cfg, pool)        # scores of another pool or settings are refused here
+    unkeyed = pool is not None and not scored and pools.unkeyed_scores(pool)   # scored before siftlm keyed them
     rows, items = _read(out / "cells.parquet"), _read(out / "results.parquet")
     grid = cells(cfg)
     keys = {c: cell_key(cfg, c, source) for c in grid}
@@ -249,28 +257,37 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     todo = [c for c in grid if not _complete(keys[c], rows, items, sets)] if cfg.finetune else []
     if tables_only:
         todo = []
-    elif pool is not None and (todo or not pool.scores.exists() or not cfg.finetune):
+    elif pool is not None and (todo or not (scored or unkeyed) or not cfg.finetune):
         # the noisy-pool analysis orders the pool by every feature-based method; cells make theirs when they run
         score_pool(cfg, pool, features_needed(cfg, also=noisy.ORDER_METHODS) if cfg.inject.rate and not cfg.finetune
-                   else ())
+                   else (), runtime=rt)
+        scored, unkeyed = True, False
     trained = bool(todo) or (cfg.finetune and not tables_only and not _complete(base_key, rows, items, sets))
     if trained:
         if not _complete(base_key, rows, items, sets):
-            base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key, pool)
+            base = _evaluate(load_model(cfg.model, dtype=cfg.signals.dtype, quiet=True), sets, cfg, base_key, pool, rt)
             rows, items = _merge(rows, items, {"key": base_key, "method": "base model", "unit": "none", "seed": 0,
                                                "selected": 0, "train_tokens": 0, "ids": []}, base)
             _save(out, rows, items)
         for k, cell in enumerate(todo, start=1):
             console.print(f"cell {k}/{len(todo)}: {cell.name}, {cell.unit} budget "
                           f"{'all' if cell.budget is None else cell.budget}, seed {cell.seed}", highlight=False)
-            folder = open_keyed(out / "cells" / cell.folder, cell_design(cfg, cell, source), what="an experiment cell",
-                                labels={"source": "another pool"}).folder
-            if pool is not None:
-                timer = Timer()
-                pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])), timer=timer)
-                pools.record_costs(pool, timer)
-            row, cell_items = run_cell(cfg, cell, keys[cell], folder, scores, data, pool, sets)
-            rows, items = _merge(rows, items, row, cell_items)
+            keyed = open_keyed(out / "cells" / cell.folder, cell_design(cfg, cell, source), what="an experiment cell",
+                               labels={"source": "another pool"})
+            unit = f"eval-{store.fingerprint(sorted(skey for skey, _ in sets.values()))}"
+            if not keyed.done(unit):      # done: finished and kept in its folder, killed before the tables had it
+                if pool is not None:
+                    timer = Timer()
+                    pools.feature_passes(cfg, pool, features_needed(replace(cfg, methods=[cell.method])), timer=timer,
+                                         runtime=rt)
+                    record_costs(pool, timer)
+                row, cell_items = run_cell(cfg, cell, keys[cell], keyed.folder, scores, data, pool, sets, rt)
+                keyed.write(f"{unit}.json", json.dumps(row, default=str))
+                with keyed.writing(f"{unit}.parquet") as tmp:
+                    cell_items.to_parquet(tmp, index=False)
+                keyed.mark(unit)
+            row = json.loads(keyed.path(f"{unit}.json").read_text())
+            rows, items = _merge(rows, items, row, pd.read_parquet(keyed.path(f"{unit}.parquet")))
             _save(out, rows, items)
     if rows is None:
         rows = pd.DataFrame(columns=["key", "method", "budget", "unit", "seed", "selected", "train_tokens", "ids"])
@@ -281,7 +298,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current = _fill_counts(current, scores, cfg)
     primary = {**asdict(cfg.primary), "declared": bool(cfg.primary.metric)}
     summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE, primary=primary)
-    if pool is not None and cfg.inject.rate and pool.scores.exists():
+    if pool is not None and cfg.inject.rate and (scored or unkeyed):
         saved = out / "noise.json"
         if tables_only and saved.exists():              # the analysis needs the feature files: keep its last result
             summary["noise"] = json.loads(saved.read_text())
@@ -292,9 +309,8 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     if pool is not None and "source" in (labels := pool.labels()):
         summary["source_shares"] = page.source_shares(current, labels)
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
-    scored = pool.folder / "scores" / "summary.json" if pool is not None else None
-    if scored is not None and scored.exists():
-        summary["pool_scoring"] = json.loads(scored.read_text())    # counts, length correlations, the reference
+    if scored or unkeyed:
+        summary["pool_scoring"] = json.loads((pool.folder / "scores" / "summary.json").read_text())   # counts, the reference
     summary["wall_s"] = _wall(out / "results.json", time.perf_counter() - wall, trained)
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), **summary}, indent=2, default=str))
@@ -325,6 +341,25 @@ def _fill_counts(rows: pd.DataFrame, scores: str, cfg: ExperimentConfig) -> pd.D
         rows.iloc[k, rows.columns.get_loc("response_tokens")] = float(t["n_response"].sum())
         rows.iloc[k, rows.columns.get_loc("steps")] = float(steps)
     return rows
+
+
+def record_costs(pool: Pool, timer: Timer) -> dict:
+    """Add the feature passes ``timer`` saw computed (not served by the store) to ``<pool>/feature-costs.json``: wall
+    seconds, and the process's peak resident memory when the pass ended (an upper bound of the pass's own peak; the
+    passes of one process share it). What a targeted method costs beside its selection. Returns the whole record."""
+    import resource
+    import sys
+
+    path = pool.folder / "feature-costs.json"
+    costs = json.loads(path.read_text()) if path.exists() else {}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+    new = {name: {"seconds": secs, "process_peak_rss_gb": round(peak, 2)}
+           for name, secs in timer.times.items() if name.endswith("pass") and name not in timer.cached}
+    if new:
+        costs.update(new)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(costs, indent=2, sort_keys=True))
+    return costs
 
 
 def _wall(saved: Path, seconds: float, trained: bool) -> float:

@@ -7,6 +7,7 @@ from pathlib import Path
 from siftlm.config import DataConfig, SignalConfig, TrainConfig
 from siftlm.data import open_dataset, write_rejects
 from siftlm.models.load import load_model
+from siftlm.recipes.runtime import runtime_for
 from siftlm.signals.prepare import prepare
 from siftlm.train.sft import finetune, restrict
 
@@ -21,4 +22,4 @@ def run_finetune(data, model: str, out: str | Path, signals: SignalConfig, tcfg:
     prep = prepare(ds, lm.tokenizer, signals)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_rejects(prep.rejects, Path(out) / "rejects.jsonl")
-    return finetune(lm, prep, out, tcfg), prep
+    return finetune(lm, prep, out, tcfg, runtime=runtime_for(signals)).info, prep

@@ -107,9 +107,10 @@ def grid_table(grid_yaml: str | Path) -> pd.DataFrame:
     covered = cache is not None and all(set(cells["key"]) <= set(cache.loc[cache["pass"] == p, "key"])
                                         for p in REPRESENTATIONS)
     pool = pools.build_pool(cfg, out / "pool")
-    if not covered:
+    features = {}                   # every cell cached: the feature files are not read
+    if not covered:                 # made (or checked to be this pool's) first: never a stale file
         pools.feature_passes(cfg, pool, set(REPRESENTATIONS))
-    features = {p: pool.features(p) for p in REPRESENTATIONS if pool.features(p).exists()}
+        features = {p: pool.features(p) for p in REPRESENTATIONS}
     ldd = cell_ldds(out, features).pivot_table(index="key", columns="pass", values="ldd", aggfunc="first")
     ldd.columns = [f"ldd:{c}" for c in ldd.columns]
     meta = cells.set_index("key")[["method", "budget", "unit", "seed", "selected", "train_tokens"]

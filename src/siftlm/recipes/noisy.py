@@ -21,6 +21,7 @@ from siftlm.errors import DataError, MissingInput, UsageError
 from siftlm.progress import console
 from siftlm.recipes.grid import BASELINE, Cell, method_config
 from siftlm.recipes.grid import cells as grid_cells
+from siftlm.recipes.runtime import executor_for
 from siftlm.scores import SCORES, direction
 from siftlm.select.run import run_selection
 from siftlm.stats import auroc
@@ -78,7 +79,7 @@ def analyse(cfg: ExperimentConfig, pool, cells: pd.DataFrame | None = None) -> d
         if name == "dedup":
             scfg = replace(scfg, budget=None)
         try:
-            sel = run_selection(scfg, folder / name.replace(":", "-").replace("+", "-"))
+            sel = run_selection(scfg, folder / name.replace(":", "-").replace("+", "-"), executor=executor_for(scfg))
         except (UsageError, MissingInput, DataError) as e:   # e.g. a method the pool has no features for: say so
             console.print(f"noisy-pool analysis: {name} skipped ({e})", highlight=False)
             continue
@@ -94,7 +95,7 @@ def analyse(cfg: ExperimentConfig, pool, cells: pd.DataFrame | None = None) -> d
             ids = list(done["ids"].iloc[0])
         else:
             scfg = method_config(cfg, cell, str(pool.scores), str(pool.data), pool)
-            ids = run_selection(scfg, folder / "cells" / cell.folder).selection["id"].tolist()
+            ids = run_selection(scfg, folder / "cells" / cell.folder, executor=executor_for(scfg)).selection["id"].tolist()
         kinds_sel = labels.loc[ids, "kind"]
         rows.append({"method": cell.name, "budget": float(cell.budget), "unit": cell.unit, "seed": cell.seed,
                      "selected": len(ids), "corrupted_share": float(np.mean([i in bad for i in ids])),

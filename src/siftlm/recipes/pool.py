@@ -10,7 +10,11 @@ Files in ``OUT/pool/``:
   only by the noisy-pool analysis, never by a score or selector;
 - ``pool.json``: how the pool was made, its counts and its fingerprint;
 - ``scores/``: ``siftlm score``'s outputs for the pool (scores.parquet, summary.json, report.html) plus grad_norm
-  and, with ``crossfit``, davir_xfit; ``features-<pass>.parquet`` for the feature-based methods.
+  and, with ``crossfit``, davir_xfit: a keyed folder (``siftlm.keyed``), its identity what the scores were made
+  from (the pool's fingerprint, the selector, the scoring and reference settings); another pool is refused;
+- ``features-<pass>.parquet`` for the feature-based methods (and ``target-features-<pass>.parquet``, the query
+  set's): views of store passes whose metadata names what they were made from (pool, pass, model, settings); a file
+  made from anything else is made again from the store, never used.
 """
 
 from __future__ import annotations
@@ -24,15 +28,18 @@ import numpy as np
 import pandas as pd
 
 from siftlm.assets import demo_data, package_file
+from siftlm.backends import Runtime
 from siftlm.config import ExperimentConfig, RunConfig, TrainConfig, UsageError
 from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
-from siftlm.errors import DataError
+from siftlm.errors import DataError, KeyMismatch
 from siftlm.files import atomic_write
+from siftlm.keyed import Keyed, check_keyed, differences, open_keyed, stored_identity
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer, console
 from siftlm.recipes import target
 from siftlm.recipes.davir import score_dataset
+from siftlm.recipes.runtime import runtime_for
 from siftlm.scores import add_scores
 from siftlm.signals import store
 from siftlm.signals.passes import run_pass, stored
@@ -190,7 +197,8 @@ def subset(prep: Prepared, positions) -> Prepared:
                    _uncond=None)
 
 
-def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig, dtype: str) -> np.ndarray:
+def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig, dtype: str,
+                    runtime: Runtime | None = None) -> np.ndarray:
     """Each example's loss under a reference that never trained on it: the pool split in two halves (seeded), a
     reference fine-tuned on each half (the same settings as the full reference), each scoring the other half."""
     side = halves(prep.ids, tcfg.seed)
@@ -198,11 +206,11 @@ def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig,
     for h in (0, 1):
         train_pos, score_pos = np.flatnonzero(side == h), np.flatnonzero(side != h)
         lm = load_model(model, dtype=dtype, master_fp32=tcfg.full, quiet=True)
-        fps = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg).fingerprints
-        # after training here lm.model holds the last epoch; after a reuse it is the base: load the trained one
-        here = getattr(lm.model, "siftlm_trained_fingerprint", None) == fps[-1]
-        trained = lm.model if here else _trained(model, folder / f"half-{h}", tcfg, dtype)
-        frame = run_pass(subset(prep, score_pos), "loss", trained, fps[-1], label=f"cross-fit reference {h} loss")
+        ref = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg, runtime=runtime)
+        # trained here: the reference's handle; reused (or trained elsewhere): its last epoch loaded from the folder
+        trained = ref.model or _trained(model, folder / f"half-{h}", tcfg, dtype)
+        frame = run_pass(subset(prep, score_pos), "loss", trained, runtime=runtime,
+                         label=f"cross-fit reference {h} loss")
         out[score_pos] = frame["loss"].to_numpy()
     return out
 
@@ -210,119 +218,173 @@ def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig,
 def _trained(model: str, folder: Path, tcfg: TrainConfig, dtype: str):
     last = folder / f"epoch-{tcfg.epochs}"
     return (load_model(str(last), dtype=dtype, master_fp32=True, quiet=True) if tcfg.full
-            else load_model(model, adapter=str(last), dtype=dtype, quiet=True)).model
+            else load_model(model, adapter=str(last), dtype=dtype, quiet=True))
+
+
+def scoring_identity(cfg: ExperimentConfig, pool: Pool) -> dict:
+    """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
+    training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
+    ident = {"version": SCORING_VERSION, "pool": pool.fingerprint, "selector": cfg.selector_model or cfg.model,
+             "crossfit": cfg.crossfit, "signals": cfg.signals.identity(), "reference": reference_config(cfg).identity()}
+    return ident if cfg.grad_norm else {**ident, "grad_norm": False}
 
 
 def scoring_key(cfg: ExperimentConfig, pool: Pool) -> str:
-    """What the pool's scores depend on: the pool's bytes, the selector model, the scoring settings, the reference's
-    training and cross-fitting. Bump SCORING_VERSION when a change to siftlm changes what a score computes."""
-    parts = [SCORING_VERSION, pool.fingerprint, cfg.selector_model or cfg.model, cfg.crossfit,
-             cfg.signals.identity(), reference_config(cfg).identity()]
+    """``scoring_identity`` as one short hash (what summary.json records)."""
+    i = scoring_identity(cfg, pool)
+    parts = [i["version"], i["pool"], i["selector"], i["crossfit"], i["signals"], i["reference"]]
     return store.fingerprint(parts if cfg.grad_norm else parts + [{"grad_norm": False}])
 
 
+SCORES_UNIT = "scores"
+SCORES_LABELS = {"pool": "another pool", "selector": "another selector model"}
+
+
+def _legacy_key(folder: Path) -> str | None:
+    """The scoring_key of a scores folder written before siftlm keyed it (its summary.json, written last, names it)."""
+    summary = folder / "summary.json"
+    done = summary.exists() and (folder / "scores.parquet").exists()
+    return json.loads(summary.read_text()).get("scoring_key") if done else None
+
+
+def scores_folder(cfg: ExperimentConfig, pool: Pool, *, create: bool = True) -> Keyed | None:
+    """The pool's keyed scores folder (``siftlm.keyed``): created, or checked against what its scores were made from;
+    another pool or other scoring settings are refused before any work (``KeyMismatch`` naming what differs). A folder
+    scored before siftlm keyed it (e.g. the committed results of a grid) is taken as it is when its summary names this
+    scoring_key, and refused otherwise. ``create=False``: only check, writing nothing (None when it is not keyed)."""
+    folder, ident = pool.folder / "scores", scoring_identity(cfg, pool)
+    legacy = _legacy_key(folder) if stored_identity(folder) is None else None
+    if legacy is not None and legacy != scoring_key(cfg, pool):
+        raise KeyMismatch(f"{folder}: holds pool scores of another pool or other scoring settings (scoring key {legacy}, "
+                          f"now {scoring_key(cfg, pool)}); use another out, or remove it to start over")
+    if not create:
+        known = check_keyed(folder, ident, what="pool scores", labels=SCORES_LABELS)
+        return Keyed(folder, ident, "pool scores") if known else None
+    keyed = open_keyed(folder, ident, what="pool scores", labels=SCORES_LABELS)
+    if legacy is not None and not keyed.done(SCORES_UNIT):
+        keyed.mark(SCORES_UNIT)                          # scored, and summary.json says with this key
+    return keyed
+
+
+def unkeyed_scores(pool: Pool) -> bool:
+    """Whether ``scores/`` holds scores written before siftlm recorded any key for them (no identity, no scoring_key):
+    kept for the tables of the cells they served, scored again (keyed) when a cell needs them."""
+    f = pool.folder / "scores"
+    return pool.scores.exists() and (f / "summary.json").exists() and stored_identity(f) is None and not _legacy_key(f)
+
+
 def scored(cfg: ExperimentConfig, pool: Pool) -> bool:
-    """True when ``scores/`` holds this pool's scores under these settings (summary.json is written last and names
-    the key), e.g. the committed results of a grid in a fresh clone: its scores are not computed again."""
-    summary = pool.folder / "scores" / "summary.json"
-    if not (pool.scores.exists() and summary.exists()):
-        return False
-    return json.loads(summary.read_text()).get("scoring_key") == scoring_key(cfg, pool)
+    """True when ``scores/`` holds this pool's scores under these settings, e.g. the committed results of a grid in a
+    fresh clone: its scores are not computed again. Scores of another pool or settings are refused (``KeyMismatch``)."""
+    keyed = scores_folder(cfg, pool, create=False)
+    if keyed is not None:
+        return keyed.done(SCORES_UNIT)
+    return _legacy_key(pool.folder / "scores") is not None        # of this key: another was refused
 
 
-def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, timer: Timer | None = None) -> None:
-    """The feature files ``names`` (of FEATURE_PASSES) that are not written yet: grads and lm-embed on the base
-    weights of the selector, embed with the sentence model; each timed as "<name> pass" in ``timer``."""
-    selector = cfg.selector_model or cfg.model
+# ---- feature files: views of store passes, keyed by what they were made from ----
+
+SENTENCE = "builtin:all-minilm-l6-v2"
+
+
+def feature_identity(cfg: ExperimentConfig, pool: Pool, name: str, query: str | None = None) -> dict:
+    """What a pool's (or its query set's) feature file of pass ``name`` is made from: the pool's bytes, the pass, its
+    model and the settings that change its numbers (and the query files' fingerprint)."""
+    ident = {"pass": name, "pool": pool.fingerprint, "model": SENTENCE if name == "embed" else cfg.selector_model or cfg.model}
+    if name != "embed":
+        ident["signals"] = cfg.signals.identity()
+    return ident if query is None else {**ident, "query": query}
+
+
+def _current(path: Path, ident: dict) -> bool:
+    """Whether the feature file ``path`` holds features of identity ``ident`` (its metadata names it). A file made
+    from another pool, model, settings or query set, or before siftlm recorded identities, is made again from the store
+    (its passes are keyed there, so nothing the store holds is computed twice), said in one line."""
+    have = (features_meta(path) if path.exists() else {}).get("identity")
+    if have == json.loads(json.dumps(ident, default=str)):
+        return True
+    if path.exists():
+        why = "; ".join(differences(have, ident)) if have is not None else "made before siftlm recorded what from"
+        console.print(f"{path}: {why}; made again", highlight=False)
+    return False
+
+
+def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, timer: Timer | None = None,
+                   runtime: Runtime | None = None) -> None:
+    """The feature files ``names`` (of FEATURE_PASSES) that do not hold this pool's features yet (``_current``):
+    grads and lm-embed on the base weights of the selector, embed with the sentence model; each timed as "<name>
+    pass" in ``timer``."""
     timer = timer or Timer()
-    todo = [n for n in FEATURE_PASSES if n in set(names) and not pool.features(n).exists()]
+    rt = runtime or runtime_for(cfg.signals)
+    todo = [n for n in FEATURE_PASSES if n in set(names) and not _current(pool.features(n), feature_identity(cfg, pool, n))]
     ds = ds if ds is not None or not todo else read_dataset(pool.data)
     model_passes = [n for n in todo if n != "embed"]
     if model_passes:
-        lm = lm or load_model(selector, dtype=cfg.signals.dtype)
+        lm = lm or load_model(cfg.selector_model or cfg.model, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            _model_pass(pool, name, prep, lm, selector, timer)
+            _model_pass(cfg, pool, name, prep, lm, timer, rt)
     if "embed" in todo:
         with timer("embed pass"):
-            sentence = load_sentence_model()
-            frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
+            frame = run_pass(prepare_texts(ds, cfg.signals), "embed", load_sentence_model(), runtime=rt,
                              options={"part": "full"}, label="sentence embeddings (pool)")
-            write_frame(frame, pool.features("embed"), {"pass": "embed", "model": "builtin:all-minilm-l6-v2"})
-    target_passes(cfg, pool, names, lm, timer)
+            write_frame(frame, pool.features("embed"), {"pass": "embed", "model": SENTENCE,
+                                                        "identity": feature_identity(cfg, pool, "embed")})
+    target_passes(cfg, pool, names, lm, timer, rt)
 
 
-def target_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, timer: Timer | None = None) -> None:
+def target_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, timer: Timer | None = None,
+                  runtime: Runtime | None = None) -> None:
     """The query set's feature files for ``names``, made as the pool's (same pass, model and settings); a file made
-    from another query set (its metadata names the query files' fingerprint) is made again."""
+    from another query set, pool or settings (its metadata names them) is made again."""
     query_fp = target.fingerprint(pool.folder)
     if query_fp is None:
         return
     timer = timer or Timer()
-    todo = [n for n in FEATURE_PASSES if n in set(names)
-            and features_meta_or_none(pool.target_features(n)).get("query") != query_fp]
+    rt = runtime or runtime_for(cfg.signals)
+    idents = {n: feature_identity(cfg, pool, n, query_fp) for n in FEATURE_PASSES if n in set(names)}
+    todo = [n for n, ident in idents.items() if not _current(pool.target_features(n), ident)]
     if not todo:
         return
     ds = read_dataset(pool.folder / "target-query.jsonl")
-    selector = cfg.selector_model or cfg.model
     for name in todo:
         with timer(f"target {name} pass"):
             if name == "embed":
-                sentence = load_sentence_model()
-                frame = run_pass(prepare_texts(ds, cfg.signals), "embed", sentence.model, sentence.fingerprint,
+                frame = run_pass(prepare_texts(ds, cfg.signals), "embed", load_sentence_model(), runtime=rt,
                                  options={"part": "full"}, label="sentence embeddings (query set)")
-                model = "builtin:all-minilm-l6-v2"
             else:
-                lm = lm or load_model(selector, dtype=cfg.signals.dtype)
-                frame = run_pass(prepare(ds, lm.tokenizer, cfg.signals), name, lm.model, lm.fingerprint,
+                lm = lm or load_model(cfg.selector_model or cfg.model, dtype=cfg.signals.dtype)
+                frame = run_pass(prepare(ds, lm.tokenizer, cfg.signals), name, lm, runtime=rt,
                                  label=f"{name} (query set)")
-                model = selector
-            write_frame(frame, pool.target_features(name), {"pass": name, "model": model, "query": query_fp})
+            write_frame(frame, pool.target_features(name), {"pass": name, "model": idents[name]["model"],
+                                                            "query": query_fp, "identity": idents[name]})
 
 
-def record_costs(pool: Pool, timer: Timer) -> dict:
-    """Add the feature passes ``timer`` saw computed (not served by the store) to ``<pool>/feature-costs.json``: wall
-    seconds, and the process's peak resident memory when the pass ended (an upper bound of the pass's own peak; the
-    passes of one process share it). What a targeted method costs beside its selection. Returns the whole record."""
-    import resource
-    import sys
-
-    path = pool.folder / "feature-costs.json"
-    costs = json.loads(path.read_text()) if path.exists() else {}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
-    new = {name: {"seconds": secs, "process_peak_rss_gb": round(peak, 2)}
-           for name, secs in timer.times.items() if name.endswith("pass") and name not in timer.cached}
-    if new:
-        costs.update(new)
-        with atomic_write(path) as tmp:
-            tmp.write_text(json.dumps(costs, indent=2, sort_keys=True))
-    return costs
-
-
-def features_meta_or_none(path: Path) -> dict:
-    return features_meta(path) if path.exists() else {}
-
-
-def _model_pass(pool: Pool, name: str, prep: Prepared, lm, selector: str, timer: Timer) -> pd.DataFrame:
+def _model_pass(cfg: ExperimentConfig, pool: Pool, name: str, prep: Prepared, lm, timer: Timer,
+                runtime: Runtime) -> pd.DataFrame:
     """One feature pass of the selector's base weights, timed as "<name> pass" (and listed as cached when the store
     serves it), written to the pool's feature file; returns its rows."""
-    if stored(prep, name, lm.model, lm.fingerprint):
+    if stored(prep, name, lm, runtime=runtime):
         timer.cached.append(f"{name} pass")
     with timer(f"{name} pass"):
-        frame = run_pass(prep, name, lm.model, lm.fingerprint, label=f"{name} (pool)")
-        write_frame(frame, pool.features(name), {"pass": name, "model": selector})
+        frame = run_pass(prep, name, lm, runtime=runtime, label=f"{name} (pool)")
+        ident = feature_identity(cfg, pool, name)
+        write_frame(frame, pool.features(name), {"pass": name, "model": ident["model"], "identity": ident})
     return frame
 
 
-def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Path:
+def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runtime: Runtime | None = None) -> Path:
     """Every score, and the feature files ``features`` (cached passes skip): the grads pass (grad_norm) and feature
     passes on the base model first, then the DavIR scoring (base, response-only, reference
-    fine-tune with its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``. Scores
-    already in ``scores/`` under the same key (``scored``) are kept: only missing feature files are computed.
-    summary.json records each step's wall time (``timings_s``, seconds) and the steps the store served (``cached``)."""
-    if scored(cfg, pool):
+    fine-tune with its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``. ``scores/``
+    is a keyed folder (``scores_folder``): scores of this pool under these settings are kept (only missing feature
+    files are made); another pool's or settings' are refused before any work. summary.json records each step's wall
+    time (``timings_s``, seconds) and the steps the store served (``cached``)."""
+    rt = runtime or runtime_for(cfg.signals)
+    keyed = scores_folder(cfg, pool)
+    if keyed.done(SCORES_UNIT):
         console.print(f"pool scores: {pool.scores} (same pool and scoring settings, kept)", highlight=False)
-        feature_passes(cfg, pool, features)
+        feature_passes(cfg, pool, features, runtime=rt)
         return pool.scores
     selector = cfg.selector_model or cfg.model
     tcfg = reference_config(cfg)
@@ -332,27 +394,27 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES) -> Pa
     with timer("read + encode"):
         ds = read_dataset(pool.data)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frame = _model_pass(pool, "grads", prep, lm, selector, timer) if cfg.grad_norm else None   # grad_norm, DPP's
-    feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer)
-    run = RunConfig(data=str(pool.data), model=selector, out=str(pool.folder / "scores"), signals=cfg.signals,
-                    train=tcfg, ifd=True)
-    _, table, extra = score_dataset(run, timer, lm=lm, prep=prep)
+    frame = _model_pass(cfg, pool, "grads", prep, lm, timer, rt) if cfg.grad_norm else None   # grad_norm, DPP's
+    feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer, runtime=rt)
+    run = RunConfig(data=str(pool.data), model=selector, out=str(keyed.folder), signals=cfg.signals, train=tcfg,
+                    ifd=True)
+    _, table, extra = score_dataset(run, timer, lm=lm, prep=prep, runtime=rt)
     if frame is not None:
         table["grad_norm"] = frame.set_index("id").loc[table["id"], "grad_norm"].to_numpy()
     if cfg.crossfit:
         with timer("cross-fitted references"):
-            table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype)
+            table["ref_xfit_loss"] = crossfit_losses(selector, prep, pool.folder / "crossfit", tcfg, cfg.signals.dtype,
+                                                     rt)
     table, guarded = add_scores(table)
-    pool.scores.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(pool.scores) as tmp:
+    with keyed.writing(pool.scores.name) as tmp:
         table.to_parquet(tmp, index=False)
     info = {"scoring_key": scoring_key(cfg, pool), "model": selector, "counts": prep.counts(),
             "non_finite_scores": guarded, "train": asdict(tcfg), "length_correlations": length_correlations(table),
             "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"],
             "tokens": int(sum(len(e.input_ids) for e in prep.encoded)),
             "timings_s": {**timer.times, "total": round(sum(timer.times.values()), 2)}, "cached": timer.cached}
-    with atomic_write(pool.folder / "scores" / "summary.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=2, default=str))
+    keyed.write("summary.json", json.dumps(info, indent=2, default=str))
+    keyed.mark(SCORES_UNIT)
     console.print(f"pool scored: {len(table)} examples in {info['timings_s']['total'] / 60:.1f} min "
                   f"({', '.join(f'{k} {v:.0f} s' for k, v in timer.times.items())}) -> {pool.scores}", highlight=False)
     return pool.scores

@@ -35,6 +35,7 @@ from siftlm.recipes import ldd_grid
 from siftlm.recipes.davir import score_dataset
 from siftlm.recipes.dpo import run_dpo
 from siftlm.recipes.dpo_length import analyze_dpo_length
+from siftlm.recipes.runtime import runtime_for
 from siftlm.report import reproduce as page
 from siftlm.select import dpp, sample, topk
 from siftlm.signals.passes import run_pass
@@ -195,8 +196,8 @@ def reproduce(cfg: ReproduceConfig, tables: list[str] | None = None) -> list[Row
         g = None
         if "dpp-eq3" in tables:     # the base model's LoRA gradients (DPP paper §3.3), before training changes it
             with timer("grads pass (LoRA-gradient features)"):
-                g = run_pass(prepare(open_dataset(cfg.data, run.input), lm.tokenizer, cfg.signals), "grads", lm.model,
-                             lm.fingerprint, options={"grad": GradConfig()}, label="lora gradients")
+                g = run_pass(prepare(open_dataset(cfg.data, run.input), lm.tokenizer, cfg.signals), "grads", lm,
+                             runtime=runtime_for(cfg.signals), options={"grad": GradConfig()}, label="lora gradients")
         with timer("score (base pass, reference fine-tune, trajectory)"):
             prep, t, _ = score_dataset(run, timer, lm=lm)
         with atomic_write(out / "scores.parquet") as tmp:

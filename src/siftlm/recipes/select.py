@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from siftlm.config import GradConfig, SelectConfig, SignalConfig, UsageError, from_dict
+from siftlm.recipes.runtime import executor_for
 from siftlm.recipes.signals import compute_signals
 from siftlm.select.run import Selected, resolve, run_selection
 from siftlm.signals.table import features_meta
@@ -36,4 +37,4 @@ def select(cfg: SelectConfig, out: str | Path, *, store: str = "siftlm-store") -
     if cfg.target and cfg.target != "centroid" and resolve(cfg).method in ("less", "repr", "datainf"):
         out.mkdir(parents=True, exist_ok=True)
         cfg = replace(cfg, target=target_features(cfg, out, store))
-    return run_selection(cfg, out)
+    return run_selection(cfg, out, executor=executor_for(cfg))

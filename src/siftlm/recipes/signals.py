@@ -12,6 +12,7 @@ from siftlm.data import open_dataset, write_rejects
 from siftlm.data.write import require_examples
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.recipes.dpo import policy_reference_table
+from siftlm.recipes.runtime import runtime_for
 from siftlm.signals.passes import PASSES, run_pass
 from siftlm.signals.prepare import Prepared, prepare, prepare_pairs, prepare_texts
 from siftlm.signals.table import write_frame
@@ -32,19 +33,20 @@ def compute_signals(data: str, name: str, cfg: SignalConfig, *, model: str | Non
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     src = src or DataConfig()
+    rt = runtime_for(cfg)
     ds = require_examples(open_dataset(data, src), rejects_path(out, cfg.store, str(data or src.dataset_name)))
     if name == "embed":
         lm = load_sentence_model(model or "builtin:all-minilm-l6-v2")
         prep = prepare_texts(ds, cfg, part=text)
-        frame = run_pass(prep, "embed", lm.model, lm.fingerprint, options={"part": text}, label="sentence embeddings")
+        frame = run_pass(prep, "embed", lm, runtime=rt, options={"part": text}, label="sentence embeddings")
     else:
         lm = load_model(model or "builtin:smollm2", adapter=adapter, dtype=cfg.dtype)
         if name == "pairs":
             prep = prepare_pairs(ds, lm.tokenizer, cfg)
-            frame = policy_reference_table(lm, prep)
+            frame = policy_reference_table(lm, prep, rt)
         else:
             prep = prepare(ds, lm.tokenizer, cfg)
-            frame = run_pass(prep, name, lm.model, lm.fingerprint, options={"grad": grad})
+            frame = run_pass(prep, name, lm, runtime=rt, options={"grad": grad})
     write_rejects(prep.rejects, rejects_path(out, cfg.store, ds.path))
     if out:
         meta = {"pass": name, "model": model, "adapter": adapter, "text": text,

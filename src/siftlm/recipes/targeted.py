@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from siftlm.backends import Runtime
 from siftlm.config import DataConfig, RunConfig, SelectConfig, UsageError, closest
 from siftlm.data import open_dataset, write_rejects
 from siftlm.data.write import rejects_by_reason, require_examples
 from siftlm.files import atomic_write
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer
+from siftlm.recipes.runtime import runtime_for
 from siftlm.report import evidence
 from siftlm.report.selection import write_report
 from siftlm.select.run import METHODS, by_tokens, write_selection
@@ -32,17 +34,17 @@ from siftlm.stats import finite_mean
 TARGET_METHODS = {"repr": ("repr", "lm-embed"), "less": ("less", "grads"), "nearest": ("less", "embed")}
 
 
-def _features(prep, ds_texts, pass_name: str, lm, timer: Timer, label: str) -> pd.DataFrame:
+def _features(prep, ds_texts, pass_name: str, lm, timer: Timer, label: str, runtime: Runtime) -> pd.DataFrame:
     if pass_name == "embed":
         sentence = load_sentence_model()
         with timer(f"{label} sentence embeddings"):
-            return run_pass(ds_texts, "embed", sentence.model, sentence.fingerprint, options={"part": "full"},
+            return run_pass(ds_texts, "embed", sentence, runtime=runtime, options={"part": "full"},
                             label=f"sentence embeddings ({label})")
     step = f"{label} {pass_name} pass"
-    if stored(prep, pass_name, lm.model, lm.fingerprint):
+    if stored(prep, pass_name, lm, runtime=runtime):
         timer.cached.append(step)
     with timer(step):
-        return run_pass(prep, pass_name, lm.model, lm.fingerprint, label=f"{pass_name} ({label})")
+        return run_pass(prep, pass_name, lm, runtime=runtime, label=f"{pass_name} ({label})")
 
 
 def run_targeted(cfg: RunConfig) -> dict:
@@ -64,8 +66,9 @@ def run_targeted(cfg: RunConfig) -> dict:
     write_rejects(tprep.rejects, out / "target-rejects.jsonl")
     texts = (prepare_texts(prep.dataset, cfg.signals), prepare_texts(tprep.dataset, cfg.signals)) \
         if pass_name == "embed" else (None, None)
-    frame = _features(prep, texts[0], pass_name, lm, timer, "data")
-    tframe = _features(tprep, texts[1], pass_name, lm, timer, "target")
+    rt = runtime_for(cfg.signals)
+    frame = _features(prep, texts[0], pass_name, lm, timer, "data", rt)
+    tframe = _features(tprep, texts[1], pass_name, lm, timer, "target", rt)
     meta = {"pass": pass_name, "model": cfg.model if pass_name != "embed" else "builtin:all-minilm-l6-v2"}
     write_frame(frame, out / "features.parquet", meta)
     write_frame(tframe, out / "target-features.parquet", meta)

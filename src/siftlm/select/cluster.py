@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from siftlm.backends import executor, fetch
+from siftlm.backends import Executor, fetch, here
 from siftlm.config import SelectConfig
 from siftlm.errors import UsageError
 from siftlm.scores import direction
@@ -28,14 +28,13 @@ def _assign(centroids, x: np.ndarray) -> np.ndarray:
 
 
 def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, seed: int = 0,
-           backend: str = "sklearn", sample: int | None = None, parallel: str = "local",
-           address: str | None = None) -> np.ndarray:
+           backend: str = "sklearn", sample: int | None = None, executor: Executor | None = None) -> np.ndarray:
     """Cluster labels; default k = N / ``per_cluster`` (the paper's ~50 per cluster).
 
     ``backend``: "sklearn" (scikit-learn's KMeans, k-means++ init) or "faiss" (much faster at N ~ 1M and
     k ~ 20k; ``pip install siftlm[faiss]``): centroids trained on a seeded random ``sample`` of the rows (default
     min(N, 256 k): faiss would subsample to 256 per centroid itself), then every row assigned to its nearest
-    centroid in chunks of ``ASSIGN_ROWS``, as tasks of the executor ``parallel`` names. Both are seeded.
+    centroid in chunks of ``ASSIGN_ROWS``, as tasks of ``executor`` (default: this process). Both are seeded.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     k = min(n_clusters or max(1, round(len(x) / per_cluster)), len(x))
@@ -48,7 +47,7 @@ def kmeans(features, n_clusters: int | None = None, *, per_cluster: int = 50, se
                           max_points_per_centroid=max(256, -(-rows // k)))
         km.train(train)
         chunks = [x[i:i + ASSIGN_ROWS] for i in range(0, len(x), ASSIGN_ROWS)]
-        ex = executor(parallel, address=address)
+        ex = executor or here()
         centroids = ex.share(km.centroids)
         return np.concatenate(ex.map_tasks(_assign, [(centroids, c) for c in chunks]))
     if backend != "sklearn":
@@ -98,14 +97,14 @@ def per_cluster(ids, labels, k: int, *, scores=None, direction: str = "high", se
     return np.concatenate(picked) if picked else np.array([], dtype=np.int64)
 
 
-def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None) -> Picked:
+def _pick(table: pd.DataFrame, features, cfg: SelectConfig, *, by: str | None, executor: Executor | None) -> Picked:
     if features is None:
         raise UsageError(f"--method {cfg.method} needs --features (e.g. sentence embeddings from "
                          "`siftlm signals --pass embed --out emb.parquet`)")
     n = len(table)
     k = budget_count(cfg.budget, n)
     labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans, sample=cfg.kmeans_sample,
-                    parallel=cfg.backend, address=cfg.ray_address)
+                    executor=executor)
     how = direction(by, cfg.direction) if by else None
     scores = table[by].to_numpy() if by else None
     pos = per_cluster(table["id"].tolist(), labels, k, scores=scores, direction=how or "high", seed=cfg.seed)
@@ -129,11 +128,11 @@ def _warning(n_clusters: int, empty: int, n: int, k: int, asked: int | None) -> 
     return ""
 
 
-def pick_cluster(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick_cluster(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     """k-means clusters of ``features``; each cluster's share of the budget by ``cfg.by`` (LP paper §3)."""
-    return _pick(table, features, cfg, by=cfg.by)
+    return _pick(table, features, cfg, by=cfg.by, executor=executor)
 
 
-def pick_cluster_random(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick_cluster_random(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     """k-means clusters of ``features``; each cluster's share of the budget at random (cluster-random baseline)."""
-    return _pick(table, features, cfg, by=None)
+    return _pick(table, features, cfg, by=None, executor=executor)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig
 from siftlm.errors import UsageError
 from siftlm.scores import direction
@@ -44,7 +45,7 @@ def dedup(features, ids, *, threshold: float = 0.95, labels=None, order=None) ->
     return np.array(sorted(kept_all, key=lambda i: step[i]), dtype=np.int64), dropped
 
 
-def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     """Every non-duplicate (or the first ``cfg.budget`` of them), walking in input order or best first by ``cfg.by``."""
     if features is None:
         raise UsageError("--method dedup needs --features (embeddings)")
@@ -59,7 +60,7 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     labels = None
     if n > CLUSTER_ABOVE:
         labels = kmeans(features, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans, sample=cfg.kmeans_sample,
-                        parallel=cfg.backend, address=cfg.ray_address)
+                        executor=executor)
     pos, dropped = dedup(features, ids, threshold=cfg.threshold, labels=labels, order=order)
     if cfg.budget is not None:
         pos = pos[:budget_count(cfg.budget, n)]

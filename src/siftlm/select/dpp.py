@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from siftlm.backends import executor
+from siftlm.backends import Executor, here
 from siftlm.config import SelectConfig
 from siftlm.errors import DataError, UsageError
 from siftlm.files import atomic_write
@@ -222,7 +222,8 @@ def _resume(folder, rows, order, gains) -> torch.Tensor | None:
 # ``bench/greedi.py`` measures the ratio of log dets to centralised greedy.
 #
 # The quality is turned into log-weights once over all N items (standardised over all of them when asked), so a
-# part sees the same L as centralised greedy restricted to its items. Parts run through the executor of --backend.
+# part sees the same L as centralised greedy restricted to its items. Parts run through the executor given
+# (built by the CLI or a recipe from --backend), in this process without one.
 
 
 def _part(x: np.ndarray, logw: np.ndarray, m: int, gamma: float, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -241,8 +242,8 @@ def logdet_of(features: np.ndarray, logw: np.ndarray, picks: np.ndarray, gamma: 
 
 
 def greedi(features, m: int, *, parts: int, gamma: float = 1.0, quality=None, lam: float = 0.0,
-           standardize: bool = False, seed: int = 0, dtype: str = "auto", backend: str = "local",
-           address: str | None = None) -> DPPResult:
+           standardize: bool = False, seed: int = 0, dtype: str = "auto",
+           executor: Executor | None = None) -> DPPResult:
     """Up to ``m`` picks by two-round partitioned greedy; ``gains`` are round 2's (or the best part's) marginal
     gains, so their sum is log det L_S of the answer, as for ``greedy_map``."""
     x = np.asarray(features, dtype=np.float64)
@@ -252,7 +253,7 @@ def greedi(features, m: int, *, parts: int, gamma: float = 1.0, quality=None, la
     logw = np.zeros(n) if logw is None else logw
     split = np.array_split(np.random.default_rng(seed).permutation(n), max(1, min(parts, n)))
     args = [(x[idx], logw[idx], m, gamma, dtype) for idx in split]
-    results = executor(backend, address=address).map_tasks(_part, args)
+    results = (executor or here()).map_tasks(_part, args)
     union = np.concatenate([idx[order] for idx, (order, _, _) in zip(split, results, strict=True)])
     order2, gains2, used = _part(x[union], logw[union], m, gamma, dtype)
     best, best_gains = union[order2], gains2
@@ -275,7 +276,7 @@ def settle(table: pd.DataFrame, features, cfg: SelectConfig) -> SelectConfig:
     return replace(cfg, dpp_dtype=str(choose_dtype(len(table), len(table), d, torch.device("cpu"))).split(".")[-1])
 
 
-def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     """Greedy MAP DPP: diversity alone (``cfg.lam`` = 0) or quality x diversity with ``cfg.by`` as the quality.
 
     A "keep lowest" score (e.g. lp) is negated to serve as quality. The order is the pick order and each reason
@@ -295,8 +296,7 @@ def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
         x = l2_normalize(x)
     if cfg.dpp_parts > 1:
         res = greedi(x, budget_count(cfg.budget, len(table)), parts=cfg.dpp_parts, gamma=cfg.gamma, quality=quality,
-                     lam=lam, standardize=cfg.standardize, seed=cfg.seed, dtype=cfg.dpp_dtype, backend=cfg.backend,
-                     address=cfg.ray_address)
+                     lam=lam, standardize=cfg.standardize, seed=cfg.seed, dtype=cfg.dpp_dtype, executor=executor)
     else:
         res = greedy_map(x, budget_count(cfg.budget, len(table)), gamma=cfg.gamma, quality=quality, lam=lam,
                          standardize=cfg.standardize, dtype=cfg.dpp_dtype, checkpoint=cfg.checkpoint)

@@ -8,11 +8,13 @@ every row, and ``mix.json`` the per-source counts.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig, from_dict
 from siftlm.data import write_jsonl
 from siftlm.data.read import content_id
@@ -65,17 +67,21 @@ def load_mix(path: str | Path) -> tuple[list[SelectConfig], dict]:
     return cfgs, extra
 
 
-def mix(sources: list[SelectConfig], out: str | Path) -> dict:
+def mix(sources: list[SelectConfig], out: str | Path, *,
+        executors: Callable[[SelectConfig], Executor] | None = None) -> dict:
     """Run every source's selection and write the combined selection; returns the summary (also mix.json).
 
     An example selected by two sources (same messages and responses, whatever its ids) is kept once, under the
     first source, and counted. ``selected.jsonl`` holds the original records when every source has the same
     format, else each example in the messages format (``{"messages": [...]}``, plus chosen/rejected for pairs).
+    ``executors(source)``: where each source's selection runs its independent pieces (the CLI builds them from
+    each source's ``backend``); default this process.
     """
     out = Path(out)
     parts, rows, seen, summary = [], [], set(), {"sources": {}, "duplicates_across_sources": 0}
     for cfg in sources:
-        res = run_selection(cfg, inside(out, out / "sources" / safe_name(cfg.name, "mix")))
+        res = run_selection(cfg, inside(out, out / "sources" / safe_name(cfg.name, "mix")),
+                            executor=executors(cfg) if executors else None)
         sel = res.selection.assign(source=cfg.name, method=cfg.method)
         content = [content_id(e.messages, e.chosen, e.rejected) for e in res.examples]   # own ids may repeat
         keep = pd.Series([c not in seen for c in content], index=sel.index)

@@ -27,11 +27,12 @@ def _no_score(cfg) -> bool:
 
 @dataclass(frozen=True)
 class Method:
-    """A selection method. ``pick(table, features, cfg) -> Picked`` picks ``cfg.budget`` rows of ``table``
-    (``features``: one row per table row, or None), raising ``CannotSelect`` when that count cannot be picked and
-    ``UsageError`` for settings it cannot run with. ``settle(table, features, cfg)`` fixes, once, the settings that
-    must not change with the budget (DPP's dtype "auto": one precision, one checkpoint identity for every count a
-    token budget tries). ``ranks_by(cfg)``: whether the picks are ranked by the score ``cfg.by``."""
+    """A selection method. ``pick(table, features, cfg, *, executor=None) -> Picked`` picks ``cfg.budget`` rows of
+    ``table`` (``features``: one row per table row, or None; ``executor``: where independent pieces run, e.g. GreeDi's
+    parts and k-means assignment, given by the CLI or a recipe; None: this process), raising ``CannotSelect`` when
+    that count cannot be picked and ``UsageError`` for settings it cannot run with. ``settle(table, features, cfg)``
+    fixes, once, the settings that must not change with the budget (DPP's dtype "auto": one precision, one checkpoint
+    identity for every count a token budget tries). ``ranks_by(cfg)``: whether the picks are ranked by the score ``cfg.by``."""
 
     pick: Callable
     settle: Callable = _same

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import DEFAULT_BUDGET, DEFAULT_BY, SelectConfig, UsageError, closest
 from siftlm.data import Example, detect, read_dataset, write_selected
 from siftlm.errors import DataError, MissingInput
@@ -123,7 +124,8 @@ def token_limit(table: pd.DataFrame, cfg: SelectConfig) -> int:
     return int(np.floor(budget * total)) if isinstance(budget, float) and budget <= 1 else int(budget)
 
 
-def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | None = None) -> Picked:
+def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | None = None, *,
+              executor: Executor | None = None) -> Picked:
     """The method's selection under a token budget: the largest count whose selection fits in the budget, found by
     bisection over counts. Exact for methods whose selections are nested (a larger count keeps every pick of a
     smaller one: topk, random, dpp, repr); for per-cluster quotas, a count at which one more would not fit."""
@@ -135,7 +137,7 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | Non
 
     def at(k: int) -> tuple[Picked, int] | None:
         try:
-            picked = method.pick(table, features, replace(cfg, budget=k))
+            picked = method.pick(table, features, replace(cfg, budget=k), executor=executor)
         except CannotSelect:            # e.g. more picks than finite scores: this count cannot be selected
             return None
         return picked, int(tokens[picked.positions].sum())
@@ -158,8 +160,9 @@ def by_tokens(table: pd.DataFrame, features, cfg: SelectConfig, limit: int | Non
     return replace(best, note=f"{best.note}; {note}" if best.note else note)
 
 
-def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
-    """Select from one source with ``cfg.method`` and write the selection files into ``out``."""
+def run_selection(cfg: SelectConfig, out: str | Path, *, executor: Executor | None = None) -> Selected:
+    """Select from one source with ``cfg.method`` and write the selection files into ``out``; independent pieces
+    (GreeDi's parts, k-means assignment) run on ``executor`` (built by the caller; default this process)."""
     out = Path(out)
     cfg = resolve(cfg)
     if not Path(cfg.scores).exists():
@@ -183,7 +186,7 @@ def run_selection(cfg: SelectConfig, out: str | Path) -> Selected:
     excluded = table["id"].isin(read_ids(cfg.exclude)).to_numpy() if cfg.exclude else drop
     filtered = (table["detected"] != "").to_numpy() if cfg.method == "filter" else drop
     picked = _pick_without(table, x, replace(cfg, method="random") if cfg.method == "filter" else cfg,
-                           excluded | filtered)
+                           excluded | filtered, executor)
     if own_checkpoint and not cfg.keep_checkpoint:      # done: its rows take 8 x N x M bytes (GBs at scale)
         shutil.rmtree(cfg.checkpoint, ignore_errors=True)
     if cfg.method == "filter":
@@ -238,26 +241,28 @@ def read_ids(path: str | Path) -> set[str]:
     return set(lines)
 
 
-def _pick_without(table: pd.DataFrame, x, cfg: SelectConfig, drop: np.ndarray) -> Picked:
+def _pick_without(table: pd.DataFrame, x, cfg: SelectConfig, drop: np.ndarray, executor: Executor | None = None) -> Picked:
     """The method run on the rows not dropped, its picks mapped back to ``table``'s positions. A fractional budget
     (of examples or tokens) stays a fraction of every row of ``table``, so leaving rows out does not shrink it; when
     fewer rows are left than the budget asks for, all of them are kept (said in the note)."""
     if cfg.budget_tokens is not None:
         limit = token_limit(table, cfg)
     if not drop.any():
-        return by_tokens(table, x, cfg, limit) if cfg.budget_tokens is not None else METHODS[cfg.method].pick(table, x, cfg)
+        if cfg.budget_tokens is not None:
+            return by_tokens(table, x, cfg, limit, executor=executor)
+        return METHODS[cfg.method].pick(table, x, cfg, executor=executor)
     keep = np.flatnonzero(~drop)
     sub = table.iloc[keep].reset_index(drop=True)
     xs = None if x is None else np.asarray(x)[keep]
     note = ""
     if cfg.budget_tokens is not None:
-        picked = by_tokens(sub, xs, cfg, limit)
+        picked = by_tokens(sub, xs, cfg, limit, executor=executor)
     else:
         k = budget_count(cfg.budget, len(table))
         if k > len(sub):
             note = f"kept all {len(sub)} rows left after leaving {int(drop.sum())} out (the budget allowed {k})"
             k = len(sub)
-        picked = METHODS[cfg.method].pick(sub, xs, replace(cfg, budget=int(k)))
+        picked = METHODS[cfg.method].pick(sub, xs, replace(cfg, budget=int(k)), executor=executor)
     columns = {}
     for name, values in picked.columns.items():
         full = np.full(len(table), np.nan, dtype=object)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig, UsageError
 from siftlm.select.cluster import kmeans
 from siftlm.select.picked import CannotSelect, Picked
@@ -31,14 +32,14 @@ def balanced(sizes: list[int], k: int) -> list[int]:
     return take
 
 
-def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     cols = trajectory_columns(table, "ppl")
     if len(cols) < 2:
         raise UsageError("--method s2l needs the loss trajectory (ppl_0, ppl_1, ...): score with siftlm score first")
     traj = np.log(table[cols].to_numpy(dtype=np.float64))           # per-epoch mean response losses
     k = budget_count(cfg.budget, len(table))
-    labels = kmeans(traj, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans,
-                    sample=cfg.kmeans_sample, parallel=cfg.backend, address=cfg.ray_address)
+    labels = kmeans(traj, cfg.clusters, seed=cfg.seed, backend=cfg.kmeans, sample=cfg.kmeans_sample,
+                    executor=executor)
     clusters = sorted(set(labels.tolist()))
     members = [np.flatnonzero(labels == c) for c in clusters]
     take = balanced([len(m) for m in members], k)

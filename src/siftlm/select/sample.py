@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig
 from siftlm.select.picked import CannotSelect, Picked
 from siftlm.select.topk import budget_count
@@ -18,7 +19,7 @@ def random_subset(n: int, k: int, *, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:k])
 
 
-def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     n = len(table)
     k = budget_count(cfg.budget, n)
     pos = random_subset(n, k, seed=cfg.seed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig, UsageError
 from siftlm.errors import DataError
 from siftlm.scores.datainf import datainf
@@ -50,7 +51,7 @@ def _ranked(table: pd.DataFrame, values: np.ndarray, cfg: SelectConfig, what: st
                   {f"{cfg.method}_score": values})
 
 
-def pick_less(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick_less(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     sims = similarity(features, _target(cfg, features))
     if cfg.aggregate not in ("max", "mean"):
         raise UsageError(f"--aggregate must be max or mean, got {cfg.aggregate!r}")
@@ -58,7 +59,7 @@ def pick_less(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     return _ranked(table, values, cfg, f"{cfg.aggregate} gradient cosine to the target")
 
 
-def pick_repr(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick_repr(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     sims = similarity(features, _target(cfg, features))
     k = budget_count(cfg.budget, len(table))
     order = np.argsort(-sims, axis=0, kind="stable")            # for each target: training rows, most similar first
@@ -77,7 +78,7 @@ def pick_repr(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
     return Picked(np.array(picks), reasons, best[picks], {"repr_score": best})
 
 
-def pick_datainf(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick_datainf(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     if not cfg.features or not cfg.target:
         raise UsageError("--method datainf needs --features and --target: grads passes run with --keep-layers")
     train = layer_gradients(cfg.features, table["id"].tolist())

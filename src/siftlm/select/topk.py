@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from siftlm.backends import Executor
 from siftlm.config import SelectConfig, UsageError, closest
 from siftlm.scores import SCORES, direction, inputs_of
 from siftlm.select.picked import CannotSelect, Picked
@@ -51,7 +52,7 @@ def topk(ids, scores, *, budget: float, direction: str = "high") -> np.ndarray:
     return np.argsort(np.where(ranks > 0, ranks, np.iinfo(np.int64).max), kind="stable")[:k]
 
 
-def pick(table: pd.DataFrame, features, cfg: SelectConfig) -> Picked:
+def pick(table: pd.DataFrame, features, cfg: SelectConfig, *, executor: Executor | None = None) -> Picked:
     """The top ``cfg.budget`` rows by ``cfg.by``; each reason names the score and the signals behind it."""
     if cfg.by not in table:
         have = [c for c in table.columns if c in SCORES] or [c for c in table.columns if c != "id"]

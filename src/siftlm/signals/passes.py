@@ -1,10 +1,10 @@
 """Every model pass by name, and the one function that runs a pass through the signal store.
 
 ``PASSES`` maps a pass name to how it computes one shard of a prepared dataset; ``run_pass`` adds the rest:
-the store key (data as encoded, model weights, settings that change the numbers), progress, sharding and
-resume. The shards not yet stored are computed by the executor the config names (``siftlm.backends``: in this
-process, or a pool of Ray actors each holding the model) and written through the same store function, so every
-executor's shards are interchangeable.
+the store key (data as encoded, the weights named by the model handle it is given, settings that change the
+numbers), progress, sharding and resume. The shards not yet stored are computed by the runtime's executor
+(``siftlm.backends.Runtime``, built by the CLI or a recipe: in this process, or a pool of Ray actors each holding the
+model) and written through the same store function, so every executor's shards are interchangeable.
 
 =========  ======  ==================================================================================
 pass       input   columns
@@ -28,12 +28,12 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from siftlm.backends import executor, fetch
+from siftlm.backends import Runtime, fetch
 from siftlm.config import GradConfig, UsageError, closest
 from siftlm.errors import DataError, KeyMismatch
 from siftlm.models import compiled, precision
 from siftlm.models.compiled import compiling
-from siftlm.models.load import default_device, load_model
+from siftlm.models.load import LoadedModel, default_device, load_model
 from siftlm.models.merge import merged
 from siftlm.progress import bar, console
 from siftlm.signals import PASS_HELP, store
@@ -105,23 +105,23 @@ PASSES: dict[str, Pass] = {      # what each computes: siftlm.signals.PASS_HELP
 assert set(PASSES) == set(PASS_HELP)
 
 
-def pass_spec(prep: Prepared, name: str, model, model_fp: str, options: dict | None = None) -> store.PassSpec:
-    """The store key of a pass: the data as encoded, the model's weights, and every setting that changes the
-    numbers (template, max_length, dtype; the pass's own options)."""
+def pass_spec(prep: Prepared, name: str, lm: LoadedModel, options: dict | None = None) -> store.PassSpec:
+    """The store key of a pass: the data as encoded, the weights of the model handle ``lm``, and every setting that
+    changes the numbers (template, max_length, dtype; the pass's own options)."""
     options = options or {}
     if name == "embed":
-        return store.PassSpec(name, prep.fingerprint, model_fp,
+        return store.PassSpec(name, prep.fingerprint, lm.fingerprint,
                               {"part": options.get("part", "full"), "normalize": True, "engine": ENGINE_VERSION})
     cfg = prep.cfg
-    settings = {"template": prep.template, "max_length": cfg.max_length, "dtype": precision.tag(model),
+    settings = {"template": prep.template, "max_length": cfg.max_length, "dtype": precision.tag(lm.model, lm.compute),
                 "engine": ENGINE_VERSION}
     data_fp = prep.fingerprint
     if name == "uncond":
         data_fp = encoded_fingerprint(prep.uncond(), prep.ids)
     if name == "grads":
         gcfg = options.get("grad") or GradConfig()
-        settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(model.parameters()).device)}
-    return store.PassSpec(name, data_fp, model_fp, settings)
+        settings = {**settings, **asdict(gcfg), "dim": gcfg.resolved_dim(next(lm.model.parameters()).device)}
+    return store.PassSpec(name, data_fp, lm.fingerprint, settings)
 
 
 def _weights(prep: Prepared) -> list[int]:
@@ -137,13 +137,15 @@ def _weights(prep: Prepared) -> list[int]:
 class ShardJob:
     """What computes shards of one pass, wherever the executor runs it (``siftlm.backends.ShardWork``): built on the
     driver, ``worker`` is called once per process. ``model`` is the model or an executor's reference to it; a remote
-    worker loads ``source`` (``load_model``'s arguments) instead when the driver's model is exactly what they load."""
+    worker loads ``source`` (``load_model``'s arguments) instead when the driver's model is exactly what they load.
+    Matrix products run in ``compute`` (the handle's precision)."""
     name: str
     prep: object
     model: object
     source: dict | None
     model_fp: str
     dtype_tag: str
+    compute: object
     options: dict
     root: str
     spec: store.PassSpec
@@ -156,9 +158,10 @@ class ShardJob:
         if self.source is None:
             model = fetch(self.model)
             return model.to(default_device()) if self.model is not model and hasattr(model, "to") else model
-        lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
-        if lm.fingerprint != self.model_fp or precision.tag(lm.model) != self.dtype_tag:
-            raise KeyMismatch(f"a worker loaded {self.source['spec']} as {lm.fingerprint} ({precision.tag(lm.model)}), "
+        lm = load_model(**self.source, quiet=True)
+        tag = precision.tag(lm.model, lm.compute)
+        if lm.fingerprint != self.model_fp or tag != self.dtype_tag:
+            raise KeyMismatch(f"a worker loaded {self.source['spec']} as {lm.fingerprint} ({tag}), "
                                f"the driver has {self.model_fp} ({self.dtype_tag}): every node must see the same model "
                                "files")
         return lm.model
@@ -173,7 +176,8 @@ class ShardJob:
 
         def shard(a: int, b: int) -> dict:
             # a LoRA model runs with its adapters merged into the base weights (the base model's speed), restored after
-            with merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on):
+            with (merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on),
+                  precision.computing(self.compute)):
                 return compute(a, b, tick)
 
         return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
@@ -190,69 +194,62 @@ def _compile_decision(prep: Prepared, model) -> bool:
     return on
 
 
-def _source(model, model_fp: str) -> dict | None:
-    """How another process loads exactly this model (its files, precision and adapter), or None when the weights
-    exist only in this process (a model trained in memory, a sentence encoder)."""
-    source = getattr(model, "siftlm_source", None)
-    if source and source["fingerprint"] == model_fp:
-        return source
-    if source and source.get("adapter") and model_fp == source["fingerprint"].split("+")[0]:
-        return {**source, "adapter": None, "fingerprint": model_fp}    # the base: its adapter is disabled here
-    return None
-
-
-def stored(prep: Prepared, name: str, model, model_fp: str, options: dict | None = None) -> bool:
+def stored(prep: Prepared, name: str, lm: LoadedModel, options: dict | None = None, *,
+           runtime: Runtime | None = None) -> bool:
     """Whether ``run_pass`` would serve this pass from the store without computing anything."""
-    spec = pass_spec(prep, name, model, model_fp, options)
-    if store.is_complete(prep.cfg.store, spec):
+    root = (runtime or Runtime.of(prep.cfg)).store
+    spec = pass_spec(prep, name, lm, options)
+    if store.is_complete(root, spec):
         return True
-    return bool(getattr(model, "siftlm_dtype_auto", False)) and any(
-        store.is_complete(prep.cfg.store, store.PassSpec(spec.name, spec.dataset, spec.model, {**spec.settings, "dtype": t}))
-        for t in precision.other_tags(model))
+    return lm.dtype_auto and any(
+        store.is_complete(root, store.PassSpec(spec.name, spec.dataset, spec.model, {**spec.settings, "dtype": t}))
+        for t in precision.other_tags(lm.model, lm.compute))
 
 
-def _other_precision(prep: Prepared, spec: store.PassSpec, model) -> pd.DataFrame | None:
+def _other_precision(root: str, prep: Prepared, spec: store.PassSpec, lm: LoadedModel) -> pd.DataFrame | None:
     """Under ``--dtype auto``, a finished pass of the same data and weights stored in the other precision (computed
     before this machine's decision was kept, or on a machine that decided otherwise), said out loud; else None."""
-    if not getattr(model, "siftlm_dtype_auto", False) or spec.name == "embed" or store.is_complete(prep.cfg.store, spec):
+    if not lm.dtype_auto or spec.name == "embed" or store.is_complete(root, spec):
         return None
-    for tag in precision.other_tags(model):
+    for tag in precision.other_tags(lm.model, lm.compute):
         other = store.PassSpec(spec.name, spec.dataset, spec.model, {**spec.settings, "dtype": tag})
-        if store.is_complete(prep.cfg.store, other):
-            frame = store.load_pass(prep.cfg.store, other)
+        if store.is_complete(root, other):
+            frame = store.load_pass(root, other)
             if list(frame["id"]) == list(prep.ids):
-                console.print(f"{spec.name}: reusing the pass stored in {tag} ({store.pass_dir(prep.cfg.store, other)}) "
-                              f"instead of computing it again in {precision.tag(model)} (--dtype auto)", highlight=False)
+                console.print(f"{spec.name}: reusing the pass stored in {tag} ({store.pass_dir(root, other)}) instead "
+                              f"of computing it again in {precision.tag(lm.model, lm.compute)} (--dtype auto)",
+                              highlight=False)
                 return frame
     return None
 
 
-def run_pass(prep: Prepared, name: str, model, model_fp: str, *, label: str | None = None,
+def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | None = None, label: str | None = None,
              options: dict | None = None) -> pd.DataFrame:
-    """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns), computing only the shards
-    the store does not hold yet, by the executor of ``prep.cfg.backend``. ``options``: ``grad`` (a
-    GradConfig) for grads; ``part`` and ``batch_size`` for embed."""
+    """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns) of the model handle ``lm``
+    (keyed by its fingerprint), computing only the shards the store does not hold yet, by the executor of ``runtime``
+    (default: this process, the store and shard sizing of ``prep.cfg``). ``options``: ``grad`` (a GradConfig) for
+    grads; ``part`` and ``batch_size`` for embed."""
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
     if prep.kind != p.kind:
         raise DataError(f"pass {name} takes {p.kind} data, got {prep.kind}")
+    rt = runtime or Runtime.of(prep.cfg)
     options = options or {}
-    spec = pass_spec(prep, name, model, model_fp, options)
-    stored_frame = _other_precision(prep, spec, model)
+    spec = pass_spec(prep, name, lm, options)
+    stored_frame = _other_precision(rt.store, prep, spec, lm)
     if stored_frame is not None:
         return stored_frame
-    trained = getattr(model, "siftlm_trained_fingerprint", None)
-    if trained not in (None, model_fp) and not store.is_complete(prep.cfg.store, spec):
+    if lm.trained_into not in (None, lm.fingerprint) and not store.is_complete(rt.store, spec):
         raise KeyMismatch(f"pass {name}: the model was trained in place since it was loaded (its weights are now "
-                           f"{trained}), so its results cannot be stored as model {model_fp}; load the model again")
-    ex = executor(getattr(prep.cfg, "backend", "local"), address=getattr(prep.cfg, "ray_address", None),
-                  actors=getattr(prep.cfg, "ray_actors", None))
-    bounds = store.shard_bounds(_weights(prep), target=prep.cfg.shard_tokens, size=prep.cfg.shard_size)
-    source = _source(model, model_fp) if ex.remote and name != "embed" else None
-    job = ShardJob(name, ex.share(prep), None if source else ex.share(model), source, model_fp,
-                   precision.tag(model) if name != "embed" else "", options, str(Path(prep.cfg.store).resolve()), spec,
-                   bounds)
-    with bar(label or name, p.units * len(prep.examples), enabled=prep.cfg.progress) as advance:
-        return store.compute_pass(prep.cfg.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
-                                  units=p.units, lock_timeout=getattr(prep.cfg, "lock_timeout", None))
+                          f"{lm.trained_into}), so its results cannot be stored as model {lm.fingerprint}; use the "
+                          "trained model's handle, or load the model again")
+    ex = rt.executor
+    bounds = store.shard_bounds(_weights(prep), target=rt.shard_tokens, size=rt.shard_size)
+    source = lm.source if ex.remote and name != "embed" else None
+    tag = precision.tag(lm.model, lm.compute) if name != "embed" else ""
+    job = ShardJob(name, ex.share(prep), None if source else ex.share(lm.model), source, lm.fingerprint, tag,
+                   lm.compute, options, str(Path(rt.store).resolve()), spec, bounds)
+    with bar(label or name, p.units * len(prep.examples), enabled=rt.progress) as advance:
+        return store.compute_pass(rt.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
+                                  units=p.units, lock_timeout=rt.lock_timeout)

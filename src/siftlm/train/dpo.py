@@ -149,7 +149,7 @@ def train_dpo(lm, prep, ref_frame, out: str | Path, cfg: DPOTrainConfig, *, call
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, report_to=[], precompute_ref_log_probs=True, max_length=None, seed=cfg.seed,
-        use_cpu=device.type == "cpu", bf16=getattr(lm.model, "siftlm_compute_dtype", None) == torch.bfloat16, fp16=False,
+        use_cpu=device.type == "cpu", bf16=lm.compute == torch.bfloat16, fp16=False,
         dataloader_num_workers=0,
         activation_checkpointing=cfg.activation_checkpointing)
     peft_config = None if cfg.full else LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, task_type="CAUSAL_LM",

@@ -1,5 +1,6 @@
 """Where a training runs: here (one process, or every rank a launcher started: ``torchrun``, ``accelerate launch``),
-or on a Ray cluster through Ray Train (``--backend ray --workers N``), the same loop in every case.
+or on a Ray cluster through Ray Train (``--backend ray --workers N``), the same loop in every case. The executor is
+the caller's (built by the CLI or a recipe), never built here.
 
 For Ray, ``TrainJob`` is what each Ray Train worker runs: it fetches the prepared data from the object store, loads
 the model from its files (the driver's model as it was loaded, never weights trained in memory), opens the same keyed
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from siftlm.backends import executor, fetch
+from siftlm.backends import Executor, fetch
 from siftlm.config import TrainConfig, UsageError
 from siftlm.errors import KeyMismatch
 from siftlm.keyed import open_keyed
-from siftlm.models.load import load_model
+from siftlm.models.load import LoadedModel, load_model
 from siftlm.train.dist import launched_world
 from siftlm.train.loop import train
 
@@ -29,31 +30,30 @@ from siftlm.train.loop import train
 class TrainJob:
     prep: object                 # the Prepared data (or the executor's reference to it)
     source: dict                 # how a worker loads the model (``load_model``'s arguments)
+    fingerprint: str             # what the driver's model handle says the weights are
     folder: str
     identity: dict
     what: str
     cfg: TrainConfig
     labels: dict
-    evaluate: Callable | None    # evaluate(prep, model, fingerprint, epoch), a picklable function, or None
+    evaluate: Callable | None    # evaluate(prep, lm, epoch), a picklable function, or None
 
     def __call__(self) -> None:
-        prep = fetch(self.prep)
-        prep = replace(prep, cfg=replace(prep.cfg, backend="local"))    # each worker computes its share of a pass
-        lm = load_model(**{k: v for k, v in self.source.items() if k != "fingerprint"}, quiet=True)
-        if lm.fingerprint != self.source["fingerprint"]:
+        prep = fetch(self.prep)          # each worker computes its share of a pass here (no runtime: this process)
+        lm = load_model(**self.source, quiet=True)
+        if lm.fingerprint != self.fingerprint:
             raise KeyMismatch(f"a training worker loaded {self.source['spec']} as {lm.fingerprint}, the driver has "
-                               f"{self.source['fingerprint']}: every node must see the same model files")
+                              f"{self.fingerprint}: every node must see the same model files")
         keyed = open_keyed(self.folder, self.identity, what=self.what, labels=self.labels)
-        evaluate = (lambda model, fp, epoch: self.evaluate(prep, model, fp, epoch)) if self.evaluate else None
-        train(lm.model, lm.fingerprint, prep.encoded, keyed, self.cfg, pad_id=prep.tokenizer.pad_token_id,
-              evaluate=evaluate, tokenizer=prep.tokenizer)
+        evaluate = (lambda model, epoch: self.evaluate(prep, model, epoch)) if self.evaluate else None
+        train(lm, prep.encoded, keyed, self.cfg, pad_id=prep.tokenizer.pad_token_id, evaluate=evaluate,
+              tokenizer=prep.tokenizer)
 
 
-def elsewhere(prep, tcfg: TrainConfig) -> bool:
+def elsewhere(ex: Executor | None, tcfg: TrainConfig) -> bool:
     """Whether this training runs on the executor's workers rather than here; a local run asked for several workers
     without a launcher is a usage error saying how to launch it."""
-    ex = executor(getattr(prep.cfg, "backend", "local"), address=getattr(prep.cfg, "ray_address", None))
-    if ex.remote:
+    if ex is not None and ex.remote:
         return True
     if tcfg.workers > 1 and launched_world() == 1:
         raise UsageError(f"--workers {tcfg.workers} needs --backend ray, or a launcher that starts the ranks: "
@@ -62,13 +62,12 @@ def elsewhere(prep, tcfg: TrainConfig) -> bool:
     return False
 
 
-def train_elsewhere(lm, prep, keyed, tcfg: TrainConfig, *, evaluate: Callable | None = None) -> None:
-    """Run the training of ``keyed`` on the executor of ``prep.cfg.backend`` (Ray Train workers)."""
-    source = getattr(lm.model, "siftlm_source", None)
-    if not source or source["fingerprint"] != lm.fingerprint:
+def train_elsewhere(lm: LoadedModel, prep, keyed, tcfg: TrainConfig, ex: Executor, *,
+                    evaluate: Callable | None = None) -> None:
+    """Run the training of ``keyed`` on the executor ``ex`` (Ray Train workers)."""
+    if not lm.source:
         raise UsageError("training on Ray needs a model loaded from files (each worker loads it); this one is not")
-    ex = executor(prep.cfg.backend, address=getattr(prep.cfg, "ray_address", None))
     prep = replace(prep, cfg=replace(prep.cfg, store=str(Path(prep.cfg.store).resolve())))   # workers run elsewhere
-    job = TrainJob(ex.share(prep), source, str(keyed.folder.resolve()), keyed.identity, keyed.what, tcfg,
-                   {"dataset": "other data", "base": "another base model"}, evaluate)
+    job = TrainJob(ex.share(prep), lm.source, lm.fingerprint, str(keyed.folder.resolve()), keyed.identity, keyed.what,
+                   tcfg, {"dataset": "other data", "base": "another base model"}, evaluate)
     ex.train(job, workers=max(1, tcfg.workers), use_gpu=torch.cuda.is_available())

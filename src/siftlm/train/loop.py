@@ -11,10 +11,11 @@ unit ``epoch-N`` is marked done when that epoch's evaluation (a callback) is sto
 evaluation redoes only the evaluation, and a run killed mid-epoch continues after the last saved epoch, at any world
 size.
 
-The loop returns the trained model's identity (the fingerprints of P_0..P_n); it never changes the fingerprint of
-the model it was given. It does train that model in place (LoRA layers go into it), and says so on the model
-(``mark_trained``): a pass asked to run on a model trained in place under any other fingerprint refuses
-(``siftlm.signals.passes``), so the weights a pass uses and the key it is stored under cannot drift apart.
+The loop takes a model handle (``siftlm.models.load.LoadedModel``) and returns a new one, the trained model's (with
+the fingerprints of P_0..P_n); it never changes the fingerprint of the handle it was given. It does train that
+handle's module in place (LoRA layers go into it), and says so on the handle it was given (``trained_into``): a pass
+asked to run on that handle refuses (``siftlm.signals.passes``), so the weights a pass uses and the key it is stored
+under cannot drift apart.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from siftlm.config import TrainConfig, UsageError, from_dict
 from siftlm.errors import MissingInput
 from siftlm.files import write_folder
 from siftlm.keyed import Keyed, done_marker
+from siftlm.models import precision
 from siftlm.models.batching import collate, plan_batches
 from siftlm.models.forward import response_nll
-from siftlm.models.load import folder_fingerprint, save_folder
+from siftlm.models.load import LoadedModel, model_fingerprint, save_folder
 from siftlm.models.template import IGNORE, Encoded
 from siftlm.train.dist import Ranks, ranks, split_batch
 
@@ -42,13 +44,13 @@ CONFIG_FILE = "siftlm-train.json"
 STEPS_FILE = "siftlm-steps.json"    # in each epoch folder: the global loss of every step, in order
 LEGACY_DONE = "siftlm-done"          # where siftlm before the keyed folders marked an evaluated epoch
 
-# evaluate(model, fingerprint, epoch) stores the loss pass of ``model`` for epoch ``epoch`` (on every rank)
-Evaluate = Callable[[torch.nn.Module, str, int], None]
+# evaluate(lm, epoch) stores the loss pass of the model handle ``lm`` for epoch ``epoch`` (on every rank)
+Evaluate = Callable[[LoadedModel, int], None]
 
 
 @dataclass
 class Trained:
-    model: torch.nn.Module          # holds the last epoch's weights (LoRA: the PeftModel), in memory
+    lm: LoadedModel                 # the last epoch's weights (LoRA: the PeftModel), in memory, with their identity
     fingerprints: list[str]         # P_0 (the base) .. P_n: what ``load_model`` gives each saved epoch
     trained: bool                   # whether an epoch was trained here (False: every epoch was saved and evaluated)
     step_losses: list[float] = field(default_factory=list)   # the global loss of each step run here, in order
@@ -86,9 +88,18 @@ def saved_epochs(out: Path) -> list[int]:
     return _epochs(out, lambda p: (p / OPTIMIZER_FILE).exists())
 
 
-def model_fingerprint(base_fp: str, folder: Path, cfg: TrainConfig) -> str:
+def epoch_fingerprint(base_fp: str, folder: Path, cfg: TrainConfig) -> str:
     """Same fingerprint ``load_model`` gives when the folder is loaded later (adapter or full model)."""
-    return folder_fingerprint(folder) if cfg.full else f"{base_fp}+{folder_fingerprint(folder)}"
+    return model_fingerprint(folder) if cfg.full else model_fingerprint(base=base_fp, adapter=folder)
+
+
+def epoch_source(lm: LoadedModel, folder: Path, cfg: TrainConfig) -> dict | None:
+    """How another process loads an epoch's weights (``load_model``'s arguments), or None when ``lm`` was not loaded
+    from files (or already had an adapter)."""
+    if lm.source is None or lm.source.get("adapter"):
+        return None
+    where = str(Path(folder).resolve())
+    return {**lm.source, "spec": where, "adapter": None} if cfg.full else {**lm.source, "adapter": where}
 
 
 def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
@@ -100,7 +111,7 @@ def trajectory_fingerprints(out: str | Path, base_fp: str) -> list[str]:
     finished = finished_epochs(out)
     if finished != list(range(1, cfg.epochs + 1)):
         raise MissingInput(f"{out}: training not finished (epochs done: {finished} of {cfg.epochs})")
-    return [base_fp] + [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]
+    return [base_fp] + [epoch_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in finished]
 
 
 def _response_tokens(e: Encoded) -> int:
@@ -159,12 +170,19 @@ def _with_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainConfig, *, pad_id: int,
+def train(lm: LoadedModel, encoded: list[Encoded], keyed: Keyed, cfg: TrainConfig, *, pad_id: int,
           evaluate: Evaluate | None = None, on_step: Callable[[int], None] | None = None, tokenizer=None) -> Trained:
-    """Train ``model`` on ``encoded`` for ``cfg.epochs`` epochs in the keyed folder ``keyed``, evaluating P_0..P_n
-    through ``evaluate`` (when given); resumes after the last saved epoch. On several ranks every global batch is
-    split by tokens, rank 0 writes, and every rank evaluates (the store shares the shards out)."""
-    out, rk = keyed.folder, ranks()
+    """Train the model of handle ``lm`` on ``encoded`` for ``cfg.epochs`` epochs in the keyed folder ``keyed``,
+    evaluating P_0..P_n through ``evaluate`` (when given); resumes after the last saved epoch. On several ranks every
+    global batch is split by tokens, rank 0 writes, and every rank evaluates (the store shares the shards out).
+    Returns the trained model's handle; ``lm`` is marked ``trained_into`` (its module now holds other weights)."""
+    with precision.computing(lm.compute):
+        return _train(lm, encoded, keyed, cfg, pad_id=pad_id, evaluate=evaluate or (lambda *a: None),
+                      on_step=on_step, tokenizer=tokenizer)
+
+
+def _train(lm: LoadedModel, encoded, keyed: Keyed, cfg: TrainConfig, *, pad_id, evaluate, on_step, tokenizer) -> Trained:
+    out, rk, base_fp = keyed.folder, ranks(), lm.fingerprint
     if rk.sharded and not cfg.full:
         raise UsageError("FSDP / DeepSpeed shard the weights of a full fine-tune (--full); LoRA trains under DDP: "
                          "launch without the sharding config")
@@ -172,11 +190,22 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
         raise UsageError(f"{rk.world} processes for {len(encoded)} examples: launch at most {len(encoded)}")
     if rk.main:
         keyed.write(CONFIG_FILE, json.dumps(asdict(cfg), indent=2))
-    evaluate = evaluate or (lambda *a: None)
     torch.manual_seed(cfg.seed)
     saved = saved_epochs(out)
-    evaluate(model, base_fp, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
-    model = _with_lora(model, cfg)
+    evaluate(lm, 0)  # before LoRA is injected (in place): P_0 is always the base (a cache hit on resume)
+    model = _with_lora(lm.model, cfg)
+
+    handed = [lm]                                      # every handle of ``model`` given out: all but the last are stale
+
+    def stale(weights: str) -> None:                   # ``model`` holds other weights than those handles name
+        for h in handed:
+            h.trained_into = weights
+
+    def now(epoch: int, fp: str) -> LoadedModel:      # the handle of the weights ``model`` holds after ``epoch``
+        stale(fp)
+        handed.append(lm.trained(model, fp, source=epoch_source(lm, epoch_dir(out, epoch), cfg), adapter=not cfg.full))
+        return handed[-1]
+
     lengths = [len(e.input_ids) for e in encoded]
     targets = [_response_tokens(e) for e in encoded]
     batches = plan_batches(lengths, cfg.token_budget)       # the global batches: the same at any world size
@@ -190,24 +219,25 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
     total_steps = cfg.epochs * len(batches)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / max(1, total_steps)))
     fps = [base_fp]
-    start, trained, losses = 1, False, []
+    start, trained, losses, current = 1, False, [], lm
     if saved:
         last = saved[-1]
         state = torch.load(epoch_dir(out, last) / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
         if not rk.sharded:                           # a sharded optimizer restarts its moments at the last epoch
             opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        fps += [model_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in range(1, last + 1)]
+        fps += [epoch_fingerprint(base_fp, epoch_dir(out, e), cfg) for e in range(1, last + 1)]
         start = last + 1
-        mark_trained(model, fps[-1])
+        current = now(last, fps[-1])
         if last not in finished_epochs(out):           # killed during this epoch's evaluation: redo only that
             model.eval()
-            evaluate(model, fps[-1], last)
+            evaluate(current, last)
             _mark(keyed, last, rk)
     if rk.accelerator is not None:
         opt = rk.accelerator.prepare(opt)
     for epoch in range(start, cfg.epochs + 1):
         trained = True
+        stale(f"epoch {epoch} in training")
         net.train()
         rng = np.random.default_rng(cfg.seed * 1000 + epoch)
         steps = []
@@ -220,19 +250,11 @@ def train(model, base_fp: str, encoded: list[Encoded], keyed: Keyed, cfg: TrainC
         net.eval()
         folder = epoch_dir(out, epoch)
         _save(net, model, cfg, folder, opt, sched, tokenizer, rk, steps)
-        fps.append(model_fingerprint(base_fp, folder, cfg))
-        mark_trained(model, fps[-1])
-        evaluate(model, fps[-1], epoch)
+        fps.append(epoch_fingerprint(base_fp, folder, cfg))
+        current = now(epoch, fps[-1])
+        evaluate(current, epoch)
         _mark(keyed, epoch, rk)
-    return Trained(model, fps, trained, losses)
-
-
-def mark_trained(model, fingerprint: str) -> None:
-    """Say on the model object (and the base module under a PEFT wrapper, which callers hold) whose weights it now
-    has: ``run_pass`` refuses to key a pass of it under any other fingerprint."""
-    for m in (model, model.get_base_model() if hasattr(model, "get_base_model") else None):
-        if m is not None:
-            object.__setattr__(m, "siftlm_trained_fingerprint", fingerprint)
+    return Trained(current, fps, trained, losses)
 
 
 def _mark(keyed: Keyed, epoch: int, rk: Ranks) -> None:

@@ -10,18 +10,20 @@ then ``siftlm score`` finds X.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
 import torch
 
+from siftlm.backends import Runtime
 from siftlm.config import TrainConfig, from_dict
 from siftlm.errors import KeyMismatch
 from siftlm.files import atomic_write
 from siftlm.keyed import Keyed, open_keyed
 from siftlm.keyed import stored_identity as stored_raw
-from siftlm.models.load import load_model
+from siftlm.models.load import LoadedModel, load_model
 from siftlm.progress import bar
 from siftlm.signals import store
 from siftlm.signals.passes import pass_spec, run_pass
@@ -33,6 +35,7 @@ from siftlm.train.loop import epoch_dir, train, trajectory_fingerprints
 class Reference(NamedTuple):
     frames: list[pd.DataFrame]       # the loss pass of P_0..P_n, in prep order
     fingerprints: list[str]          # P_0 (the base) .. P_n (the reference model)
+    model: LoadedModel | None = None  # the reference model's handle when its weights are in memory (trained here)
 
 
 def identity(prep: Prepared, base_fp: str, tcfg: TrainConfig) -> dict:
@@ -76,52 +79,63 @@ def finished(folder: str | Path, base_fp: str) -> bool:
         return False
 
 
-def find_reference(prep: Prepared, base_fp: str, tcfg: TrainConfig) -> Path | None:
+def find_reference(prep: Prepared, base_fp: str, tcfg: TrainConfig, runtime: Runtime | None = None) -> Path | None:
     """A finished reference training of this identity saved anywhere through the same store, or None."""
     ident = identity(prep, base_fp, tcfg)
-    entry = _index(prep.cfg.store, ident)
+    entry = _index((runtime or Runtime.of(prep.cfg)).store, ident)
     if not entry.exists():
         return None
     folder = Path(json.loads(entry.read_text())["folder"])
     return folder if finished(folder, base_fp) and stored_identity(folder) == _normalize(ident) else None
 
 
-def evaluate_epoch(prep: Prepared, model, fp: str, epoch: int) -> None:
+def evaluate_epoch(prep: Prepared, lm: LoadedModel, epoch: int, runtime: Runtime | None = None) -> None:
     """The trajectory's evaluation after ``epoch``: the loss pass of every training example, into the store."""
-    run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}")
+    run_pass(prep, "loss", lm, runtime=runtime, label=f"eval P_{epoch}")
 
 
-def train_reference(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> Reference:
+def train_reference(lm: LoadedModel, prep: Prepared, out: str | Path, tcfg: TrainConfig, *,
+                    runtime: Runtime | None = None) -> Reference:
     """Fine-tune the base on all examples with the trajectory evaluated into the store (or reuse a finished folder
-    of the same identity; another identity is refused). ``lm.model`` is trained in place when training runs here
-    (it then holds the reference model; ``lm.fingerprint`` stays the base's, so run the base passes first)."""
+    of the same identity; another identity is refused). When training runs here ``lm.model`` is trained in place
+    (``lm`` is then marked ``trained_into``: run the base passes first) and ``Reference.model`` is the reference's
+    handle."""
+    rt = runtime or Runtime.of(prep.cfg)
     ident = identity(prep, lm.fingerprint, tcfg)
     keyed = open_training(out, ident)
+    trained = None
     if not finished(keyed.folder, lm.fingerprint):
-        if elsewhere(prep, tcfg):                      # Ray Train workers run the same loop and evaluations
-            train_elsewhere(lm, prep, keyed, tcfg, evaluate=evaluate_epoch)
+        if elsewhere(rt.executor, tcfg):                # Ray Train workers run the same loop and evaluations
+            train_elsewhere(lm, prep, keyed, tcfg, rt.executor, evaluate=evaluate_epoch)
         else:
-            with bar("train", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
-                train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
-                      evaluate=lambda model, fp, epoch: evaluate_epoch(prep, model, fp, epoch), on_step=advance,
-                      tokenizer=prep.tokenizer)
+            with bar("train", tcfg.epochs * len(prep.encoded), enabled=rt.progress) as advance:
+                trained = train(lm, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
+                                evaluate=lambda model, epoch: evaluate_epoch(prep, model, epoch, rt), on_step=advance,
+                                tokenizer=prep.tokenizer).lm
     fps = trajectory_fingerprints(keyed.folder, lm.fingerprint)
-    with atomic_write(_index(prep.cfg.store, ident)) as tmp:
+    with atomic_write(_index(rt.store, ident)) as tmp:
         tmp.write_text(json.dumps({"folder": str(keyed.folder.resolve()), "identity": ident}, indent=2))
     frames = []
     for epoch, fp in enumerate(fps):  # cached when training ran here; recomputed from the saved weights if not
-        cached = store.is_complete(prep.cfg.store, pass_spec(prep, "loss", lm.model, fp))
-        model = lm.model if cached or epoch == 0 else _load_epoch(lm, epoch_dir(keyed.folder, epoch), tcfg, fp)
-        frames.append(run_pass(prep, "loss", model, fp, label=f"eval P_{epoch}"))
-    return Reference(frames, fps)
+        if epoch == 0:
+            model = lm                 # P_0 is stored before any training touches the weights
+        elif trained is not None and fp == trained.fingerprint:
+            model = trained
+        elif store.is_complete(rt.store, pass_spec(prep, "loss", replace(lm, fingerprint=fp))):
+            model = replace(lm, fingerprint=fp)       # served from the store: the weights are not read
+        else:
+            model = _load_epoch(lm, epoch_dir(keyed.folder, epoch), tcfg, fp)
+        frames.append(run_pass(prep, "loss", model, runtime=rt, label=f"eval P_{epoch}"))
+    return Reference(frames, fps, trained if trained is not None and trained.fingerprint == fps[-1] else None)
 
 
-def _load_epoch(lm, folder: Path, tcfg: TrainConfig, fp: str):
-    """The model saved after one epoch, loaded on its own (LoRA adapter over the base, or a full model)."""
+def _load_epoch(lm: LoadedModel, folder: Path, tcfg: TrainConfig, fp: str) -> LoadedModel:
+    """The model saved after one epoch, loaded on its own (LoRA adapter over the base, or a full model) in the
+    precision of ``lm``."""
     device = str(next(lm.model.parameters()).device)
-    same = {"device": device, "dtype": lm.model.siftlm_compute_dtype, "quiet": True,   # the trained model's precision
+    same = {"device": device, "dtype": lm.precision.name if lm.precision else "float32", "quiet": True,
             "master_fp32": next(lm.model.parameters()).dtype == torch.float32}
     loaded = (load_model(str(folder), **same) if tcfg.full else load_model(lm.path, adapter=str(folder), **same))
     if loaded.fingerprint != fp:
         raise KeyMismatch(f"{folder}: weights changed since training (fingerprint {loaded.fingerprint} != {fp})")
-    return loaded.model
+    return loaded

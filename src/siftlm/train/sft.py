@@ -13,13 +13,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
+from siftlm.backends import Runtime
 from siftlm.config import TrainConfig
 from siftlm.data import Dataset
 from siftlm.errors import DataError
 from siftlm.files import write_folder
+from siftlm.models.load import LoadedModel
 from siftlm.progress import bar
 from siftlm.signals.prepare import Prepared
 from siftlm.train.dist import ranks
@@ -40,20 +43,28 @@ def restrict(ds: Dataset, selection: str | Path) -> Dataset:
                    len(ds.examples) - len(ids))
 
 
-def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
+class Finetuned(NamedTuple):
+    info: dict                       # {"final", "fingerprint", "epochs", "examples", "tokens", "config", ...}
+    model: LoadedModel | None        # the trained model's handle when training ran here (its weights in memory)
+
+
+def finetune(lm: LoadedModel, prep: Prepared, out: str | Path, tcfg: TrainConfig, *,
+             runtime: Runtime | None = None) -> Finetuned:
     """Train on every prepared example (resuming after the last saved epoch) and put the result in ``OUT/final``;
-    returns what was trained: {"final", "fingerprint", "epochs", "examples", "tokens", "config"}. As in
-    ``train_reference``, training changes ``lm.model`` in place when it runs here (``lm.fingerprint`` stays the
-    base's); load ``OUT/final`` for the trained model."""
+    returns what was trained ({"final", "fingerprint", "epochs", "examples", "tokens", "config"}) and, when training
+    ran here, the trained model's handle (``lm`` is then marked ``trained_into``: its module holds the new weights).
+    Without a handle, load ``OUT/final``."""
+    rt = runtime or Runtime.of(prep.cfg)
     keyed = open_training(out, identity(prep, lm.fingerprint, tcfg), "a fine-tune")
+    trained = None
     if not finished(keyed.folder, lm.fingerprint):
-        if elsewhere(prep, tcfg):                      # Ray Train workers run the same loop
-            train_elsewhere(lm, prep, keyed, tcfg)
+        if elsewhere(rt.executor, tcfg):               # Ray Train workers run the same loop
+            train_elsewhere(lm, prep, keyed, tcfg, rt.executor)
         else:
-            with bar("finetune", tcfg.epochs * len(prep.encoded), enabled=prep.cfg.progress) as advance:
-                train(lm.model, lm.fingerprint, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
-                      on_step=advance, tokenizer=prep.tokenizer)
-    fps = trajectory_fingerprints(keyed.folder, lm.fingerprint)
+            with bar("finetune", tcfg.epochs * len(prep.encoded), enabled=rt.progress) as advance:
+                trained = train(lm, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id, on_step=advance,
+                                tokenizer=prep.tokenizer)
+    fps = trained.fingerprints if trained is not None else trajectory_fingerprints(keyed.folder, lm.fingerprint)
     final = keyed.path("final")
     rk = ranks()
     if rk.main and not keyed.done("final"):
@@ -66,4 +77,4 @@ def finetune(lm, prep: Prepared, out: str | Path, tcfg: TrainConfig) -> dict:
     if rk.main:
         keyed.write("siftlm-finetune.json", json.dumps(info, indent=2))
     rk.barrier()
-    return info
+    return Finetuned(info, trained.lm if trained is not None else None)
