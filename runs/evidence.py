@@ -30,6 +30,8 @@ BEHAVIOUR_WORDS = {"refusal": "refused", "wrong_language": "answered in another 
 CLEAN_GRIDS = ("clean", "clean-tokens", "clean-25", "clean-response", "clean-filter")   # one pool, its scores
 NOISY_CELL_GRIDS = ("noisy-smollm2-cells", "noisy-filter", "noisy-behaviour")          # the 19 % noisy pool
 BEHAVIOUR_GRID = "behaviour"
+TARGETED_GRIDS = ("targeted-alpaca-eval", "targeted-minority")                     # selection toward a query set
+TARGET_METHODS = ("repr", "less", "nearest")                                      # --target-method -> "<m>->query"
 GENEROUS = 0.5    # a selection that keeps at least half the pool is a filter, not a pick
 
 
@@ -222,6 +224,27 @@ def lead(score: str, ev: dict) -> str:
     return f"siftlm's grids have not fine-tuned on a selection by {score}: treat it as unmeasured."
 
 
+def target_lead(method: str, rows: list[dict]) -> str:
+    """The one sentence ``siftlm run --target --target-method METHOD`` opens its evidence with: the targeted grids'
+    primary verdicts for METHOD->query, each with its CI, or that they have not measured it."""
+    mine = [r for r in rows if r["method"] == f"{method}->query" and r["primary"]]
+    if not mine:
+        return f"siftlm's targeted grids have not measured --target-method {method}: treat it as unmeasured."
+    parts = []
+    for r in mine:
+        bh = "" if r["verdict"] == "no difference detected" else (
+            ", survives BH" if r["survives_bh"] else f", not after BH (q {r['q']:.2f})")
+        parts.append(f"{r['grid']} at {r['budget']}: {r['metric']} on the target minus random subsets' {_ci(r, 4)}, "
+                     f"{r['verdict']}{bh}")
+    good = [r for r in mine if r["verdict"] == "better"]
+    bad = [r for r in mine if r["verdict"] == "worse"]
+    advice_ = ("it trained a better model for the target than random subsets of the same size" if good and not bad
+               else "it trained a worse model for the target than random subsets" if bad and not good
+               else "mixed verdicts across grids" if good and bad
+               else "its model was not distinguishable from random subsets' on the target")
+    return f"Selecting toward your examples with --target-method {method}: {advice_} ({'; '.join(parts)})."
+
+
 def _draws(res: dict) -> str:
     cfg = res["config"]
     return f"{cfg['random_subsets']} random subsets, {len(cfg['seeds'])} seeds per method"
@@ -276,6 +299,13 @@ def build() -> dict:
         versus = [v for other in ("filter", "oracle")
                   if (v := head_to_head(BEHAVIOUR_GRID, p["metric"], p["sets"], keep, other))]
         ev["behaviour"]["versus"] = versus
+    targeted = {g: r for g in TARGETED_GRIDS if (r := _read(g))}
+    if targeted:
+        rows = [{**row, "grid": g} for g, r in targeted.items() for row in grid_rows(r, KEPT_METRICS + BEHAVIOUR_METRICS)
+                if row["set"] == "target"]
+        ev["targeted"] = {"setting": "; ".join(f"{g}: {r['pool']['pool']} examples, {_draws(r)} "
+                                                f"({_budgets(g, r, first=g)})" for g, r in targeted.items()),
+                          "rows": rows, "leads": {m: target_lead(m, rows) for m in TARGET_METHODS}}
     ev["advice"] = advice(ev.get("clean", {}).get("rows", []), ev.get("noisy_cells", {}).get("rows", []),
                           ev.get("noisy", {}).get("auroc", {}), ev.get("clean", {}).get("full", []),
                           ev.get("behaviour", {}).get("rows", []), versus, ev.get("behaviour", {}).get("rate", ""))

@@ -126,3 +126,16 @@ def test_a_behaviour_is_claimed_only_where_a_grid_measured_it(runs_evidence):
     flat = [{**refusals[0], "verdict": "no difference detected", "low": -0.1, "high": 0.02}]
     assert not any(w in runs_evidence.lead("lp_app", {"behaviour": {"rows": flat, "rate": "30 %"}})
                    for w in BEHAVIOUR_WORDS)
+
+
+def test_a_targeted_lead_follows_the_primary_verdict_and_says_when_unmeasured(runs_evidence):
+    rows = [{**_row("repr->query", "better", -0.021, -0.034, -0.008, set_="target"), "grid": "targeted-alpaca-eval"},
+            {**_row("nearest->query", "no difference detected", 0.004, -0.01, 0.02, set_="target"),
+             "grid": "targeted-alpaca-eval"},
+            {**_row("repr->query", "worse", 0.5, 0.4, 0.6, set_="target", metric="refusal", primary=False),
+             "grid": "targeted-alpaca-eval"}]
+    repr_ = runs_evidence.target_lead("repr", rows)
+    assert "better model for the target" in repr_ and "-0.0210 [-0.0340, -0.0080]" in repr_
+    assert "refusal" not in repr_                                       # secondary rows do not lead
+    assert "not distinguishable" in runs_evidence.target_lead("nearest", rows)
+    assert "have not measured --target-method less" in runs_evidence.target_lead("less", rows)
