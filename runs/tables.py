@@ -105,6 +105,22 @@ def extras(g: str, res: dict) -> str:
         out.append("Feature passes (computed once, shared by every cell that uses them): " + "; ".join(
             f"{name} {v['seconds']:.0f} s (process peak RSS ≤ {v['process_peak_rss_gb']:.1f} GB)"
             for name, v in sorted(c.items())) + ".")
+    labels, cells = RESULTS / g / "pool" / "labels.parquet", RESULTS / g / "cells.parquet"
+    if labels.exists() and cells.exists():
+        import pandas as pd
+
+        kinds = pd.read_parquet(labels).set_index("id")["kind"]
+        if (kinds != "clean").any():
+            c = pd.read_parquet(cells)
+            c = c[c["method"] != "base model"]
+            order = ["clean"] + sorted(set(kinds) - {"clean"})
+            lines = ["| selection | cells | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+            lines.append("| pool | | " + " | ".join(str(int((kinds == k).sum())) for k in order) + " |")
+            for method, group in c.groupby("method", sort=False):
+                counts = [kinds.reindex(list(ids)).value_counts() for ids in group["ids"]]
+                mean = pd.concat(counts, axis=1).fillna(0).mean(axis=1)
+                lines.append(f"| {method} | {len(group)} | " + " | ".join(f"{mean.get(k, 0):.1f}" for k in order) + " |")
+            out.append("Examples of each kind in the selections (mean over cells):\n\n" + "\n".join(lines))
     shares = res.get("source_shares") or []
     if shares:
         cols = sorted({k for r in shares for k in r if k.startswith("share:")})
