@@ -68,7 +68,9 @@ def _loss(rows: list[dict]) -> list[dict]:
 
 
 def _named(rows: list[dict], verdict: str) -> list[str]:
-    return sorted({f"{r['method']} at {r['budget']}" for r in _loss(rows) if r["verdict"] == verdict})
+    """'method at budget' for each loss row with ``verdict``, marked when the verdict does not survive BH."""
+    return sorted({f"{r['method']} at {r['budget']}" + ("" if r.get("survives_bh", True) else " (not after BH)")
+                   for r in _loss(rows) if r["verdict"] == verdict})
 
 
 def _fraction(r: dict) -> float:
@@ -148,8 +150,9 @@ def advice(clean: list[dict], noisy: list[dict], auroc: dict, full: list[dict] =
     head += f" Of the scores, {name} ranks injected junk last best (noisy-pool AUROC {best[1]['all']:.2f})."
     mine = sorted((r for r in _loss(noisy) if r["method"] == method), key=_fraction)
     for r in mine:
+        bh = "" if r["verdict"] == "no difference detected" or r.get("survives_bh", True) else ", not after BH"
         head += (f" As a {r['budget']} selection on the noisy pool it trained a model {_ci(r)} from random's held-out "
-                 f"loss ({r['verdict']}).")
+                 f"loss per token ({r['verdict']}{bh}).")
     said = behaviour_sentences(list(behaviour), method, f"Keeping the {keep} by {name},")
     if said:
         head += f" On a pool with {rate} junk, keeping half: " + "; ".join(said) + "."

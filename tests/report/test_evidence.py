@@ -46,6 +46,8 @@ def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
     lost = runs_evidence.advice([_row("lowest:lp_app", "worse", +0.07, +0.05, +0.10),
                                  _row("highest:ifd", "worse", +0.07, +0.05, +0.10, set_="mt-bench")], [], auroc)
     assert "Worse than random there, with the CI excluding 0: lowest:lp_app at 10 %." in lost
+    weak = runs_evidence.advice([_row("highest:ifd", "better", -0.02, -0.03, -0.001, q=0.06)], [], auroc)
+    assert "highest:ifd at 10 % (not after BH) trained a better model" in weak
     # the whole pool's row is quoted with its verdict, whichever way it points
     full = [{"set": "heldout", "metric": "loss_per_token", "examples": 599, "budget": "10 % of the tokens",
              "diff": -0.09, "low": -0.12, "high": -0.06, "verdict": "better"}]
@@ -59,7 +61,7 @@ def test_advice_follows_verdicts_not_point_estimates(runs_evidence):
     noisy = [_row("lowest:lp_app", "no difference detected", +0.038, -0.007, +0.074)]
     text = runs_evidence.advice([], noisy, auroc)
     assert "lp_app ranks injected junk last best (noisy-pool AUROC 0.80)" in text
-    assert "+0.038 [-0.007, +0.074] from random's held-out loss (no difference detected)" in text
+    assert "+0.038 [-0.007, +0.074] from random's held-out loss per token (no difference detected)" in text
     assert "keep the lowest by lp_app" in text and "not measured against random at that size" in text
 
 
