@@ -214,6 +214,12 @@ def lead(score: str, ev: dict) -> str:
     bad = [r for r in mine if r["verdict"] == "worse"]
     good = [r for r in mine if r["verdict"] == "better"]
     if good and not bad:
+        even = [r for r in mine if "tokens" in r["budget"] and r["verdict"] == "no difference detected"]
+        if even and all("tokens" not in r["budget"] for r in good):
+            return (f"Selecting the {keep} by {score} trained a better model than random subsets at "
+                    f"{', '.join(sorted({r['budget'] for r in good}))} of the examples, but not at "
+                    f"{', '.join(sorted({r['budget'] for r in even}))} ({_ci(even[0])}): its gain came with more "
+                    "tokens to train on (longer answers). Compare at your token budget before relying on it.")
         return (f"Selecting the {keep} by {score} trained a better model than random subsets at "
                 f"{', '.join(sorted({r['budget'] for r in good}))} (held-out loss per token): worth using at those "
                 "budgets.")

@@ -141,3 +141,12 @@ def test_a_targeted_lead_follows_the_primary_verdict_and_says_when_unmeasured(ru
     assert "refusal" not in repr_                                       # secondary rows do not lead
     assert "not distinguishable" in runs_evidence.target_lead("nearest", rows)
     assert "have not measured --target-method less" in runs_evidence.target_lead("less", rows)
+
+
+def test_a_lead_says_when_a_gain_at_equal_examples_vanishes_at_equal_tokens(runs_evidence):
+    rows = [_row("highest:ifd", "better", -0.024, -0.040, -0.009),
+            _row("highest:ifd", "no difference detected", -0.004, -0.017, +0.011, budget="10 % of the tokens")]
+    text = runs_evidence.lead("ifd", {"clean": {"rows": rows}})
+    assert "better model than random subsets at 10 % of the examples, but not at 10 % of the tokens" in text
+    assert "-0.004 [-0.017, +0.011]" in text and "worth using" not in text
+    assert "worth using at those budgets" in runs_evidence.lead("ifd", {"clean": {"rows": rows[:1]}})
