@@ -4,7 +4,9 @@ embed     all-MiniLM-L6-v2 (sentence-transformers) on real alpaca_en_demo texts:
           length and encodes batches (8 on CPU), vs one `model.encode([text])` call per example.
 lm-embed  mean last hidden state over response tokens of SmolLM2-135M: siftlm's token-budget batches (length
           buckets, padding masked), vs a batch-size-1 loop over `model.model(input_ids)`.
-Agreement: max |difference| between the two results of each pair.
+fused     the base loss pass and lm-embed from one forward (``run_pass("loss", also=("lm-embed",))``) against the
+          two engine passes run one after the other: seconds for both, and the agreement of each result.
+Agreement: max |difference| between the two results of each pair. Peak memory: the process's peak RSS at the end.
 
     python bench/embed.py --n 300
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import time
 
 import numpy as np
@@ -25,6 +28,7 @@ from siftlm.data import read_dataset
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.models.template import IGNORE
 from siftlm.signals.embed import lm_embed_pass
+from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
 from siftlm.signals.sentence import example_text, sentence_embed
 
@@ -71,10 +75,26 @@ def main() -> None:
     res.update({"lm_embed_n": len(enc), "lm_embed_tokens": tokens, "lm_embed_loop_tok_s": round(tokens / t_loop, 1),
                 "lm_embed_tok_s": round(tokens / t_ours, 1), "lm_embed_ratio": round(t_loop / t_ours, 2),
                 "lm_embed_max_abs_diff": float(np.abs(np.stack(loop) - ours).max())})
+    t = time.perf_counter()
+    loss_alone = loss_pass(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, token_budget=4096)
+    embed_alone = np.stack(lm_embed_pass(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, token_budget=4096)["vector"])
+    t_two = time.perf_counter() - t
+    t = time.perf_counter()
+    both = loss_pass(lm.model, enc, pad_id=lm.tokenizer.pad_token_id, token_budget=4096, embed=True)
+    t_one = time.perf_counter() - t
+    res.update({"fused_two_passes_s": round(t_two, 2), "fused_one_forward_s": round(t_one, 2),
+                "fused_ratio": round(t_two / t_one, 2),
+                "fused_loss_max_abs_diff": float(np.abs(both["loss"] - loss_alone["loss"]).max()),
+                "fused_vector_max_abs_diff": float(np.abs(np.stack(both["vector"]) - embed_alone).max()),
+                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)})
     print(f"{'':12s}{'per-example loop':>18s}{'siftlm':>10s}{'ratio':>8s}")
     print(f"{'embed':12s}{res['embed_loop_ex_s']:14.1f} ex/s{res['embed_ex_s']:6.1f} ex/s{res['embed_ratio']:7.2f}x")
     print(f"{'lm-embed':12s}{res['lm_embed_loop_tok_s']:13.1f} tok/s{res['lm_embed_tok_s']:5.1f} tok/s"
           f"{res['lm_embed_ratio']:7.2f}x")
+    print(f"{'loss+lm-embed':12s}{'two passes':>14s} {res['fused_two_passes_s']:.1f} s, one forward "
+          f"{res['fused_one_forward_s']:.1f} s: {res['fused_ratio']:.2f}x (max |diff| loss "
+          f"{res['fused_loss_max_abs_diff']:.1e}, vector {res['fused_vector_max_abs_diff']:.1e}); peak RSS "
+          f"{res['peak_rss_gb']} GB")
     save_result(args.out, "embed-cpu", res)
 
 

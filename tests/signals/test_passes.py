@@ -53,3 +53,31 @@ def test_a_pass_refuses_the_wrong_kind_of_data(prep, model, tmp_path, tokenizer,
         run_pass(pairs, "loss", in_memory(model, "m0"))
     with pytest.raises(ValueError, match="unknown pass 'los'"):
         run_pass(prep, "los", in_memory(model, "m0"))
+
+
+def test_one_forward_for_the_loss_and_lm_embed_stores_both_as_their_own_passes(prep, model, monkeypatch):
+    """run_pass("loss", also=("lm-embed",)): one decoder run per batch; each pass's rows equal its own kernel's (the
+    separate pass), stored under the separate pass's key, and the lm-embed pass is then served without computing."""
+    from siftlm.models.load import in_memory as handle
+    from siftlm.signals import store
+    from siftlm.signals.embed import lm_embed_pass
+
+    lm = handle(model, "m0")
+    runs = []
+    real = passes.loss_pass
+    monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: runs.append(k.get("embed")) or real(*a, **k))
+    fused = run_pass(prep, "loss", lm, also=("lm-embed",))
+    assert runs and all(runs)                                          # every shard ran the fused forward
+    assert passes.stored(prep, "lm-embed", lm)
+    monkeypatch.setattr(passes, "lm_embed_pass", lambda *a, **k: pytest.fail("lm-embed recomputed"))
+    embedded = run_pass(prep, "lm-embed", lm)
+    direct_loss = real(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)
+    direct_vec = lm_embed_pass(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)["vector"]
+    for c in ("loss", "nll_sum", "entropy", "el2n", "acc", "n_tokens"):
+        np.testing.assert_allclose(fused[c], direct_loss[c], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.stack(embedded["vector"]), np.stack(direct_vec), rtol=1e-5, atol=1e-6)
+    assert "vector" not in fused.columns and list(embedded["id"]) == prep.ids
+    for name in ("loss", "lm-embed"):                                  # stored under the keys a separate pass uses
+        assert store.is_complete(prep.cfg.store, pass_spec(prep, name, lm))
+    with pytest.raises(ValueError, match="cannot compute grads in the same forward"):
+        run_pass(prep, "loss", handle(model, "m1"), also=("grads",))

@@ -66,13 +66,15 @@ def last_hidden(model, batch: Batch) -> torch.Tensor:
     return out.last_hidden_state
 
 
-def response_hidden(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Hidden states that predict response tokens.
+def response_hidden(model, batch: Batch, hidden: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hidden states that predict response tokens (from ``hidden``, the batch's last hidden states, when the caller
+    already ran the decoder).
 
     Returns h (N_resp, H), targets (N_resp,), rows (N_resp,) = batch row of each position.
     Position t predicts token t+1, so labels are shifted left by one.
     """
-    hidden = last_hidden(model, batch)[:, :-1]              # (B, T-1, H)
+    hidden = (last_hidden(model, batch) if hidden is None else hidden)[:, :-1]   # (B, T-1, H)
     shifted = batch.labels[:, 1:].to(hidden.device)         # (B, T-1)
     sel = shifted != IGNORE
     rows = torch.arange(sel.shape[0], device=hidden.device)[:, None].expand_as(sel)[sel]   # (N_resp,)

@@ -9,12 +9,10 @@ Files in ``OUT/pool/``:
 - ``labels.parquet``: id, the source record's line and the corruption kind (``clean`` for untouched rows): read
   only by the noisy-pool analysis, never by a score or selector;
 - ``pool.json``: how the pool was made, its counts and its fingerprint;
-- ``scores/``: ``siftlm score``'s outputs for the pool (scores.parquet, summary.json, report.html) plus grad_norm
-  and, with ``crossfit``, davir_xfit: a keyed folder (``siftlm.keyed``), its identity what the scores were made
-  from (the pool's fingerprint, the selector, the scoring and reference settings); another pool is refused;
-- ``features-<pass>.parquet`` for the feature-based methods (and ``target-features-<pass>.parquet``, the query
-  set's): views of store passes whose metadata names what they were made from (pool, pass, model, settings); a file
-  made from anything else is made again from the store, never used.
+- ``scores/``: ``siftlm score``'s outputs plus grad_norm and (``crossfit``) davir_xfit, a keyed folder whose
+  identity is what they were made from (pool, selector, scoring and reference settings); another pool is refused;
+- ``features-<pass>.parquet`` (and the query set's ``target-features-<pass>.parquet``): views of store passes whose
+  metadata names what they were made from; a file made from anything else is made again, never used.
 """
 
 from __future__ import annotations
@@ -242,8 +240,7 @@ SCORES_LABELS = {"pool": "another pool", "selector": "another selector model"}
 
 def _legacy_key(folder: Path) -> str | None:
     """The scoring_key of a scores folder written before siftlm keyed it (its summary.json, written last, names it)."""
-    summary = folder / "summary.json"
-    done = summary.exists() and (folder / "scores.parquet").exists()
+    done = (summary := folder / "summary.json").exists() and (folder / "scores.parquet").exists()
     return json.loads(summary.read_text()).get("scoring_key") if done else None
 
 
@@ -395,6 +392,9 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runti
         ds = read_dataset(pool.data)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
     frame = _model_pass(cfg, pool, "grads", prep, lm, timer, rt) if cfg.grad_norm else None   # grad_norm, DPP's
+    if "lm-embed" in features and not stored(prep, "loss", lm, runtime=rt):   # the base loss pass's forward gives both
+        with timer("base loss + lm-embed pass"):
+            run_pass(prep, "loss", lm, runtime=rt, label="base loss + lm-embed", also=("lm-embed",))
     feature_passes(cfg, pool, features, lm=lm, ds=ds, timer=timer, runtime=rt)
     run = RunConfig(data=str(pool.data), model=selector, out=str(keyed.folder), signals=cfg.signals, train=tcfg,
                     ifd=True)

@@ -13,6 +13,13 @@ from siftlm.models.forward import evaluating, last_hidden
 from siftlm.models.template import IGNORE, Encoded
 
 
+def response_mean(hidden: torch.Tensor, batch) -> torch.Tensor:
+    """(B, H) float32: the mean of the last hidden states ``hidden`` (B, T, H) over each row's response tokens."""
+    hidden = hidden.float()
+    mask = (batch.labels != IGNORE).to(hidden.device)                    # (B, T) response token positions
+    return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+
 @torch.inference_mode()
 def lm_embed_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int = 4096,
                   on_batch: Callable[[int], None] | None = None) -> dict[str, list]:
@@ -21,9 +28,7 @@ def lm_embed_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: i
     with evaluating(model):
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
-            hidden = last_hidden(model, batch).float()                           # (B, T, H)
-            mask = (batch.labels != IGNORE).to(hidden.device)                    # response token positions
-            mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # (B, H)
+            mean = response_mean(last_hidden(model, batch), batch)               # (B, H)
             for row, i in enumerate(index):
                 out[i] = mean[row].cpu().numpy().astype(np.float32)
             if on_batch:

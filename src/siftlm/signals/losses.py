@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from siftlm.models.batching import Batch, collate, padding_fraction, plan_batches
-from siftlm.models.forward import evaluating, logits, parts, response_hidden
+from siftlm.models.forward import evaluating, last_hidden, logits, parts, response_hidden
 from siftlm.models.template import Encoded
+from siftlm.signals.embed import response_mean
 
 COLUMNS = ("nll_sum", "n_tokens", "loss", "entropy", "el2n", "acc")
 LOGIT_CHUNK_ELEMENTS = 1 << 28  # caps a logits chunk at 1 GB; chunks are 64..512 positions (512 measured fastest here)
@@ -49,10 +50,11 @@ def _softmax_stats(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]
 
 
 @torch.inference_mode()
-def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
-    """Per-example statistics for one batch (rows in batch order)."""
+def batch_stats(model, batch: Batch, hidden: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Per-example statistics for one batch (rows in batch order); ``hidden``: its last hidden states, when the
+    decoder already ran."""
     p = parts(model)
-    h, targets, rows = response_hidden(model, batch)   # (N_resp, H), (N_resp,), (N_resp,)
+    h, targets, rows = response_hidden(model, batch, hidden)   # (N_resp, H), (N_resp,), (N_resp,)
     n_rows = batch.input_ids.shape[0]                  # B
     vocab = p.head.weight.shape[0]
     chunk = max(64, min(512, LOGIT_CHUNK_ELEMENTS // vocab))
@@ -73,18 +75,27 @@ def batch_stats(model, batch: Batch) -> dict[str, np.ndarray]:
 
 
 def loss_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int = 4096,
-              on_batch: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Statistics for every example, in input order. ``on_batch(n_examples)`` reports progress."""
+              on_batch: Callable[[int], None] | None = None, embed: bool = False) -> dict[str, np.ndarray]:
+    """Statistics for every example, in input order. ``on_batch(n_examples)`` reports progress. ``embed``: also the
+    lm-embed vectors (``vector``: the mean last hidden state over the response tokens, as ``lm_embed_pass`` gives
+    them) from the same forward, one decoder run for both."""
     lengths = [len(e.input_ids) for e in encoded]
     out = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
-    with evaluating(model):
+    vectors: list = [None] * len(encoded)
+    with evaluating(model), torch.inference_mode():
         for index in plan_batches(lengths, token_budget):
-            stats = batch_stats(model, collate(encoded, index, pad_id))
+            batch = collate(encoded, index, pad_id)
+            hidden = last_hidden(model, batch) if embed else None          # (B, T, H)
+            stats = batch_stats(model, batch, hidden)
             for c in COLUMNS:
                 out[c][index] = stats[c]
+            if embed:
+                mean = response_mean(hidden, batch)                          # (B, H)
+                for row, i in enumerate(index):
+                    vectors[i] = mean[row].cpu().numpy().astype(np.float32)
             if on_batch:
                 on_batch(len(index))
-    return out
+    return {**out, "vector": vectors} if embed else out
 
 
 def pass_padding(encoded: list[Encoded], token_budget: int) -> float:

@@ -150,6 +150,7 @@ class ShardJob:
     root: str
     spec: store.PassSpec
     bounds: list
+    also: tuple = ()    # (name, spec) of passes computed from the same forward and stored under their own keys
 
     def units(self, s: int) -> int:
         return PASSES[self.name].units * (self.bounds[s][1] - self.bounds[s][0])
@@ -173,15 +174,40 @@ class ShardJob:
         tick = progress or (lambda n: None)
 
         compile_on = self.name in COMPILED and _compile_decision(prep, model)
+        others = [(name, store.open_pass(self.root, spec, len(prep.ids), self.bounds)) for name, spec in self.also]
+        if others:
+            compute = FUSED[(self.name, *(name for name, _ in others))](model, prep, self.options)
 
-        def shard(a: int, b: int) -> dict:
-            # a LoRA model runs with its adapters merged into the base weights (the base model's speed), restored after
-            with (merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on),
-                  precision.computing(self.compute)):
-                return compute(a, b, tick)
+        def run(s: int) -> str:
+            spare: dict = {}
 
-        return lambda s: store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
+            def shard(a: int, b: int) -> dict:
+                # a LoRA model runs with its adapters merged into the base weights (its speed), restored after
+                with (merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on),
+                      precision.computing(self.compute)):
+                    cols = compute(a, b, tick)
+                for name, _ in others:                   # the companions' columns, stored under their own keys below
+                    spare[name] = {c: cols.pop(c) for c in FUSED_COLUMNS[name]}
+                return cols
 
+            state = store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
+            for name, other in others:
+                if name in spare:
+                    store.compute_shard(other, s, self.bounds, prep.ids, lambda a, b, cols=spare[name]: cols)
+            return state
+
+        return run
+
+
+def _loss_and_lm_embed(model, prep, options):
+    return lambda a, b, on_batch: loss_pass(model, prep.encoded[a:b], pad_id=_pad(prep),
+                                            token_budget=prep.cfg.token_budget, on_batch=on_batch, embed=True)
+
+
+# passes one forward can serve together (``run_pass(..., also=...)``): each is stored under its own key, exactly as
+# its separate pass would store it
+FUSED: dict[tuple, Bind] = {("loss", "lm-embed"): _loss_and_lm_embed}
+FUSED_COLUMNS = {"lm-embed": ("vector",)}
 
 COMPILED = ("loss", "uncond", "lm-embed", "pairs")   # the passes whose forward --compile compiles (no gradients)
 
@@ -224,11 +250,13 @@ def _other_precision(root: str, prep: Prepared, spec: store.PassSpec, lm: Loaded
 
 
 def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | None = None, label: str | None = None,
-             options: dict | None = None) -> pd.DataFrame:
+             options: dict | None = None, also: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rows of pass ``name`` for every prepared example (``id`` + the pass's columns) of the model handle ``lm``
     (keyed by its fingerprint), computing only the shards the store does not hold yet, by the executor of ``runtime``
     (default: this process, the store and shard sizing of ``prep.cfg``). ``options``: ``grad`` (a GradConfig) for
-    grads; ``part`` and ``batch_size`` for embed."""
+    grads; ``part`` and ``batch_size`` for embed. ``also``: passes to compute from the same forward where that pass
+    is not stored yet (``FUSED``: the base loss pass with ``lm-embed``), each stored under its own key, as if run
+    alone; a later ``run_pass`` of it is served from the store."""
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
@@ -248,8 +276,15 @@ def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | N
     bounds = store.shard_bounds(_weights(prep), target=rt.shard_tokens, size=rt.shard_size)
     source = lm.source if ex.remote and name != "embed" else None
     tag = precision.tag(lm.model, lm.compute) if name != "embed" else ""
+    if also and (name, *also) not in FUSED:
+        raise UsageError(f"pass {name} cannot compute {', '.join(also)} in the same forward; fused: "
+                         f"{', '.join('+'.join(k) for k in FUSED)}")
+    pending = tuple((other, pass_spec(prep, other, lm)) for other in also
+                    if not store.is_complete(rt.store, pass_spec(prep, other, lm)))
+    if pending and len(pending) != len(also):       # a companion already stored: this pass runs alone
+        pending = ()
     job = ShardJob(name, ex.share(prep), None if source else ex.share(lm.model), source, lm.fingerprint, tag,
-                   lm.compute, options, str(Path(rt.store).resolve()), spec, bounds)
+                   lm.compute, options, str(Path(rt.store).resolve()), spec, bounds, pending)
     with bar(label or name, p.units * len(prep.examples), enabled=rt.progress) as advance:
         return store.compute_pass(rt.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
                                   units=p.units, lock_timeout=rt.lock_timeout)
