@@ -116,18 +116,24 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     assert json.loads((out / "results.json").read_text())["wall_s"] == wall
 
 
-KILLED = """
+def killed_at(name: str, call: int) -> str:
+    """A script that runs the grid in argv[1] and kills itself (SIGKILL) at the ``call``-th call of
+    ``experiment.<name>``."""
+    return f"""
 import os, signal, sys
 from siftlm.recipes import experiment
-real, n = experiment.finetune, [0]
+real, n = experiment.{name}, [0]
 def dying(*a, **k):
     n[0] += 1
-    if n[0] == 4:                      # killed inside the fourth cell's fine-tune
+    if n[0] == {call}:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-experiment.finetune = dying
+experiment.{name} = dying
 experiment.run_experiment(experiment.load_grid(sys.argv[1]))
 """
+
+
+KILLED = killed_at("finetune", 4)          # killed inside the fourth cell's fine-tune
 
 
 def test_kill_9_mid_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, monkeypatch):
@@ -141,18 +147,7 @@ def test_kill_9_mid_experiment_redoes_only_the_cell_in_progress(grid, tmp_path, 
     assert len(calls) == 12 - 3                                            # the 3 finished cells were not redone
 
 
-KILLED_SAVING = """
-import os, signal, sys
-from siftlm.recipes import experiment
-real, n = experiment._save, [0]
-def dying(*a, **k):
-    n[0] += 1
-    if n[0] == 3:                      # the second cell is done in its folder; killed before the tables have it
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(*a, **k)
-experiment._save = dying
-experiment.run_experiment(experiment.load_grid(sys.argv[1]))
-"""
+KILLED_SAVING = killed_at("_save", 3)    # the second cell is done in its folder; killed before the tables have it
 
 
 def test_kill_9_between_a_cells_folder_and_the_tables_redoes_nothing_it_finished(grid, tmp_path, monkeypatch):

@@ -279,12 +279,11 @@ def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | N
     if also and (name, *also) not in FUSED:
         raise UsageError(f"pass {name} cannot compute {', '.join(also)} in the same forward; fused: "
                          f"{', '.join('+'.join(k) for k in FUSED)}")
-    pending = tuple((other, pass_spec(prep, other, lm)) for other in also
-                    if not store.is_complete(rt.store, pass_spec(prep, other, lm)))
-    if pending and len(pending) != len(also):       # a companion already stored: this pass runs alone
-        pending = ()
+    companions = tuple((other, pass_spec(prep, other, lm)) for other in also)
+    if any(store.is_complete(rt.store, other) for _, other in companions):   # one already stored: this pass runs alone
+        companions = ()
     job = ShardJob(name, ex.share(prep), None if source else ex.share(lm.model), source, lm.fingerprint, tag,
-                   lm.compute, options, str(Path(rt.store).resolve()), spec, bounds, pending)
+                   lm.compute, options, str(Path(rt.store).resolve()), spec, bounds, companions)
     with bar(label or name, p.units * len(prep.examples), enabled=rt.progress) as advance:
         return store.compute_pass(rt.store, spec, prep.ids, job, ex, bounds=bounds, progress=advance,
                                   units=p.units, lock_timeout=rt.lock_timeout)
