@@ -439,4 +439,8 @@ def test_seeds_for_cuts_an_arm_without_changing_the_other_cells_keys(grid):
                                             for c in experiment.cells(cut)}
     grid.write_text(cut_text.replace("seeds_for: {full", "seeds_for: {fulll"))
     with pytest.raises(Exception, match="seeds_for names no method"):
-        experiment.cells(experiment.load_grid(grid))
+        experiment.load_grid(grid)                 # refused when the grid is read, before any work
+    only_random = cut_text.replace('methods: [random, "highest:davir", full]', "methods: [random]")
+    grid.write_text(only_random.replace("'highest:davir': [0]", "'highest:davir': []"))
+    with pytest.raises(Exception, match=r"seeds_for names no method of the grid: \['full', 'highest:davir'\]"):
+        experiment.load_grid(grid)

@@ -74,7 +74,9 @@ def load_grid(path: str | Path) -> ExperimentConfig:
         rel["target"] = replace(cfg.target, data=relative(path, cfg.target.data))
     rel["eval"] = ",".join(v if v in ("heldout", "target") else relative(path, v.strip())
                            for v in cfg.eval.split(",") if v.strip())
-    return replace(cfg, **rel)
+    cfg = replace(cfg, **rel)
+    cells(cfg)                     # the grid's design is checked before any work (cells listed twice, seeds_for)
+    return cfg
 
 
 def _digest(path: str | Path) -> str:

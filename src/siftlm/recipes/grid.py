@@ -93,9 +93,6 @@ def method_config(cfg: ExperimentConfig, cell: Cell, scores: str, data: str, poo
 
 
 def _seeds(cfg: ExperimentConfig, name: str) -> list:
-    unknown = set(cfg.seeds_for) - {method_name(m) for m in cfg.methods}
-    if unknown:
-        raise UsageError(f"seeds_for names no method of the grid: {sorted(unknown)}")
     return list(cfg.seeds_for.get(name, cfg.seeds))
 
 
@@ -103,6 +100,9 @@ def cells(cfg: ExperimentConfig) -> list[Cell]:
     """Every cell, budget by budget (smallest first, an example budget before the token budget of the same size;
     within one, every method's seeds in the grid's order), then ``full`` once per seed: an interrupted grid has whole
     budgets done."""
+    unknown = set(cfg.seeds_for) - {method_name(m) for m in cfg.methods}
+    if unknown:
+        raise UsageError(f"seeds_for names no method of the grid: {sorted(unknown)}")
     out = []
     tokens = "response" if cfg.budget_on == "response" else "tokens"
     pairs = sorted([("examples", b) for b in cfg.budgets] + [(tokens, b) for b in cfg.budget_tokens],
