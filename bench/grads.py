@@ -11,6 +11,10 @@ Agreement: cosine of (a) and (b) per example, and for (a) and (c) the error of t
 similarities against the exact ones of the unprojected gradients (both are JL estimates of the same
 quantity with different random maps; sqrt(2/D) is the expected scale).
 
+(d) fused: the grads pass's forward also giving the base loss pass's columns and the lm-embed vectors
+    (``run_pass("grads", also=("loss", "lm-embed"))``, what an experiment pool's scoring runs) against the three
+    passes one after another; with the largest difference between their values.
+
     python bench/grads.py --model builtin:smollm2 --n 200
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import time
 
 import numpy as np
@@ -28,7 +33,9 @@ from siftlm.assets import demo_data
 from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
-from siftlm.signals.grads import LoraGradProbe, grad_pass, reference_lora_grads
+from siftlm.signals.embed import lm_embed_pass
+from siftlm.signals.grads import LoraGradProbe, grad_pass, grads_and, reference_lora_grads
+from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
 
 
@@ -45,6 +52,28 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def fused_row(model, enc, pad, cfg, probe, token_budget, a, t_a, sync) -> dict:
+    """(d): the loss and lm-embed passes after the grads pass (``t_a`` seconds, rows ``a``), against one forward."""
+    t = time.perf_counter()
+    loss_alone = loss_pass(model, enc, pad_id=pad, token_budget=token_budget)
+    embed_alone = np.stack(lm_embed_pass(model, enc, pad_id=pad, token_budget=token_budget)["vector"])
+    sync()
+    t_three = t_a + time.perf_counter() - t
+    t = time.perf_counter()
+    d = grads_and(model, enc, pad_id=pad, also=("loss", "lm-embed"), cfg=cfg, probe=probe, token_budget=token_budget)
+    sync()
+    t_d = time.perf_counter() - t
+    res = {"fused_three_passes_s": round(t_three, 2), "fused_one_forward_s": round(t_d, 2),
+           "fused_ratio": round(t_three / t_d, 2),
+           "fused_loss_max_abs_diff": float(np.abs(d["loss"]["loss"] - loss_alone["loss"]).max()),
+           "fused_vector_max_abs_diff": float(np.abs(np.stack(d["lm-embed"]["vector"]) - embed_alone).max()),
+           "fused_grads_max_abs_diff": float(np.abs(np.stack(d["grads"]["vector"]) - np.stack(a["vector"])).max())}
+    print(f"(d) grads + loss + lm-embed: three passes {t_three:.1f} s, one forward {t_d:.1f} s: "
+          f"{res['fused_ratio']:.2f}x (max |diff| loss {res['fused_loss_max_abs_diff']:.1e}, lm-embed "
+          f"{res['fused_vector_max_abs_diff']:.1e}, grads {res['fused_grads_max_abs_diff']:.1e})")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="builtin:smollm2")
@@ -58,6 +87,7 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=16, help="(c): gradients per dense projection matmul")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--fused-only", action="store_true", help="(a) and (d) only, without the batch-size-1 loops")
     args = ap.parse_args()
 
     lm = load_model(args.model, device=args.device)
@@ -78,6 +108,14 @@ def main() -> None:
     a = grad_pass(model, enc, pad_id=pad, cfg=cfg, probe=probe, token_budget=args.token_budget)
     sync()
     t_a = time.perf_counter() - t
+    if args.fused_only:
+        res = {"model": args.model, "device": str(device), "dtype": str(next(model.parameters()).dtype),
+               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "n_examples": len(enc), "real_tokens": tokens, "token_budget": args.token_budget, "a_s": round(t_a, 2),
+               **fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync),
+               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)}
+        save_result(args.out, f"grads-fused-{slug(args.model)}-{res['device']}", res)
+        return
 
     t = time.perf_counter()
     b = [grad_pass(model, [e], pad_id=pad, cfg=cfg, probe=probe)["vector"][0] for e in enc]
@@ -150,6 +188,10 @@ def main() -> None:
     print(f"(c) split: per-example autograd {t_c - t_proj:.1f} s, dense projection {t_proj:.1f} s")
     print(f"ratios: a/b {res['ratio_a_b']:.2f}x, a/c {res['ratio_a_c']:.2f}x; min cos(a, b) {res['min_cos_a_b']:.6f}; "
           f"dense matrix build {t_matrix:.1f} s (not charged to c); {probe.n_params:,} LoRA-B gradient entries")
+
+    res.update(fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync))
+    res["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)   # Linux: KiB
+    print(f"peak RSS (the process, all rows) {res['peak_rss_gb']:.2f} GB")
     save_result(args.out, f"grads-{slug(args.model)}-{res['device']}", res)
 
 

@@ -81,3 +81,49 @@ def test_one_forward_for_the_loss_and_lm_embed_stores_both_as_their_own_passes(p
         assert store.is_complete(prep.cfg.store, pass_spec(prep, name, lm))
     with pytest.raises(ValueError, match="cannot compute grads in the same forward"):
         run_pass(prep, "loss", handle(model, "m1"), also=("grads",))
+
+
+@pytest.mark.parametrize("also", [("loss",), ("lm-embed",), ("loss", "lm-embed")])
+def test_the_grads_forward_serves_the_loss_and_lm_embed_passes(prep, model, monkeypatch, also):
+    """run_pass("grads", also=...): the loss-pass columns and lm-embed vectors come from the grads pass's own forward
+    (no loss or lm-embed kernel runs), equal the separate passes' to float tolerance, and are stored under the keys
+    the separate passes use; the grads rows equal the grads pass run alone."""
+    from siftlm.models.load import in_memory as handle
+    from siftlm.signals import store
+    from siftlm.signals.embed import lm_embed_pass
+    from siftlm.signals.grads import grad_pass
+
+    lm = handle(model, "g0")
+    direct_loss = passes.loss_pass(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)
+    direct_vec = lm_embed_pass(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)["vector"]
+    direct_grads = grad_pass(model, prep.encoded, pad_id=0, token_budget=prep.cfg.token_budget)
+    monkeypatch.setattr(passes, "loss_pass", lambda *a, **k: pytest.fail("loss kernel ran"))
+    monkeypatch.setattr(passes, "lm_embed_pass", lambda *a, **k: pytest.fail("lm-embed kernel ran"))
+    fused = run_pass(prep, "grads", lm, also=also)
+    np.testing.assert_allclose(np.stack(fused["vector"]), np.stack(direct_grads["vector"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused["grad_norm"], direct_grads["grad_norm"], rtol=1e-5)
+    for name in also:
+        assert store.is_complete(prep.cfg.store, pass_spec(prep, name, lm))
+        served = run_pass(prep, name, lm)                              # from the store: the kernels would fail
+        assert list(served["id"]) == prep.ids
+        if name == "loss":
+            for c in ("loss", "nll_sum", "entropy", "el2n", "acc", "n_tokens"):
+                np.testing.assert_allclose(served[c], direct_loss[c], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(served["loss"], fused["loss"], rtol=1e-5)   # and the grads pass's own loss
+        else:
+            np.testing.assert_allclose(np.stack(served["vector"]), np.stack(direct_vec), rtol=1e-5, atol=1e-6)
+    missing = {"loss", "lm-embed"} - set(also)
+    assert not any(store.is_complete(prep.cfg.store, pass_spec(prep, n, lm)) for n in missing)
+
+
+def test_a_companion_already_stored_is_not_computed_again(prep, model, monkeypatch):
+    """grads with loss + lm-embed when the loss pass is stored: the forward computes lm-embed alone beside grads."""
+    from siftlm.models.load import in_memory as handle
+
+    lm = handle(model, "g1")
+    run_pass(prep, "loss", lm)
+    seen = []
+    real = passes.grads_and
+    monkeypatch.setattr(passes, "grads_and", lambda *a, **k: seen.append(k["also"]) or real(*a, **k))
+    run_pass(prep, "grads", lm, also=("loss", "lm-embed"))
+    assert seen and all(s == ("lm-embed",) for s in seen)

@@ -100,15 +100,16 @@ def logits(head, h: torch.Tensor, transform: tuple, model=None) -> torch.Tensor:
 TRAIN_LOGIT_ELEMENTS = 1 << 26    # a training chunk's logits: 256 MB in fp32 (1,024 positions of SmolLM2, 256 of Gemma 3)
 
 
-def response_nll(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,)).
+def response_nll(model, batch: Batch, hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable per-token NLL at response positions (for training): (nll (N_resp,), rows (N_resp,)); ``hidden``:
+    the batch's last hidden states, when the caller already ran the decoder.
 
     The output layer runs over the response positions in chunks, each under activation checkpointing, so at most one
     chunk's logits exist at a time, forward or backward (all of them at once would be N_resp x V floats: gigabytes
     for a 262k vocabulary); the backward recomputes each chunk's logits, one extra output-layer product.
     """
     p = parts(model)
-    h, targets, rows = response_hidden(model, batch)         # (N_resp, H), (N_resp,), (N_resp,)
+    h, targets, rows = response_hidden(model, batch, hidden)  # (N_resp, H), (N_resp,), (N_resp,)
     chunk = max(16, min(1024, TRAIN_LOGIT_ELEMENTS // p.head.weight.shape[0]))
 
     def nll(hc: torch.Tensor, tc: torch.Tensor) -> torch.Tensor:    # (C, H), (C,) -> (C,); (C, V) logits inside

@@ -3,9 +3,8 @@ score and feature the grid's methods need, computed once and cached in the store
 
 Files in ``OUT/pool/``:
 
-- ``pool.jsonl``: what scoring and selection see: ``{"id": "pool-00001", "messages": [...]}`` in a seeded order;
-  corrupted rows look like any other (neutral ids, no label);
-- ``heldout.jsonl``: the held-out split (the eval set ``heldout``), disjoint from the pool;
+- ``pool.jsonl``: what scoring and selection see, ``{"id": "pool-00001", "messages": [...]}`` in a seeded order
+  (corrupted rows look like any other); ``heldout.jsonl``: the held-out split (eval set ``heldout``), disjoint;
 - ``labels.parquet``: id, the source record's line and the corruption kind (``clean`` for untouched rows): read
   only by the noisy-pool analysis, never by a score or selector;
 - ``pool.json``: how the pool was made, its counts and its fingerprint;
@@ -207,8 +206,7 @@ def crossfit_losses(model: str, prep: Prepared, folder: Path, tcfg: TrainConfig,
         ref = train_reference(lm, subset(prep, train_pos), folder / f"half-{h}", tcfg, runtime=runtime)
         # trained here: the reference's handle; reused (or trained elsewhere): its last epoch loaded from the folder
         trained = ref.model or _trained(model, folder / f"half-{h}", tcfg, dtype)
-        frame = run_pass(subset(prep, score_pos), "loss", trained, runtime=runtime,
-                         label=f"cross-fit reference {h} loss")
+        frame = run_pass(subset(prep, score_pos), "loss", trained, runtime=runtime, label=f"cross-fit reference {h}")
         out[score_pos] = frame["loss"].to_numpy()
     return out
 
@@ -358,22 +356,23 @@ def target_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, timer: Time
 
 
 def _model_pass(cfg: ExperimentConfig, pool: Pool, name: str, prep: Prepared, lm, timer: Timer,
-                runtime: Runtime) -> pd.DataFrame:
-    """One feature pass of the selector's base weights, timed as "<name> pass" (and listed as cached when the store
-    serves it), written to the pool's feature file; returns its rows."""
+                runtime: Runtime, also: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One feature pass of the selector's base weights (and ``also``, from its forward), timed as "<name> pass" ("grads
+    + base loss pass"...; cached when the store serves it), written to the pool's feature file; returns its rows."""
+    step = " + ".join([name, *({"loss": "base loss"}.get(a, a) for a in also)]) + " pass"
     if stored(prep, name, lm, runtime=runtime):
-        timer.cached.append(f"{name} pass")
-    with timer(f"{name} pass"):
-        frame = run_pass(prep, name, lm, runtime=runtime, label=f"{name} (pool)")
+        timer.cached.append(step)
+    with timer(step):
+        frame = run_pass(prep, name, lm, runtime=runtime, label=f"{name} (pool)", also=also)
         ident = feature_identity(cfg, pool, name)
         write_frame(frame, pool.features(name), {"pass": name, "model": ident["model"], "identity": ident})
     return frame
 
 
 def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runtime: Runtime | None = None) -> Path:
-    """Every score, and the feature files ``features`` (cached passes skip): the grads pass (grad_norm) and feature
-    passes on the base model first, then the DavIR scoring (base, response-only, reference
-    fine-tune with its trajectory), grad_norm from the grads pass, and davir_xfit when ``cfg.crossfit``. ``scores/``
+    """Every score, and the feature files ``features`` (cached passes skip): the grads pass (grad_norm; its forward
+    gives the base loss and lm-embed) and feature passes on the base model first, then the DavIR scoring (base,
+    response-only, reference fine-tune with its trajectory), and davir_xfit when ``cfg.crossfit``. ``scores/``
     is a keyed folder (``scores_folder``): scores of this pool under these settings are kept (only missing feature
     files are made); another pool's or settings' are refused before any work. summary.json records each step's wall
     time (``timings_s``, seconds) and the steps the store served (``cached``)."""
@@ -391,7 +390,8 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runti
     with timer("read + encode"):
         ds = read_dataset(pool.data)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
-    frame = _model_pass(cfg, pool, "grads", prep, lm, timer, rt) if cfg.grad_norm else None   # grad_norm, DPP's
+    both = ("loss", "lm-embed") if "lm-embed" in features else ("loss",)     # from the grads pass's forward
+    frame = _model_pass(cfg, pool, "grads", prep, lm, timer, rt, also=both) if cfg.grad_norm else None  # grad_norm
     if "lm-embed" in features and not stored(prep, "loss", lm, runtime=rt):   # the base loss pass's forward gives both
         with timer("base loss + lm-embed pass"):
             run_pass(prep, "loss", lm, runtime=rt, label="base loss + lm-embed", also=("lm-embed",))

@@ -33,8 +33,10 @@ import torch
 from siftlm.config import GradConfig
 from siftlm.errors import UsageError
 from siftlm.models.batching import collate, plan_batches
-from siftlm.models.forward import evaluating, parts, response_nll
+from siftlm.models.forward import evaluating, last_hidden, parts, response_nll
 from siftlm.models.template import Encoded
+from siftlm.signals.embed import response_mean
+from siftlm.signals.losses import COLUMNS, batch_stats
 from siftlm.stats import l2_normalize
 
 GRAD_NORM_FLOOR = 1e-30       # the floor the grads pass has always normalised with: stored vectors stay the same
@@ -125,8 +127,11 @@ class LoraGradProbe:
         self.jl = SparseJL(cfg.resolved_dim(self.device), cfg.density, cfg.seed, self.device)
         self.n_params = sum(m.out_features for _, m in self.layers) * cfg.rank   # length of concatenated vec(grad_B)
 
-    def per_example(self, batch, *, sink: Callable[[str, torch.Tensor], None]) -> torch.Tensor:
+    def per_example(self, batch, *, sink: Callable[[str, torch.Tensor], None],
+                    hidden_sink: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
         """Run the batch; call ``sink(layer, grad_B (B, m*r))`` for each layer; return per-example losses (B,).
+        ``hidden_sink(hidden)``: called with the batch's last hidden states (B, T, H), detached, after the backward
+        (the fused loss and lm-embed passes use this forward's).
 
         A layer called more than once per forward contributes the sum over its calls (its B is one parameter).
         """
@@ -159,7 +164,8 @@ class LoraGradProbe:
             for p in frozen:
                 p.requires_grad_(False)
             with torch.enable_grad():
-                nll, rows = response_nll(self.model, batch)                         # (N_resp,), (N_resp,)
+                hidden = last_hidden(self.model, batch)                             # (B, T, H)
+                nll, rows = response_nll(self.model, batch, hidden)                 # (N_resp,), (N_resp,)
                 n_rows = batch.input_ids.shape[0]
                 counts = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, torch.ones_like(nll))   # (B,)
                 losses = torch.zeros(n_rows, device=nll.device).index_add_(0, rows, nll.float()) / counts   # (B,)
@@ -167,6 +173,8 @@ class LoraGradProbe:
             for name, _ in self.layers:
                 if name in acc:
                     sink(name, acc.pop(name))
+            if hidden_sink is not None:
+                hidden_sink(hidden.detach())
         finally:
             for h in handles:
                 h.remove()
@@ -185,12 +193,24 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     ``cfg.keep_layers`` also "layer_grads": every layer's vec(grad_B) before projection, concatenated in layer order
     (float32; its per-layer sizes are ``layer_sizes(probe)``), for DataInf.
     """
+    return grads_and(model, encoded, pad_id=pad_id, cfg=cfg, token_budget=token_budget, probe=probe,
+                     on_batch=on_batch)["grads"]
+
+
+def grads_and(model, encoded: list[Encoded], *, pad_id: int, also: tuple[str, ...] = (), cfg: GradConfig | None = None,
+              token_budget: int = 4096, probe: LoraGradProbe | None = None,
+              on_batch: Callable[[int], None] | None = None) -> dict[str, dict]:
+    """The grads pass's columns (``grad_pass``) under "grads", and from the same forward the columns of the passes in
+    ``also`` under their names: "loss" (``siftlm.signals.losses.COLUMNS``, from the batch's last hidden states) and
+    "lm-embed" ("vector": their mean over the response tokens), as their own passes give them."""
     cfg = cfg or GradConfig()
     probe = probe or LoraGradProbe(model, cfg)
     vectors: list = [None] * len(encoded)
     norms = np.zeros(len(encoded))
     losses = np.zeros(len(encoded))
     layers: list = [None] * len(encoded)
+    stats = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
+    means: list = [None] * len(encoded)
     with evaluating(model):
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):
             batch = collate(encoded, index, pad_id)
@@ -205,7 +225,16 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
                 if cfg.keep_layers:
                     kept[name] = g.detach().float().cpu()
 
-            loss = probe.per_example(batch, sink=sink)                          # (B,)
+            def hidden_sink(hidden, batch=batch, index=index):               # (B, T, H), detached
+                if "loss" in also:
+                    for c, v in batch_stats(model, batch, hidden).items():
+                        stats[c][index] = v
+                if "lm-embed" in also:
+                    mean = response_mean(hidden, batch).cpu().numpy()         # (B, H)
+                    for row, i in enumerate(index):
+                        means[i] = mean[row].astype(np.float32)
+
+            loss = probe.per_example(batch, sink=sink, hidden_sink=hidden_sink if also else None)   # (B,)
             y = y_t.t()                                                          # (B, D)
             if cfg.normalize:
                 y = l2_normalize(y, floor=GRAD_NORM_FLOOR)
@@ -223,7 +252,8 @@ def grad_pass(model, encoded: list[Encoded], *, pad_id: int, cfg: GradConfig | N
     if cfg.keep_layers:
         out["layer_grads"] = layers
         out["layer_sizes"] = [layer_sizes(probe)] * len(encoded)
-    return out
+    return {"grads": out, **({"loss": stats} if "loss" in also else {}),
+            **({"lm-embed": {"vector": means}} if "lm-embed" in also else {})}
 
 
 def layer_sizes(probe: LoraGradProbe) -> list[int]:

@@ -38,7 +38,7 @@ from siftlm.models.merge import merged
 from siftlm.progress import bar, console
 from siftlm.signals import PASS_HELP, store
 from siftlm.signals.embed import lm_embed_pass
-from siftlm.signals.grads import LoraGradProbe, grad_pass
+from siftlm.signals.grads import LoraGradProbe, grad_pass, grads_and
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.pairs import pair_logps
 from siftlm.signals.prepare import Prepared, encoded_fingerprint
@@ -169,14 +169,13 @@ class ShardJob:
 
     def worker(self, progress: Callable[[int], None] | None) -> Callable[[int], str]:
         prep, model = fetch(self.prep), self._model()
-        compute = PASSES[self.name].bind(model, prep, self.options)
         keyed = store.open_pass(self.root, self.spec, len(prep.ids), self.bounds)
         tick = progress or (lambda n: None)
-
         compile_on = self.name in COMPILED and _compile_decision(prep, model)
         others = [(name, store.open_pass(self.root, spec, len(prep.ids), self.bounds)) for name, spec in self.also]
-        if others:
-            compute = FUSED[(self.name, *(name for name, _ in others))](model, prep, self.options)
+        # fused: one forward gives every pass's columns, {pass name: columns}
+        bind = FUSED[(self.name, frozenset(name for name, _ in others))] if others else PASSES[self.name].bind
+        compute = bind(model, prep, self.options)
 
         def run(s: int) -> str:
             spare: dict = {}
@@ -186,9 +185,10 @@ class ShardJob:
                 with (merged(model) if self.name != "embed" else contextlib.nullcontext(), compiling(compile_on),
                       precision.computing(self.compute)):
                     cols = compute(a, b, tick)
-                for name, _ in others:                   # the companions' columns, stored under their own keys below
-                    spare[name] = {c: cols.pop(c) for c in FUSED_COLUMNS[name]}
-                return cols
+                if not others:
+                    return cols
+                spare.update({name: cols[name] for name, _ in others})   # stored under their own keys below
+                return cols[self.name]
 
             state = store.compute_shard(keyed, s, self.bounds, prep.ids, shard)
             for name, other in others:
@@ -200,14 +200,30 @@ class ShardJob:
 
 
 def _loss_and_lm_embed(model, prep, options):
-    return lambda a, b, on_batch: loss_pass(model, prep.encoded[a:b], pad_id=_pad(prep),
-                                            token_budget=prep.cfg.token_budget, on_batch=on_batch, embed=True)
+    def compute(a, b, on_batch):
+        cols = loss_pass(model, prep.encoded[a:b], pad_id=_pad(prep), token_budget=prep.cfg.token_budget,
+                         on_batch=on_batch, embed=True)
+        return {"lm-embed": {"vector": cols.pop("vector")}, "loss": cols}
+    return compute
 
 
-# passes one forward can serve together (``run_pass(..., also=...)``): each is stored under its own key, exactly as
-# its separate pass would store it
-FUSED: dict[tuple, Bind] = {("loss", "lm-embed"): _loss_and_lm_embed}
-FUSED_COLUMNS = {"lm-embed": ("vector",)}
+def _grads_and(*also: str) -> Bind:
+    def bind(model, prep, options):
+        gcfg = options.get("grad") or GradConfig()
+        probe = LoraGradProbe(model, gcfg)
+        return lambda a, b, on_batch: grads_and(model, prep.encoded[a:b], pad_id=_pad(prep), also=also, cfg=gcfg,
+                                                token_budget=prep.cfg.token_budget, probe=probe, on_batch=on_batch)
+    return bind
+
+
+# passes one forward can serve together (``run_pass(name, also=...)``), by (pass, its companions): the bind gives
+# {pass name: columns}, each stored under its own key exactly as its separate pass would store it
+FUSED: dict[tuple[str, frozenset], Bind] = {
+    ("loss", frozenset({"lm-embed"})): _loss_and_lm_embed,
+    ("grads", frozenset({"loss"})): _grads_and("loss"),
+    ("grads", frozenset({"lm-embed"})): _grads_and("lm-embed"),
+    ("grads", frozenset({"loss", "lm-embed"})): _grads_and("loss", "lm-embed"),
+}
 
 COMPILED = ("loss", "uncond", "lm-embed", "pairs")   # the passes whose forward --compile compiles (no gradients)
 
@@ -255,8 +271,9 @@ def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | N
     (keyed by its fingerprint), computing only the shards the store does not hold yet, by the executor of ``runtime``
     (default: this process, the store and shard sizing of ``prep.cfg``). ``options``: ``grad`` (a GradConfig) for
     grads; ``part`` and ``batch_size`` for embed. ``also``: passes to compute from the same forward where that pass
-    is not stored yet (``FUSED``: the base loss pass with ``lm-embed``), each stored under its own key, as if run
-    alone; a later ``run_pass`` of it is served from the store."""
+    is not stored yet (``FUSED``: the loss pass with ``lm-embed``; the grads pass with the loss pass and/or
+    ``lm-embed``), each stored under its own key, as if run alone; a later ``run_pass`` of it is served from the
+    store."""
     if name not in PASSES:
         raise UsageError(f"unknown pass {name!r}{closest(name, PASSES)}; known: {', '.join(PASSES)}")
     p = PASSES[name]
@@ -276,12 +293,12 @@ def run_pass(prep: Prepared, name: str, lm: LoadedModel, *, runtime: Runtime | N
     bounds = store.shard_bounds(_weights(prep), target=rt.shard_tokens, size=rt.shard_size)
     source = lm.source if ex.remote and name != "embed" else None
     tag = precision.tag(lm.model, lm.compute) if name != "embed" else ""
-    if also and (name, *also) not in FUSED:
+    if also and (name, frozenset(also)) not in FUSED:
         raise UsageError(f"pass {name} cannot compute {', '.join(also)} in the same forward; fused: "
-                         f"{', '.join('+'.join(k) for k in FUSED)}")
-    companions = tuple((other, pass_spec(prep, other, lm)) for other in also)
-    if any(store.is_complete(rt.store, other) for _, other in companions):   # one already stored: this pass runs alone
-        companions = ()
+                         "; ".join(f"{n} with {'+'.join(sorted(c))}" for n, c in FUSED))
+    # a companion already stored is served by the store; the rest come from this pass's forward
+    companions = tuple((other, spec_o) for other in dict.fromkeys(also)
+                       if not store.is_complete(rt.store, spec_o := pass_spec(prep, other, lm)))
     job = ShardJob(name, ex.share(prep), None if source else ex.share(lm.model), source, lm.fingerprint, tag,
                    lm.compute, options, str(Path(rt.store).resolve()), spec, bounds, companions)
     with bar(label or name, p.units * len(prep.examples), enabled=rt.progress) as advance:
