@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from siftlm.models.load import folder_fingerprint, load_model, save_folder
 
 TRAIN = textwrap.dedent("""
@@ -53,3 +55,33 @@ def test_saved_files_follow_the_umask(tmp_path, model_dir):
     for f in out.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f          # safetensors alone writes 0600
     assert folder_fingerprint(out) == folder_fingerprint(save_folder(peft, tmp_path / "again"))
+
+
+def test_a_converted_folder_is_reused_only_when_its_record_names_the_same_gguf(tmp_path, monkeypatch):
+    """convert_gguf reuses a folder whose record names this file and size; a folder whose record names another
+    file (or size), or has none, is converted over, never taken because it exists."""
+    import transformers
+
+    from siftlm.models import load
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x" * 10)
+    out = tmp_path / "converted"
+    out.mkdir()
+
+    class Converting(Exception):
+        pass
+
+    def refuse(*a, **k):
+        raise Converting
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    with pytest.raises(Converting):                            # a folder without a record: converted
+        load.convert_gguf(gguf, out=out)
+    (out / load.CONVERTED).write_text(json.dumps({"gguf": str(gguf.resolve()), "size": 11}))
+    with pytest.raises(Converting):                            # a record of another size: converted
+        load.convert_gguf(gguf, out=out)
+    (out / load.CONVERTED).write_text(json.dumps({"gguf": str(gguf.resolve()), "size": 10}))
+    assert load.convert_gguf(gguf, out=out) == out             # this file's record: reused, nothing converted
+    with pytest.raises(load.MissingInput, match="GGUF file not found"):
+        load.convert_gguf(tmp_path / "gone.gguf", out=out)

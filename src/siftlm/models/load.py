@@ -154,21 +154,38 @@ def builtin_models() -> list[dict]:
         folder = converted_folder(gguf) if gguf else None
         rows.append({"name": name, "about": assets.BUILTIN_ABOUT[name], "package": package,
                      "installed": gguf is not None or importlib.util.find_spec(assets.BUILTIN_MODELS[name][0]) is not None,
-                     "folder": str(folder) if folder and (folder / "siftlm-converted.json").exists() else None})
+                     "folder": str(folder) if folder and _converted(folder, gguf) else None})
     return rows
+
+
+CONVERTED = "siftlm-converted.json"     # in a converted folder: the GGUF it was made from (path, size)
+
+
+def _conversion(gguf_path: Path) -> dict:
+    return {"gguf": str(gguf_path), "size": gguf_path.stat().st_size}
+
+
+def _converted(folder: Path, gguf_path: str | Path) -> bool:
+    """Whether ``folder`` holds a finished conversion of this GGUF file (its record names the same file and size)."""
+    try:
+        return json.loads((folder / CONVERTED).read_text()) == _conversion(Path(gguf_path).resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Path:
     """Dequantise a GGUF file once into a safetensors folder in the cache and return that folder.
 
-    The folder name carries the GGUF's size and mtime, so a changed file converts again.
+    The folder name carries the GGUF's size and mtime, so a changed file converts again; a folder is reused only
+    when its record names this file and size (a folder left by another file is converted over, whole or not at all).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path).resolve()
-    st = gguf_path.stat()
+    if not gguf_path.is_file():
+        raise MissingInput(f"{gguf_path}: GGUF file not found")
     out = Path(out) if out else converted_folder(gguf_path)
-    if (out / "siftlm-converted.json").exists():
+    if _converted(out, gguf_path):
         return out
     folder, name = str(gguf_path.parent), gguf_path.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -181,7 +198,7 @@ def convert_gguf(gguf_path: str | Path, *, out: str | Path | None = None) -> Pat
     model.tie_weights()
     def write(tmp: Path) -> None:                 # whole or not at all; a full disk is one line naming the folder
         save_folder(model, tmp, tok)
-        (tmp / "siftlm-converted.json").write_text(json.dumps({"gguf": str(gguf_path), "size": st.st_size}))
+        (tmp / CONVERTED).write_text(json.dumps(_conversion(gguf_path)))
     return write_folder(out, write)
 
 

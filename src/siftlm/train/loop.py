@@ -42,7 +42,6 @@ from siftlm.train.dist import Ranks, ranks, split_batch
 OPTIMIZER_FILE = "siftlm-optimizer.pt"
 CONFIG_FILE = "siftlm-train.json"
 STEPS_FILE = "siftlm-steps.json"    # in each epoch folder: the global loss of every step, in order
-LEGACY_DONE = "siftlm-done"          # where siftlm before the keyed folders marked an evaluated epoch
 
 # evaluate(lm, epoch) stores the loss pass of the model handle ``lm`` for epoch ``epoch`` (on every rank)
 Evaluate = Callable[[LoadedModel, int], None]
@@ -80,7 +79,7 @@ def _epochs(out: Path, have: Callable[[Path], bool]) -> list[int]:
 
 def finished_epochs(out: Path) -> list[int]:
     """Epochs whose weights are saved and whose evaluation is stored."""
-    return _epochs(out, lambda p: done_marker(p.parent, p.name).exists() or (p / LEGACY_DONE).exists())
+    return _epochs(out, lambda p: done_marker(p.parent, p.name).exists())
 
 
 def saved_epochs(out: Path) -> list[int]:
