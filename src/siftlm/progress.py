@@ -68,17 +68,33 @@ def bar(description: str, total: int, *, enabled: bool = True) -> Iterator[Calla
             _active.pop()
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (the kernel's high-water mark), in GB."""
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+
+
 class Timer:
-    """Wall time per named step: ``with timer("base pass"): ...``; results in ``timer.times`` (seconds)."""
+    """Wall time per named step: ``with timer("base pass"): ...``; results in ``timer.times`` (seconds). Memory:
+    ``timer.raised_gb[name]``, how far the step raised the process's peak resident memory (0 when it stayed under
+    an earlier step's peak), so the step that sets a run's peak is the one with the last non-zero rise."""
 
     def __init__(self):
         self.times: dict[str, float] = {}
         self.cached: list[str] = []     # steps served entirely from the store
+        self.raised_gb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, name: str):
-        t = time.perf_counter()
+        t, peak = time.perf_counter(), peak_rss_gb()
         try:
             yield
         finally:
             self.times[name] = round(time.perf_counter() - t, 2)
+            self.raised_gb[name] = round(peak_rss_gb() - peak, 3)
+
+    def memory(self) -> dict:
+        """The process's peak resident memory (GB) and how far each step raised it: for a run's summary."""
+        return {"peak_rss_gb": round(peak_rss_gb(), 3), "raised_by_step_gb": dict(self.raised_gb)}

@@ -62,7 +62,12 @@ def show_counts(counts: dict, reasons: dict) -> None:
 def show_summary(summary: dict, out) -> None:
     show_counts(summary["counts"], summary.get("rejects_by_reason", {}))
     cached = set(summary.get("cached", []))
-    show("summary", [(f"time: {k}", "cached" if k in cached else f"{v:.1f} s") for k, v in summary["timings_s"].items()]
+    memory = summary.get("memory") or {}
+    raised = memory.get("raised_by_step_gb", {})
+    show("summary", [(f"time: {k}", "cached" if k in cached else f"{v:.1f} s" + (
+                      f" (peak memory +{raised[k]:.2f} GB)" if raised.get(k, 0) >= 0.05 else ""))
+                     for k, v in summary["timings_s"].items()]
+         + ([("peak memory (this process)", f"{memory['peak_rss_gb']:.2f} GB")] if memory else [])
          + [(f"mean {k}", "nan" if v is None else f"{v:.4g}") for k, v in summary["score_means"].items()])
     show("length dependence (DavIR Tables 1-2): correlation with total tokens",
          [(k.split("~")[0], f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}")

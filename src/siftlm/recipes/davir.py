@@ -124,6 +124,7 @@ def run_davir(cfg: RunConfig, *, select: bool = True) -> dict:
         "length_correlations": length_correlations(table),
         "timings_s": timer.times,
         "cached": timer.cached,
+        "memory": timer.memory(),
         "precision": extra["precision"],
         "settings": {"signals": asdict(cfg.signals), "train": asdict(extra["train"])},
         "evidence": evidence.for_score(cfg.by) if select else None,

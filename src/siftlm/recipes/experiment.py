@@ -39,7 +39,7 @@ from siftlm.files import atomic_write, load_yaml, relative
 from siftlm.keyed import open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
-from siftlm.progress import Timer, bar, console
+from siftlm.progress import Timer, bar, console, peak_rss_gb
 from siftlm.recipes import noisy, target
 from siftlm.recipes import pool as pools
 from siftlm.recipes.grid import BASELINE, Cell, cells, features_needed, method_config
@@ -349,12 +349,9 @@ def record_costs(pool: Pool, timer: Timer) -> dict:
     """Add the feature passes ``timer`` saw computed (not served by the store) to ``<pool>/feature-costs.json``: wall
     seconds, and the process's peak resident memory when the pass ended (an upper bound of the pass's own peak; the
     passes of one process share it). What a targeted method costs beside its selection. Returns the whole record."""
-    import resource
-    import sys
-
     path = pool.folder / "feature-costs.json"
     costs = json.loads(path.read_text()) if path.exists() else {}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)
+    peak = peak_rss_gb()
     new = {name: {"seconds": secs, "process_peak_rss_gb": round(peak, 2)}
            for name, secs in timer.times.items() if name.endswith("pass") and name not in timer.cached}
     if new:

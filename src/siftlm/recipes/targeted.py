@@ -87,7 +87,7 @@ def run_targeted(cfg: RunConfig) -> dict:
         "selection": {"by": score, "method": f"{cfg.target_method} -> target", "features": pass_name,
                       "budget": cfg.budget, "budget_tokens": cfg.budget_tokens, "direction": "high"},
         "score_means": {score: finite_mean(written.table[score])}, "length_correlations": {},
-        "timings_s": timer.times, "cached": timer.cached,
+        "timings_s": timer.times, "cached": timer.cached, "memory": timer.memory(),
         "precision": {"compute": lm.precision.name, "reason": lm.precision.reason} if lm.precision else None,
         "settings": {"signals": asdict(cfg.signals)}, "detectors": written.detectors,
         "evidence": evidence.for_target(cfg.target_method),

@@ -165,8 +165,10 @@ def write_report(table: pd.DataFrame, summary: dict, path: str | Path, *, by: st
                       [[k, f"{v['pearson']:+.3f}", f"{v['spearman']:+.3f}"]
                        for k, v in summary.get("length_correlations", {}).items()])
     cached = set(summary.get("cached", []))
-    times = html_table(["step", "time"], [[k, "cached" if k in cached else f"{v:.1f} s"]
-                                          for k, v in summary.get("timings_s", {}).items()])
+    raised = (summary.get("memory") or {}).get("raised_by_step_gb", {})
+    times = html_table(["step", "time", "raised the peak memory by"],
+                       [[k, "cached" if k in cached else f"{v:.1f} s", f"{raised[k]:.2f} GB" if k in raised else ""]
+                        for k, v in summary.get("timings_s", {}).items()])
     figs = "".join(figure(b64, cap) for cap, b64 in _plots(table, by, direction))
     texts = _texts(examples)
     header = ["rank", "id", by, "response tokens", "prompt", "response"]
