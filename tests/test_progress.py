@@ -16,9 +16,9 @@ def test_timer_records_each_step():
 
 
 def test_timer_says_which_step_raised_the_peak_memory():
-    """In a fresh process: a step that touches 400 MB raises the peak by what it adds above the earlier peak (the
-    resident memory before it + 400 MB - the peak before it, read from /proc); a step after it that allocates less
-    raises it by nothing; the summary's peak is at least the big step's rise."""
+    """In a fresh process: a step that touches enough memory to go 0.3 GB over the earlier peak (its resident memory
+    read from /proc) raises the peak by 0.3 GB; a step after it that allocates less raises it by nothing; the
+    summary's peak is at least the big step's rise."""
     import json
     import subprocess
     import sys
@@ -30,15 +30,16 @@ t = Timer()
 with t("nothing"):
     pass
 resident = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
-expected = max(0.0, resident + 400 / 1024 - peak_rss_gb())
+size = peak_rss_gb() - resident + 0.3          # GB to touch so that the peak rises by 0.3 GB
+expected = resident + size - peak_rss_gb()
 with t("big"):
-    a = np.ones(400 * 2**20 // 8); del a
+    a = np.ones(int(size * 2**30) // 8); del a
 with t("small"):
-    b = np.ones(100 * 2**20 // 8); del b
+    b = np.ones(50 * 2**20 // 8); del b
 print(json.dumps({**t.memory(), "expected": expected}))
 """
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     rises = out["raised_by_step_gb"]
-    assert out["expected"] > 0.1 and abs(rises["big"] - out["expected"]) < 0.03
+    assert abs(rises["big"] - 0.3) < 0.03
     assert rises["nothing"] < 0.01 and rises["small"] < 0.01
     assert out["peak_rss_gb"] >= rises["big"]

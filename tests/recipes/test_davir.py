@@ -61,8 +61,8 @@ def test_run_with_a_target_selects_the_examples_nearest_to_it(tmp_path, model_di
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(20)))
     (tmp_path / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(3, seed=5)))
     res = CliRunner().invoke(app, ["run", str(tmp_path / "data.jsonl"), "--model", str(model_dir), "--target",
-                                   str(tmp_path / "target.jsonl"), "--budget", "4", "--out", str(tmp_path / "out"),
-                                   "--store", str(tmp_path / "st")])
+                                   str(tmp_path / "target.jsonl"), "--target-method", "repr", "--budget", "4", "--out",
+                                   str(tmp_path / "out"), "--store", str(tmp_path / "st")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "out"
     sel = pd.read_parquet(out / "selection.parquet")
@@ -75,3 +75,33 @@ def test_run_with_a_target_selects_the_examples_nearest_to_it(tmp_path, model_di
     summary = json.loads((out / "summary.json").read_text())
     assert summary["selection"]["method"] == "repr -> target" and summary["counts"]["selected"] == 4
     assert (out / "report.html").exists() and "targeted selection" in (out / "report.html").read_text()
+
+
+def test_run_with_a_target_defaults_to_nearest_sentence_embeddings(tmp_path, model_dir):
+    """`siftlm run --target` without --target-method: nearest sentence embeddings (the measured default), the pool
+    rows with the highest max-cosine to the targets (recomputed here from the written features)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from siftlm.cli import app
+    from siftlm.signals.table import load_features
+    from siftlm.stats import l2_normalize
+    from tests.conftest import alpaca_rows
+
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(20)))
+    (tmp_path / "target.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(3, seed=5)))
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "data.jsonl"), "--model", str(model_dir), "--target",
+                                   str(tmp_path / "target.jsonl"), "--budget", "4", "--out", str(tmp_path / "out"),
+                                   "--store", str(tmp_path / "st")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selection"]["method"] == "nearest -> target" and summary["selection"]["features"] == "embed"
+    ids = pd.read_parquet(out / "scores.parquet")["id"].tolist()
+    x = l2_normalize(load_features(out / "features.parquet", ids))
+    t = l2_normalize(load_features(out / "target-features.parquet"))
+    best = {ids[i] for i in np.argsort(-(x @ t.T).max(1))[:4]}
+    assert set(pd.read_parquet(out / "selection.parquet")["id"]) == best
