@@ -71,3 +71,19 @@ def test_correlations_within_a_budget_and_verdicts():
     assert sp["r"] == pytest.approx(spearman(table["ldd:grads"], table["heldout:loss_per_token"]))
     assert sp["verdict"] == "agrees (same direction)"
     assert ldd_grid.verdict(-0.5, 0.2) == "no effect detected" and ldd_grid.verdict(-0.5, -0.1).startswith("does not")
+
+
+def test_cells_without_recorded_tokens_get_them_from_the_scores(tmp_path):
+    """Cells that ran before siftlm recorded their tokens (as the clean grids' did) get prompt and response tokens
+    summed from the scores table over their ids, so the LDD partial correlation can hold tokens fixed; a cell with
+    an id the scores do not hold is left empty rather than guessed."""
+    from siftlm.config import ExperimentConfig
+    from siftlm.recipes.experiment import fill_counts
+
+    pd.DataFrame({"id": ["a", "b", "c"], "n_prompt": [3, 4, 5], "n_response": [10, 20, 30]}).to_parquet(
+        tmp_path / "scores.parquet")
+    cells = pd.DataFrame({"key": ["k1", "k2", "k3"], "method": ["random", "lowest:lp_app", "random"],
+                          "ids": [["a", "c"], ["b"], ["a", "zz"]]})
+    out = fill_counts(cells, str(tmp_path / "scores.parquet"), ExperimentConfig())
+    assert out["response_tokens"].tolist()[:2] == [40.0, 20.0] and out["prompt_tokens"].tolist()[:2] == [8.0, 4.0]
+    assert np.isnan(out["response_tokens"].iloc[2]) and (out["steps"].iloc[:2] > 0).all()

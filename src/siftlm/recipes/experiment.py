@@ -297,7 +297,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current = rows[rows["key"].isin(set(keys.values()) | {base_key})]
     set_keys = {skey for skey, _ in sets.values()}
     current_items = items[items["key"].isin(set(current["key"])) & items["set_key"].isin(set_keys)]
-    current = _fill_counts(current, scores, cfg)
+    current = fill_counts(current, scores, cfg)
     primary = {**asdict(cfg.primary), "declared": bool(cfg.primary.metric)}
     summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE, primary=primary)
     if pool is not None and cfg.inject.rate and (scored or unkeyed):
@@ -322,7 +322,7 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     return current
 
 
-def _fill_counts(rows: pd.DataFrame, scores: str, cfg: ExperimentConfig) -> pd.DataFrame:
+def fill_counts(rows: pd.DataFrame, scores: str, cfg: ExperimentConfig) -> pd.DataFrame:
     """Prompt tokens, response tokens and optimizer steps for cells that ran before siftlm recorded them, from the
     scores table's token counts of each cell's ids (the steps: the epochs times the token-budget batches those
     lengths make, which depend on the lengths alone)."""

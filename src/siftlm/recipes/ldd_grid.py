@@ -31,7 +31,7 @@ from siftlm.diversity import log_det_distance
 from siftlm.files import atomic_write
 from siftlm.progress import console
 from siftlm.recipes import pool as pools
-from siftlm.recipes.experiment import load_grid
+from siftlm.recipes.experiment import fill_counts, load_grid
 from siftlm.signals.table import load_features
 from siftlm.stats import bootstrap_ci, l2_normalize, pearson, spearman
 
@@ -107,16 +107,14 @@ def grid_table(grid_yaml: str | Path) -> pd.DataFrame:
     covered = cache is not None and all(set(cells["key"]) <= set(cache.loc[cache["pass"] == p, "key"])
                                         for p in REPRESENTATIONS)
     pool = pools.build_pool(cfg, out / "pool")
+    cells = fill_counts(cells, str(pool.scores), cfg)     # response tokens of cells that ran before they were recorded
     features = {}                   # every cell cached: the feature files are not read
     if not covered:                 # made (or checked to be this pool's) first: never a stale file
         pools.feature_passes(cfg, pool, set(REPRESENTATIONS))
         features = {p: pool.features(p) for p in REPRESENTATIONS}
     ldd = cell_ldds(out, features).pivot_table(index="key", columns="pass", values="ldd", aggfunc="first")
     ldd.columns = [f"ldd:{c}" for c in ldd.columns]
-    meta = cells.set_index("key")[["method", "budget", "unit", "seed", "selected", "train_tokens"]
-                                  + [c for c in ("response_tokens",) if c in cells]]
-    if "response_tokens" not in meta:
-        meta = meta.assign(response_tokens=np.nan)
+    meta = cells.set_index("key")[["method", "budget", "unit", "seed", "selected", "train_tokens", "response_tokens"]]
     table = meta.join(cell_metrics(out)).join(ldd)
     table["grid"], table["pool"] = Path(cfg.out).name, pool.fingerprint
     return table.reset_index()
