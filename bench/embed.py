@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.models.template import IGNORE
+from siftlm.progress import peak_rss_gb
 from siftlm.signals.embed import lm_embed_pass
 from siftlm.signals.losses import loss_pass
 from siftlm.signals.prepare import prepare
@@ -86,7 +86,7 @@ def main() -> None:
                 "fused_ratio": round(t_two / t_one, 2),
                 "fused_loss_max_abs_diff": float(np.abs(both["loss"] - loss_alone["loss"]).max()),
                 "fused_vector_max_abs_diff": float(np.abs(np.stack(both["vector"]) - embed_alone).max()),
-                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)})
+                "peak_rss_gb": round(peak_rss_gb(), 2)})
     print(f"{'':12s}{'per-example loop':>18s}{'siftlm':>10s}{'ratio':>8s}")
     print(f"{'embed':12s}{res['embed_loop_ex_s']:14.1f} ex/s{res['embed_ex_s']:6.1f} ex/s{res['embed_ratio']:7.2f}x")
     print(f"{'lm-embed':12s}{res['lm_embed_loop_tok_s']:13.1f} tok/s{res['lm_embed_tok_s']:5.1f} tok/s"

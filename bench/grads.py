@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import time
 
 import numpy as np
@@ -33,6 +32,7 @@ from siftlm.assets import demo_data
 from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
 from siftlm.models.load import load_model
+from siftlm.progress import peak_rss_gb
 from siftlm.signals.embed import lm_embed_pass
 from siftlm.signals.grads import LoraGradProbe, grad_pass, grads_and, reference_lora_grads
 from siftlm.signals.losses import loss_pass
@@ -108,12 +108,12 @@ def main() -> None:
     a = grad_pass(model, enc, pad_id=pad, cfg=cfg, probe=probe, token_budget=args.token_budget)
     sync()
     t_a = time.perf_counter() - t
+    meta = {"model": args.model, "device": str(device), "dtype": str(next(model.parameters()).dtype),
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "n_examples": len(enc), "real_tokens": tokens, "token_budget": args.token_budget}
     if args.fused_only:
-        res = {"model": args.model, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-               "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-               "n_examples": len(enc), "real_tokens": tokens, "token_budget": args.token_budget, "a_s": round(t_a, 2),
-               **fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync),
-               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)}
+        res = {**meta, "a_s": round(t_a, 2), **fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync),
+               "peak_rss_gb": round(peak_rss_gb(), 2)}
         save_result(args.out, f"grads-fused-{slug(args.model)}-{res['device']}", res)
         return
 
@@ -166,10 +166,8 @@ def main() -> None:
     err_a = np.abs(unit(xa) @ unit(xa).T - exact)[off]
     err_c = np.abs(unit(xc) @ unit(xc).T - exact)[off]
     res = {
-        "model": args.model, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "n_examples": len(enc), "real_tokens": tokens, "lora_params": probe.n_params, "n_layers": len(names),
-        "rank": args.rank, "dim": args.dim, "density": args.density, "token_budget": args.token_budget,
+        **meta, "lora_params": probe.n_params, "n_layers": len(names),
+        "rank": args.rank, "dim": args.dim, "density": args.density,
         "a_s": round(t_a, 2), "b_s": round(t_b, 2), "c_s": round(t_c, 2), "c_matrix_build_s": round(t_matrix, 2),
         "c_projection_s": round(t_proj, 2), "c_gradients_s": round(t_c - t_proj, 2),
         "a_ex_s": round(len(enc) / t_a, 2), "b_ex_s": round(len(enc) / t_b, 2), "c_ex_s": round(len(enc) / t_c, 2),
@@ -190,7 +188,7 @@ def main() -> None:
           f"dense matrix build {t_matrix:.1f} s (not charged to c); {probe.n_params:,} LoRA-B gradient entries")
 
     res.update(fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync))
-    res["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 2)   # Linux: KiB
+    res["peak_rss_gb"] = round(peak_rss_gb(), 2)
     print(f"peak RSS (the process, all rows) {res['peak_rss_gb']:.2f} GB")
     save_result(args.out, f"grads-{slug(args.model)}-{res['device']}", res)
 

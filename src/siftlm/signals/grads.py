@@ -36,7 +36,7 @@ from siftlm.models.batching import collate, plan_batches
 from siftlm.models.forward import evaluating, last_hidden, parts, response_nll
 from siftlm.models.template import Encoded
 from siftlm.signals.embed import response_mean
-from siftlm.signals.losses import COLUMNS, batch_stats
+from siftlm.signals.losses import batch_stats, empty_columns
 from siftlm.stats import l2_normalize
 
 GRAD_NORM_FLOOR = 1e-30       # the floor the grads pass has always normalised with: stored vectors stay the same
@@ -201,7 +201,7 @@ def grads_and(model, encoded: list[Encoded], *, pad_id: int, also: tuple[str, ..
               token_budget: int = 4096, probe: LoraGradProbe | None = None,
               on_batch: Callable[[int], None] | None = None) -> dict[str, dict]:
     """The grads pass's columns (``grad_pass``) under "grads", and from the same forward the columns of the passes in
-    ``also`` under their names: "loss" (``siftlm.signals.losses.COLUMNS``, from the batch's last hidden states) and
+    ``also`` under their names: "loss" (``siftlm.signals.losses``' columns, from the batch's last hidden states) and
     "lm-embed" ("vector": their mean over the response tokens), as their own passes give them."""
     cfg = cfg or GradConfig()
     probe = probe or LoraGradProbe(model, cfg)
@@ -209,7 +209,7 @@ def grads_and(model, encoded: list[Encoded], *, pad_id: int, also: tuple[str, ..
     norms = np.zeros(len(encoded))
     losses = np.zeros(len(encoded))
     layers: list = [None] * len(encoded)
-    stats = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
+    stats = empty_columns(len(encoded))
     means: list = [None] * len(encoded)
     with evaluating(model):
         for index in plan_batches([len(e.input_ids) for e in encoded], token_budget):

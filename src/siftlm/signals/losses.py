@@ -49,6 +49,11 @@ def _softmax_stats(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, ...]
     return z_t - m - log_z, log_z - ey / z_sum, ee / z_sum**2, argmax
 
 
+def empty_columns(n: int) -> dict[str, np.ndarray]:
+    """The loss pass's columns for ``n`` examples, zero-filled (``n_tokens`` integer), to fill batch by batch."""
+    return {c: np.zeros(n, dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
+
+
 @torch.inference_mode()
 def batch_stats(model, batch: Batch, hidden: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Per-example statistics for one batch (rows in batch order); ``hidden``: its last hidden states, when the
@@ -80,7 +85,7 @@ def loss_pass(model, encoded: list[Encoded], *, pad_id: int, token_budget: int =
     lm-embed vectors (``vector``: the mean last hidden state over the response tokens, as ``lm_embed_pass`` gives
     them) from the same forward, one decoder run for both."""
     lengths = [len(e.input_ids) for e in encoded]
-    out = {c: np.zeros(len(encoded), dtype=np.int64 if c == "n_tokens" else np.float64) for c in COLUMNS}
+    out = empty_columns(len(encoded))
     vectors: list = [None] * len(encoded)
     with evaluating(model), torch.inference_mode():
         for index in plan_batches(lengths, token_budget):
