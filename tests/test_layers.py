@@ -240,3 +240,29 @@ def test_a_token_budget_skips_only_a_count_that_cannot_be_selected():
     tree = ast.parse((SRC / "select" / "run.py").read_text())
     caught = [_caught(n) for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)]
     assert caught and all(names == {"CannotSelect"} for names in caught), caught
+
+
+IDENTITY_WORDS = ("ident", "key", "digest", "fingerprint", "current", "done", "differences", "scored")
+
+
+def _positive_exists(test: ast.expr) -> bool:
+    """Whether ``test`` is true because some path exists (a ``.exists()`` call not under a ``not``)."""
+    negated = {id(n) for u in ast.walk(test) if isinstance(u, ast.UnaryOp) and isinstance(u.op, ast.Not)
+               for n in ast.walk(u.operand)}
+    return any(isinstance(n, ast.Call) and ast.unparse(n.func).endswith(".exists") and id(n) not in negated
+               for n in ast.walk(test))
+
+
+def test_no_recipe_reuses_a_file_because_it_exists():
+    """A recipe that skips work because a file is there (``if path.exists(): <read it>`` with the work in the
+    ``else``, or ``if path.exists(): return``) must also check what the file was made from (its identity, key,
+    digest...) in that same condition: a changed pool or grid must never be served a stale result."""
+    found = []
+    for path in sorted((SRC / "recipes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.If) or not _positive_exists(node.test):
+                continue
+            skips = any(isinstance(n, (ast.Return, ast.Continue, ast.Break)) for b in node.body for n in ast.walk(b))
+            if (node.orelse or skips) and not any(w in ast.unparse(node.test).lower() for w in IDENTITY_WORDS):
+                found.append(f"recipes/{path.name}:{node.lineno} {ast.unparse(node.test)}")
+    assert not found

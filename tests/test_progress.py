@@ -1,5 +1,7 @@
 """Progress lines in logs and the step timer."""
 
+import pytest
+
 from siftlm.progress import Timer, log_line
 
 
@@ -43,3 +45,19 @@ print(json.dumps({**t.memory(), "expected": expected}))
     assert abs(rises["big"] - 0.3) < 0.03
     assert rises["nothing"] < 0.01 and rises["small"] < 0.01
     assert out["peak_rss_gb"] >= rises["big"]
+
+
+def test_a_resumed_run_starts_its_bar_where_it_was_and_counts_its_rate_from_there(capsys):
+    """Training resumed after epoch 1 of 2 (600 of 1,200 examples done): the bar starts at 600, and its rate and ETA
+    count only the examples this run did."""
+    assert log_line("train", 720, 1200, 120.0, start=600) == "train: 720/1200 (60%) elapsed 2m00s, 1/s, eta 8m00s"
+    from siftlm.progress import bar, console
+
+    if console.is_terminal:
+        pytest.skip("the log-file form of the bar is for a console that is not a terminal")
+    with bar("train", 1200, start=600) as advance:
+        for _ in range(120):
+            advance(1)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() + capsys.readouterr().out.splitlines()
+             if ln.startswith("train:")]
+    assert [ln.split(" (")[0] for ln in lines] == ["train: 720/1200"]

@@ -111,9 +111,17 @@ def test_experiment_runs_every_cell_and_compares_with_random(grid, tmp_path, mon
     wall = json.loads((out / "results.json").read_text())["wall_s"]
     assert runner.invoke(app, ["experiment", str(grid)]).exit_code == 0
     assert (out / "results.md").read_text() == before
+    (out / "results.json").unlink()                       # the tables are outputs, never read back as state
     assert runner.invoke(app, ["experiment", str(grid), "--tables-only"]).exit_code == 0
-    # recomputing the tables keeps the wall time of the runs that trained the cells
-    assert json.loads((out / "results.json").read_text())["wall_s"] == wall
+    # recomputing the tables keeps the wall time of the runs that trained the cells: one ledger line per such run
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert len(runs) == 1 and json.loads((out / "results.json").read_text())["wall_s"] == wall == runs[0]["wall_s"]
+    # cells the grid no longer names (seed 1 of davir x 2 units and of full) stay in the files, left out of the
+    # tables, said in one line
+    grid.write_text(grid.read_text().replace("seeds: [0, 1]", "seeds: [0]"))
+    res = runner.invoke(app, ["experiment", str(grid), "--tables-only"])
+    assert res.exit_code == 0 and "3 cell(s) of another design" in " ".join(res.output.split())
+    assert len(pd.read_parquet(out / "cells.parquet")) == len(cells)
 
 
 def killed_at(name: str, call: int) -> str:
@@ -251,6 +259,22 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
         with pytest.raises(KeyMismatch, match=re.escape(what)):
             pool.score_pool(changed, p)
     assert pool.scored(replace(cfg, methods=["random"], budgets=[0.5]), p)     # the grid, not the scoring, changed
+    # --tables-only keeps the noise analysis only when it was made from these scores and cells
+    saved = tmp_path / "exp" / "noise.json"
+    made = json.loads(saved.read_text())
+    assert made["identity"] == experiment.noise_identity(p, pd.DataFrame({"key": []}))     # no cell trained here
+
+    def analysed(*a, **k):
+        raise AssertionError("analysed again")
+    monkeypatch.setattr(experiment.noisy, "analyse", analysed)
+    experiment.run_experiment(cfg, tables_only=True)
+    assert json.loads(saved.read_text()) == made
+    saved.write_text(json.dumps({**made, "identity": {**made["identity"], "cells": ["another cell"]}}))
+    with pytest.raises(AssertionError, match="analysed again"):      # other cells: never the stale analysis
+        experiment.run_experiment(cfg, tables_only=True)
+    saved.write_text(json.dumps({k: v for k, v in made.items() if k != "identity"}))
+    with pytest.raises(AssertionError, match="analysed again"):      # written before identities: analysed again
+        experiment.run_experiment(cfg, tables_only=True)
 
 
 def test_grid_files_are_checked(tmp_path):

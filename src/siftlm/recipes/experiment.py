@@ -36,7 +36,7 @@ from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
 from siftlm.files import atomic_write, load_yaml, relative
-from siftlm.keyed import open_keyed
+from siftlm.keyed import differences, open_keyed
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, bar, console, peak_rss_gb
@@ -297,23 +297,18 @@ def run_experiment(cfg: ExperimentConfig, *, tables_only: bool = False) -> pd.Da
     current = rows[rows["key"].isin(set(keys.values()) | {base_key})]
     set_keys = {skey for skey, _ in sets.values()}
     current_items = items[items["key"].isin(set(current["key"])) & items["set_key"].isin(set_keys)]
+    _say_left_out(rows, current, items, current_items)
     current = fill_counts(current, scores, cfg)
     primary = {**asdict(cfg.primary), "declared": bool(cfg.primary.metric)}
     summary = page.summarize(current, current_items, n_boot=cfg.n_boot, baseline=BASELINE, primary=primary)
     if pool is not None and cfg.inject.rate and (scored or unkeyed):
-        saved = out / "noise.json"
-        if tables_only and saved.exists():              # the analysis needs the feature files: keep its last result
-            summary["noise"] = json.loads(saved.read_text())
-        else:
-            summary["noise"] = noisy.analyse(cfg, pool, current)
-            with atomic_write(saved) as tmp:
-                tmp.write_text(json.dumps(summary["noise"], indent=1, default=str))
+        summary["noise"] = _noise(cfg, pool, current, out / "noise.json", tables_only)
     if pool is not None and "source" in (labels := pool.labels()):
         summary["source_shares"] = page.source_shares(current, labels)
     summary["pool"] = pool.manifest if pool is not None else {"scores": cfg.scores}
     if scored or unkeyed:
         summary["pool_scoring"] = json.loads((pool.folder / "scores" / "summary.json").read_text())   # counts, the reference
-    summary["wall_s"] = _wall(out / "results.json", time.perf_counter() - wall, trained)
+    summary["wall_s"] = _wall(out / "runs.jsonl", time.perf_counter() - wall, trained)
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), **summary}, indent=2, default=str))
     with atomic_write(out / "results.md") as tmp:
@@ -361,16 +356,48 @@ def record_costs(pool: Pool, timer: Timer) -> dict:
     return costs
 
 
-def _wall(saved: Path, seconds: float, trained: bool) -> float:
-    """The grid's wall time: the seconds of every run that trained or evaluated something, summed; a run that only
-    recomputed the tables (``--tables-only``, or every cell cached) keeps the recorded time."""
-    try:
-        before = json.loads(saved.read_text()).get("wall_s")
-    except (OSError, ValueError):
-        before = None
-    if before is None:
-        return seconds
-    return float(before) + seconds if trained else float(before)
+def _say_left_out(rows: pd.DataFrame, current: pd.DataFrame, items: pd.DataFrame, current_items: pd.DataFrame) -> None:
+    """One line when the tables leave out rows the files hold: cells of another design of this grid (another pool,
+    method list or training) or per-item rows of evaluation sets that have changed since. They stay in the files."""
+    cells, sets = len(rows) - len(current), len(items[items["key"].isin(set(current["key"]))]) - len(current_items)
+    if cells or sets:
+        console.print(f"tables: {cells} cell(s) of another design and {sets} per-item row(s) of changed evaluation "
+                      "sets left out (kept in cells.parquet / results.parquet)", highlight=False)
+
+
+def noise_identity(pool, cells: pd.DataFrame) -> dict:
+    """What the noise analysis is made from: the pool's scores file and the cells it reads."""
+    return {"scores": _digest(pool.scores), "cells": sorted(cells["key"])}
+
+
+def _noise(cfg: ExperimentConfig, pool, cells: pd.DataFrame, saved: Path, tables_only: bool) -> dict:
+    """The noise analysis (``noisy.analyse``), saved beside the tables with what it was made from. ``--tables-only``
+    keeps the saved one when it was made from these scores and cells (the analysis reads the feature files, which a
+    fresh clone lacks); anything else is analysed again."""
+    ident = noise_identity(pool, cells)
+    have = json.loads(saved.read_text()) if saved.exists() else {}
+    if tables_only and have.get("identity") == ident:
+        return {k: v for k, v in have.items() if k != "identity"}
+    if tables_only and have:
+        why = "made before siftlm recorded what from" if "identity" not in have else "; ".join(
+            differences(have["identity"], ident))
+        console.print(f"{saved}: {why}; analysed again", highlight=False)
+    noise = noisy.analyse(cfg, pool, cells)
+    with atomic_write(saved) as tmp:
+        tmp.write_text(json.dumps({**noise, "identity": ident}, indent=1, default=str))
+    return noise
+
+
+def _wall(ledger: Path, seconds: float, trained: bool) -> float:
+    """The grid's wall time: the seconds of every run that trained or evaluated something, one line per run in
+    ``runs.jsonl`` (this run's appended when it did); a run that only recomputed the tables (``--tables-only``, or
+    every cell cached) adds nothing."""
+    runs = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()] if ledger.exists() else []
+    if trained:
+        runs.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "wall_s": round(seconds, 1)})
+        with atomic_write(ledger) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    return float(sum(r["wall_s"] for r in runs)) if runs else seconds
 
 
 def _merge(rows: pd.DataFrame | None, items: pd.DataFrame | None, row: dict,

@@ -29,7 +29,7 @@ from siftlm.signals import store
 from siftlm.signals.passes import pass_spec, run_pass
 from siftlm.signals.prepare import Prepared
 from siftlm.train.launch import elsewhere, train_elsewhere
-from siftlm.train.loop import epoch_dir, train, trajectory_fingerprints
+from siftlm.train.loop import epoch_dir, saved_epochs, train, trajectory_fingerprints
 
 
 class Reference(NamedTuple):
@@ -108,7 +108,8 @@ def train_reference(lm: LoadedModel, prep: Prepared, out: str | Path, tcfg: Trai
         if elsewhere(rt.executor, tcfg):                # Ray Train workers run the same loop and evaluations
             train_elsewhere(lm, prep, keyed, tcfg, rt.executor, evaluate=evaluate_epoch)
         else:
-            with bar("train", tcfg.epochs * len(prep.encoded), enabled=rt.progress) as advance:
+            with bar("train", tcfg.epochs * len(prep.encoded), enabled=rt.progress,
+                     start=max(saved_epochs(keyed.folder), default=0) * len(prep.encoded)) as advance:
                 trained = train(lm, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
                                 evaluate=lambda model, epoch: evaluate_epoch(prep, model, epoch, rt), on_step=advance,
                                 tokenizer=prep.tokenizer).lm
