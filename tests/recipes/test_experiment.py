@@ -444,6 +444,7 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     assert not any(k.startswith("grads") for k in summary["timings_s"])
     assert "lp_app" in pd.read_parquet(tmp_path / "exp" / "pool" / "scores" / "scores.parquet")
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["tables"] == []
+    assert "No fine-tuned cells" in (tmp_path / "exp" / "results.md").read_text()     # no primary endpoint of nothing
 
 
 def test_seeds_for_cuts_an_arm_without_changing_the_other_cells_keys(grid):

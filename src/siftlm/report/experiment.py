@@ -231,14 +231,16 @@ def _noise_md(noise: dict) -> list[str]:
 
 
 def _preamble(summary: dict, cfg) -> list[str]:
+    model = f"Model {cfg.model}" + (f", selected by {cfg.selector_model}" if cfg.selector_model else "") + ". "
+    if not summary.get("tables"):
+        return [model + "No fine-tuned cells: this grid scores (and analyses) its pool only."]
     p = summary["primary"]
     label = METRICS[p["metric"]].label
     declared = ("named in the grid's config before it ran" if p["declared"] else
                 "not named in the grid's config (it ran before grids declared one): siftlm's default, held-out loss "
                 "per token; read the per-item average beside it")
     why = f" Why: {p['why'].rstrip('.')}." if p.get("why") else ""
-    return [f"Model {cfg.model}" + (f", selected by {cfg.selector_model}" if cfg.selector_model else "") + ". "
-            f"**Primary endpoint: {label} on {' + '.join(p['sets'])}** ({declared}).{why} Every other table is "
+    return [model + f"**Primary endpoint: {label} on {' + '.join(p['sets'])}** ({declared}).{why} Every other table is "
             "secondary. Differences from random at the same budget: mean over seeds minus mean over random subsets, "
             "95% CI from a two-level bootstrap (seeds / subsets, then items); 'better' / 'worse' only when the CI "
             f"excludes 0. BH q: Benjamini-Hochberg over all {summary['comparisons']} comparisons of this grid; "
