@@ -12,6 +12,11 @@ and the ratio.
 
 The engine runs in every precision of ``--dtypes`` (fp32 and bf16 by default) and the bf16 per-example losses are
 compared with the fp32 ones (median relative difference, max absolute difference, Spearman rank correlation).
+
+Roofline: a bare matrix product at the model's own MLP shape (token budget x hidden @ hidden x intermediate), timed
+on the same cores in each precision, against the engine's model FLOPs per second (2 x the decoder's weights per real
+token, plus 2 x the output layer per response token, the only positions the engine applies it at; attention's
+quadratic part left out): the share of the hardware's matmul speed the pass reaches.
 """
 
 from __future__ import annotations
@@ -44,6 +49,29 @@ def naive_loop(model, encoded) -> np.ndarray:
         labels = torch.tensor(e.labels[1:], device=device)
         out.append(F.cross_entropy(logits, labels, ignore_index=IGNORE).item())
     return np.array(out)
+
+
+def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, device, seconds: float = 3.0) -> float:
+    """GFLOP/s of ``(m, k) @ (k, n)`` in ``dtype``, repeated for about ``seconds`` after a warm-up."""
+    a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    reps, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        reps += 1
+    sync()
+    return 2 * m * k * n * reps / (time.perf_counter() - t) / 1e9
+
+
+def model_flops(model, real_tokens: int, response_tokens: int) -> float:
+    """The engine's model FLOPs: 2 x decoder weights per real token, 2 x output layer per response token."""
+    head = model.get_output_embeddings().weight
+    skip = {id(head), id(model.get_input_embeddings().weight)}
+    body = sum(p.numel() for p in model.parameters() if id(p) not in skip)
+    return 2.0 * body * real_tokens + 2.0 * head.numel() * response_tokens
 
 
 def main() -> None:
@@ -108,6 +136,17 @@ def main() -> None:
         print(f"bf16 vs fp32: {res['bf16_speedup']:.2f}x faster; per-example loss median rel diff "
               f"{res['bf16_median_rel_diff']:.2e}, max abs {res['bf16_max_abs_diff']:.3f}, Spearman {res['bf16_spearman']:.4f}")
     print(f"padding {res['padding']:.3f}; max |loss diff| vs the loop (fp32): {res.get('max_abs_loss_diff_float32', 0):.2e}")
+    c = lm.model.config
+    flops = model_flops(lm.model, real_tokens, res["response_tokens"])
+    for dtype, (secs, _) in engine.items():
+        peak = matmul_gflops(args.token_budget, c.hidden_size, c.intermediate_size, getattr(torch, dtype),
+                             next(lm.model.parameters()).device)
+        res[f"matmul_{dtype}_gflop_s"] = round(peak, 1)
+        res[f"engine_{dtype}_gflop_s"] = round(flops / secs / 1e9, 1)
+        res[f"roofline_share_{dtype}"] = round(flops / secs / 1e9 / peak, 3)
+        print(f"{dtype}: engine {flops / secs / 1e9:.1f} GFLOP/s of model FLOPs, matmul at the model's shape "
+              f"({args.token_budget}x{c.hidden_size} @ {c.hidden_size}x{c.intermediate_size}) {peak:.1f} GFLOP/s: "
+              f"{100 * flops / secs / 1e9 / peak:.0f} % of the roofline")
     save_result(args.out, f"loss_pass-{slug(args.model)}-{res['device']}", res)
 
 
