@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtypes", default="float32,bfloat16", help="engine precisions measured side by side")
+    ap.add_argument("--compile", action="store_true",
+                    help="also the engine compiled (--compile on) in each precision: its first run (which compiles) and a second")
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
@@ -110,6 +112,21 @@ def main() -> None:
             got = loss_pass(handle.model, enc, pad_id=pad, token_budget=args.token_budget)
             sync()
         engine[dtype] = (time.perf_counter() - t, got["loss"])
+        if args.compile:
+            from siftlm.models import compiled
+
+            with handle.computing(), compiled.compiling(True):
+                for run in ("first", "again"):
+                    sync()
+                    t = time.perf_counter()
+                    got = loss_pass(handle.model, enc, pad_id=pad, token_budget=args.token_budget)
+                    sync()
+                    failed = compiled._failed.get(handle.model.get_decoder())
+                    if failed:
+                        print(f"compiled {dtype}: failed ({failed}); eager only")
+                        break
+                    engine[f"{dtype}_compiled{'_first' if run == 'first' else ''}"] = (time.perf_counter() - t,
+                                                                                      got["loss"])
 
     res = {
         "model": args.model, "device": str(next(lm.model.parameters()).device),
@@ -138,9 +155,13 @@ def main() -> None:
     print(f"padding {res['padding']:.3f}; max |loss diff| vs the loop (fp32): {res.get('max_abs_loss_diff_float32', 0):.2e}")
     c = lm.model.config
     flops = model_flops(lm.model, real_tokens, res["response_tokens"])
+    peaks = {}
     for dtype, (secs, _) in engine.items():
-        peak = matmul_gflops(args.token_budget, c.hidden_size, c.intermediate_size, getattr(torch, dtype),
-                             next(lm.model.parameters()).device)
+        if dtype.endswith("_first"):
+            continue
+        plain = dtype.split("_")[0]
+        peak = peaks.get(plain) or peaks.setdefault(plain, matmul_gflops(
+            args.token_budget, c.hidden_size, c.intermediate_size, getattr(torch, plain), next(lm.model.parameters()).device))
         res[f"matmul_{dtype}_gflop_s"] = round(peak, 1)
         res[f"engine_{dtype}_gflop_s"] = round(flops / secs / 1e9, 1)
         res[f"roofline_share_{dtype}"] = round(flops / secs / 1e9 / peak, 3)

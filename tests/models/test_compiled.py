@@ -113,6 +113,11 @@ def test_the_auto_rule():
     if WHY_NOT is None:
         assert decide("auto", "cpu", compiled.AUTO_MIN_TOKENS["cpu"] - 1)[0] is False
         assert decide("auto", "cpu", compiled.AUTO_MIN_TOKENS["cpu"])[0] is True
+        assert decide("auto", "cpu", compiled.AUTO_MIN_TOKENS["cpu"], torch.bfloat16)[0] is True
+        # float32 on a CPU: matmul-bound, compiling measured 1.03x; auto never compiles it, `on` still does
+        on, why = decide("auto", "cpu", 10**9, torch.float32)
+        assert not on and "float32 on a CPU" in why
+        assert decide("on", "cpu", 10, torch.float32) == (True, "--compile on")
         assert decide("on", "cpu", 10) == (True, "--compile on")
     with pytest.raises(UsageError, match="unknown --compile 'yes'"):
         decide("yes", "cpu", 10)

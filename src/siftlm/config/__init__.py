@@ -268,9 +268,10 @@ class RunConfig:
     language: str = opt("en", "the language answers should be in (ISO 639-1): the behaviour detectors' report")
     target: str | None = opt(None, "targeted selection: a data file of examples of what you want (a few dozen); "
                                    "selects the examples nearest to them instead of scoring (see --target-method)")
-    target_method: str = opt("nearest", "with --target: nearest (sentence-embedding cosine; the cheapest, and no method "
-                                        "beat random in siftlm's targeted grid) | repr (mean-pooled hidden states, "
-                                        "round-robin over the targets, RDS+) | less (LoRA-gradient cosine, LESS)")
+    target_method: str = opt("nearest", "with --target: nearest (sentence-embedding cosine; the cheapest, and it found a "
+                                        "minority target's source best; no method beat random on the target in "
+                                        "siftlm's targeted grids) | repr (mean-pooled hidden states, round-robin over "
+                                        "the targets, RDS+) | less (LoRA-gradient cosine, LESS)")
     direction: str | None = opt(None, "high | low (default: the score's own)")
     ifd: bool = opt(True, "run the response-only pass for IFD")
     reference: str | None = opt(None, "training folder of the reference model (default OUT/reference); a finished "

@@ -8,8 +8,10 @@ for a 135M model on a few CPU cores), so it pays only for a pass with enough tok
 
 The rule of ``auto`` (``decide``): off where compiling cannot run (no C++ compiler for a CPU, no Triton for a GPU,
 ``torch.compile`` unsupported here); else on when the pass covers at least ``AUTO_MIN_TOKENS`` tokens for its device
-type: 1,000,000 on a CPU (a ~1.3x faster forward at ~2,000-3,000 tok/s repays ~1 min of compiling from ~0.5M tokens;
-twice that for margin), 5,000,000 on a GPU (a forward there is ~30x faster, the compilation is not); off otherwise.
+type: 1,000,000 on a CPU (a ~1.3x faster bf16 forward at ~2,000-3,000 tok/s repays ~1 min of compiling from ~0.5M
+tokens; twice that for margin), 5,000,000 on a GPU (a forward there is ~30x faster, the compilation is not); off
+otherwise, and off for float32 on a CPU (there the forward is matrix products at ~2/3 of the matmul roofline, and
+compiling measured 1.03x against ~2 min of compilation on a 2-core AMD EPYC).
 ``on`` compiles whenever it can; ``off`` never does. One line says what was chosen and why, like ``--dtype auto``.
 
 Shapes: the token-budget batches (``siftlm.models.batching``) have a new (batch, length) shape almost every batch, so
@@ -78,8 +80,8 @@ def unavailable(device: torch.device | str) -> str | None:
     return f"not tried on {device.type}"
 
 
-def decide(mode: str, device: torch.device | str, tokens: int) -> tuple[bool, str]:
-    """(compile?, the reason) for a pass of ``tokens`` tokens on ``device`` under ``--compile mode``."""
+def decide(mode: str, device: torch.device | str, tokens: int, dtype: torch.dtype | None = None) -> tuple[bool, str]:
+    """(compile?, the reason) for a pass of ``tokens`` tokens on ``device`` in ``dtype`` under ``--compile mode``."""
     if mode not in MODES:
         raise UsageError(f"unknown --compile {mode!r}{closest(mode, MODES)}; known: {', '.join(MODES)}")
     device = torch.device(device)
@@ -90,6 +92,9 @@ def decide(mode: str, device: torch.device | str, tokens: int) -> tuple[bool, st
         return False, why_not if mode == "auto" else f"--compile on, but {why_not}: eager"
     if mode == "on":
         return True, "--compile on"
+    if device.type == "cpu" and dtype == torch.float32:
+        return False, ("auto: float32 on a CPU, where matrix products dominate the forward: compiling measured 1.03x "
+                       "(docs/performance.md), never repaying its ~2 min")
     need = AUTO_MIN_TOKENS.get(device.type)
     if need is None:
         return False, f"auto: not tried on {device.type}"

@@ -74,7 +74,7 @@ def measured(bench_dirs: str, model: str, device: str) -> dict:
         loss = next(iter(sorted(Path(folder).glob(f"loss_pass-{slug}-{device}*.json"))), None)
         if "loss" not in found and loss is not None:
             r = json.loads(loss.read_text())
-            tok = max(v for k, v in r.items() if k.startswith("engine_") and k.endswith("_tok_s"))
+            tok = max(v for k, v in r.items() if k.startswith("engine_") and k.endswith("_tok_s") and "compiled" not in k)
             found["loss"] = (tok, f"measured {tok:,.0f} tok/s", str(loss))
         train = Path(folder) / f"train_step-{slug}.json"
         if "train" not in found and train.exists() and device == "cpu":

@@ -231,7 +231,8 @@ COMPILED = ("loss", "uncond", "lm-embed", "pairs")   # the passes whose forward 
 def _compile_decision(prep: Prepared, model) -> bool:
     """Whether this pass runs the decoder compiled (``--compile``, ``siftlm.models.compiled.decide``), said in one line."""
     mode = getattr(prep.cfg, "compile", "off")
-    on, why = compiled.decide(mode, next(model.parameters()).device, sum(_weights(prep)))
+    first = next(model.parameters())
+    on, why = compiled.decide(mode, first.device, sum(_weights(prep)), first.dtype)
     compiled.say(f"compile: {'on' if on else 'off'} ({why})", key=("decision", mode, on))
     return on
 
