@@ -14,7 +14,6 @@ response-length difference on all pairs (`siftlm analyze dpo-length` computes th
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from _common import save_result
+from _common import cpu_record, save_result
 from siftlm.assets import demo_data
 from siftlm.config import DPOTrainConfig, SignalConfig
 from siftlm.data import read_dataset
@@ -79,7 +78,7 @@ def main() -> None:
                                "runtime": s["metrics"]["train_runtime"], "losses": [h["loss"] for h in logs],
                                "beta": s["beta"]})
             adapters[loss] = Path(s["final"])
-    res = {"model": args.model, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    res = {"model": args.model, **cpu_record(), "threads": torch.get_num_threads(),
            "n_pairs": len(prep.encoded), "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
            "beta_sigmoid": runs["sigmoid"][0]["beta"], "beta_davir": runs["davir"][0]["beta"],
            "beta_davir_rule": f"{default_beta('davir', ref['chosen_logp'], ref['rejected_logp']):.4g} "

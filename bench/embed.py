@@ -14,13 +14,12 @@ Agreement: max |difference| between the two results of each pair. Peak memory: t
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import torch
 
-from _common import save_result
+from _common import cpu_record, save_result
 from siftlm.assets import demo_data
 from siftlm.config import SignalConfig
 from siftlm.data import read_dataset
@@ -40,7 +39,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
     ds = read_dataset(demo_data("alpaca_en_demo"))
-    res = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    res = {**cpu_record(), "threads": torch.get_num_threads()}
 
     st = load_sentence_model("builtin:all-minilm-l6-v2", device="cpu").model
     texts = [example_text(e) for e in ds.examples[:args.n]]

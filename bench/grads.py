@@ -21,13 +21,12 @@ quantity with different random maps; sqrt(2/D) is the expected scale).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import numpy as np
 import torch
 
-from _common import save_result, slug
+from _common import cpu_record, save_result, slug
 from siftlm.assets import demo_data
 from siftlm.config import GradConfig, SignalConfig
 from siftlm.data import read_dataset
@@ -109,7 +108,7 @@ def main() -> None:
     sync()
     t_a = time.perf_counter() - t
     meta = {"model": args.model, "device": str(device), "dtype": str(next(model.parameters()).dtype),
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            **cpu_record(), "threads": torch.get_num_threads(),
             "n_examples": len(enc), "real_tokens": tokens, "token_budget": args.token_budget}
     if args.fused_only:
         res = {**meta, "a_s": round(t_a, 2), **fused_row(model, enc, pad, cfg, probe, args.token_budget, a, t_a, sync),
