@@ -266,3 +266,26 @@ def test_no_recipe_reuses_a_file_because_it_exists():
             if (node.orelse or skips) and not any(w in ast.unparse(node.test).lower() for w in IDENTITY_WORDS):
                 found.append(f"recipes/{path.name}:{node.lineno} {ast.unparse(node.test)}")
     assert not found
+
+
+MOVES = {"os.rename", "os.replace", "os.link", "os.symlink", "shutil.move"}
+
+
+def test_files_are_moved_into_place_only_by_files_and_keyed():
+    """Every write that becomes visible by a rename (atomic writes, shards, renamed folders) goes through
+    ``siftlm.files`` or ``siftlm.keyed``: no ``os.replace``/``os.rename``/links, ``Path.replace(target)`` or
+    ``Path.rename(target)`` elsewhere (``str.replace`` takes two arguments, ``DataFrame.rename`` keywords)."""
+    found = []
+    for path in _modules():
+        rel = str(path.relative_to(SRC))
+        if rel in ("files.py", "keyed.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            attr = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            if name in MOVES or attr in ("symlink_to", "hardlink_to", "link_to") or (
+                    attr in ("replace", "rename") and len(node.args) == 1 and not node.keywords):
+                found.append(f"{rel}:{node.lineno} {name}")
+    assert not found
