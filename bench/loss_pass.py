@@ -159,9 +159,11 @@ def main() -> None:
     for dtype, (secs, _) in engine.items():
         if dtype.endswith("_first"):
             continue
-        plain = dtype.split("_")[0]
-        peak = peaks.get(plain) or peaks.setdefault(plain, matmul_gflops(
-            args.token_budget, c.hidden_size, c.intermediate_size, getattr(torch, plain), next(lm.model.parameters()).device))
+        plain = dtype.split("_")[0]                  # a compiled row shares its precision's matmul figure
+        if plain not in peaks:
+            peaks[plain] = matmul_gflops(args.token_budget, c.hidden_size, c.intermediate_size, getattr(torch, plain),
+                                         next(lm.model.parameters()).device)
+        peak = peaks[plain]
         res[f"matmul_{dtype}_gflop_s"] = round(peak, 1)
         res[f"engine_{dtype}_gflop_s"] = round(flops / secs / 1e9, 1)
         res[f"roofline_share_{dtype}"] = round(flops / secs / 1e9 / peak, 3)

@@ -58,6 +58,6 @@ def test_a_resumed_run_starts_its_bar_where_it_was_and_counts_its_rate_from_ther
     with bar("train", 1200, start=600) as advance:
         for _ in range(120):
             advance(1)
-    lines = [ln for ln in capsys.readouterr().err.splitlines() + capsys.readouterr().out.splitlines()
-             if ln.startswith("train:")]
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() + captured.out.splitlines() if ln.startswith("train:")]
     assert [ln.split(" (")[0] for ln in lines] == ["train: 720/1200"]

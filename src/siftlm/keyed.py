@@ -54,6 +54,15 @@ def differences(stored, wanted, prefix: str = "", labels: dict | None = None) ->
     return [f"{key or 'identity'} {_short(stored)} (now {_short(wanted)})"]
 
 
+def stale(stored, wanted) -> str | None:
+    """Why a file whose recorded identity is ``stored`` (None: it recorded none) does not hold ``wanted`` (compared
+    as JSON), or None when it does."""
+    wanted = json.loads(json.dumps(wanted, default=str))
+    if stored == wanted:
+        return None
+    return "made before siftlm recorded what from" if stored is None else "; ".join(differences(stored, wanted))
+
+
 def _short(v) -> str:
     text = json.dumps(v, default=str)
     return text if len(text) <= 60 else text[:57] + "..."

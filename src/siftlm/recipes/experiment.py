@@ -36,7 +36,7 @@ from siftlm.evaluate import behaviour
 from siftlm.evaluate.run import heldout_loss
 from siftlm.evaluate.sets import EvalItem, load_eval_set, stratified_sample
 from siftlm.files import atomic_write, load_yaml, relative
-from siftlm.keyed import differences, open_keyed
+from siftlm.keyed import open_keyed, stale
 from siftlm.models.batching import plan_batches
 from siftlm.models.load import load_model
 from siftlm.progress import Timer, bar, console, peak_rss_gb
@@ -375,12 +375,10 @@ def _noise(cfg: ExperimentConfig, pool, cells: pd.DataFrame, saved: Path, tables
     keeps the saved one when it was made from these scores and cells (the analysis reads the feature files, which a
     fresh clone lacks); anything else is analysed again."""
     ident = noise_identity(pool, cells)
-    have = json.loads(saved.read_text()) if saved.exists() else {}
-    if tables_only and have.get("identity") == ident:
-        return {k: v for k, v in have.items() if k != "identity"}
-    if tables_only and have:
-        why = "made before siftlm recorded what from" if "identity" not in have else "; ".join(
-            differences(have["identity"], ident))
+    have = json.loads(saved.read_text()) if tables_only and saved.exists() else {}
+    if have and (why := stale(have.pop("identity", None), ident)) is None:
+        return have
+    if have:
         console.print(f"{saved}: {why}; analysed again", highlight=False)
     noise = noisy.analyse(cfg, pool, cells)
     with atomic_write(saved) as tmp:

@@ -31,7 +31,7 @@ from siftlm.data import read_dataset, write_jsonl
 from siftlm.data.inject import inject
 from siftlm.errors import DataError, KeyMismatch
 from siftlm.files import atomic_write
-from siftlm.keyed import Keyed, check_keyed, differences, open_keyed, stored_identity
+from siftlm.keyed import Keyed, check_keyed, open_keyed, stale, stored_identity
 from siftlm.models.load import load_model, load_sentence_model
 from siftlm.progress import Timer, console
 from siftlm.recipes import target
@@ -295,11 +295,10 @@ def _current(path: Path, ident: dict) -> bool:
     """Whether the feature file ``path`` holds features of identity ``ident`` (its metadata names it). A file made
     from another pool, model, settings or query set, or before siftlm recorded identities, is made again from the store
     (its passes are keyed there, so nothing the store holds is computed twice), said in one line."""
-    have = (features_meta(path) if path.exists() else {}).get("identity")
-    if have == json.loads(json.dumps(ident, default=str)):
+    why = stale((features_meta(path) if path.exists() else {}).get("identity"), ident)
+    if why is None:
         return True
     if path.exists():
-        why = "; ".join(differences(have, ident)) if have is not None else "made before siftlm recorded what from"
         console.print(f"{path}: {why}; made again", highlight=False)
     return False
 

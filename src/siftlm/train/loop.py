@@ -87,6 +87,11 @@ def saved_epochs(out: Path) -> list[int]:
     return _epochs(out, lambda p: (p / OPTIMIZER_FILE).exists())
 
 
+def resumed_at(out: Path, n_examples: int) -> int:
+    """How many of a training's example steps its saved epochs already did (where a resumed progress bar starts)."""
+    return max(saved_epochs(out), default=0) * n_examples
+
+
 def epoch_fingerprint(base_fp: str, folder: Path, cfg: TrainConfig) -> str:
     """Same fingerprint ``load_model`` gives when the folder is loaded later (adapter or full model)."""
     return model_fingerprint(folder) if cfg.full else model_fingerprint(base=base_fp, adapter=folder)

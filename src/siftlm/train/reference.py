@@ -29,7 +29,7 @@ from siftlm.signals import store
 from siftlm.signals.passes import pass_spec, run_pass
 from siftlm.signals.prepare import Prepared
 from siftlm.train.launch import elsewhere, train_elsewhere
-from siftlm.train.loop import epoch_dir, saved_epochs, train, trajectory_fingerprints
+from siftlm.train.loop import epoch_dir, resumed_at, train, trajectory_fingerprints
 
 
 class Reference(NamedTuple):
@@ -109,7 +109,7 @@ def train_reference(lm: LoadedModel, prep: Prepared, out: str | Path, tcfg: Trai
             train_elsewhere(lm, prep, keyed, tcfg, rt.executor, evaluate=evaluate_epoch)
         else:
             with bar("train", tcfg.epochs * len(prep.encoded), enabled=rt.progress,
-                     start=max(saved_epochs(keyed.folder), default=0) * len(prep.encoded)) as advance:
+                     start=resumed_at(keyed.folder, len(prep.encoded))) as advance:
                 trained = train(lm, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id,
                                 evaluate=lambda model, epoch: evaluate_epoch(prep, model, epoch, rt), on_step=advance,
                                 tokenizer=prep.tokenizer).lm

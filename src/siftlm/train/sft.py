@@ -27,7 +27,7 @@ from siftlm.progress import bar
 from siftlm.signals.prepare import Prepared
 from siftlm.train.dist import ranks
 from siftlm.train.launch import elsewhere, train_elsewhere
-from siftlm.train.loop import OPTIMIZER_FILE, epoch_dir, saved_epochs, train, trajectory_fingerprints
+from siftlm.train.loop import OPTIMIZER_FILE, epoch_dir, resumed_at, train, trajectory_fingerprints
 from siftlm.train.reference import finished, identity, open_training
 
 
@@ -62,7 +62,7 @@ def finetune(lm: LoadedModel, prep: Prepared, out: str | Path, tcfg: TrainConfig
             train_elsewhere(lm, prep, keyed, tcfg, rt.executor)
         else:
             with bar("finetune", tcfg.epochs * len(prep.encoded), enabled=rt.progress,
-                     start=max(saved_epochs(keyed.folder), default=0) * len(prep.encoded)) as advance:
+                     start=resumed_at(keyed.folder, len(prep.encoded))) as advance:
                 trained = train(lm, prep.encoded, keyed, tcfg, pad_id=prep.tokenizer.pad_token_id, on_step=advance,
                                 tokenizer=prep.tokenizer)
     fps = trained.fingerprints if trained is not None else trajectory_fingerprints(keyed.folder, lm.fingerprint)
