@@ -215,6 +215,9 @@ train: {{epochs: 2, lr: 0.005, token_budget: 512}}
     # one forward gave the base loss and lm-embed: both then served by the store, nothing else was
     assert sorted(summary["cached"]) == ["base loss pass", "lm-embed pass"]
     assert steps["total"] == pytest.approx(sum(v for k, v in steps.items() if k != "total"), abs=0.05)
+    memory = summary["memory"]                  # how far each step raised the peak, and the peak itself
+    assert set(memory["raised_by_step_gb"]) == set(steps) - {"total"}
+    assert 0 <= sum(memory["raised_by_step_gb"].values()) <= memory["peak_rss_gb"]
     rows = [json.loads(line) for line in p.data.read_text().splitlines()]
     held = [json.loads(line) for line in p.heldout.read_text().splitlines()]
     assert len(rows) == 30 and len(held) == 8 and all(set(r) == {"id", "messages"} for r in rows)

@@ -374,7 +374,8 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runti
     response-only, reference fine-tune with its trajectory), and davir_xfit when ``cfg.crossfit``. ``scores/``
     is a keyed folder (``scores_folder``): scores of this pool under these settings are kept (only missing feature
     files are made); another pool's or settings' are refused before any work. summary.json records each step's wall
-    time (``timings_s``, seconds) and the steps the store served (``cached``)."""
+    time (``timings_s``, seconds), the steps the store served (``cached``) and how far each step raised the process's
+    peak RSS (``memory``)."""
     rt = runtime or runtime_for(cfg.signals)
     keyed = scores_folder(cfg, pool)
     if keyed.done(SCORES_UNIT):
@@ -411,7 +412,8 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runti
             "non_finite_scores": guarded, "train": asdict(tcfg), "length_correlations": length_correlations(table),
             "precision": extra["precision"], "model_fingerprints": extra["model_fingerprints"],
             "tokens": int(sum(len(e.input_ids) for e in prep.encoded)),
-            "timings_s": {**timer.times, "total": round(sum(timer.times.values()), 2)}, "cached": timer.cached}
+            "timings_s": {**timer.times, "total": round(sum(timer.times.values()), 2)}, "cached": timer.cached,
+            "memory": timer.memory()}
     keyed.write("summary.json", json.dumps(info, indent=2, default=str))
     keyed.mark(SCORES_UNIT)
     console.print(f"pool scored: {len(table)} examples in {info['timings_s']['total'] / 60:.1f} min "
