@@ -87,3 +87,23 @@ def test_cells_without_recorded_tokens_get_them_from_the_scores(tmp_path):
     out = fill_counts(cells, str(tmp_path / "scores.parquet"), ExperimentConfig())
     assert out["response_tokens"].tolist()[:2] == [40.0, 20.0] and out["prompt_tokens"].tolist()[:2] == [8.0, 4.0]
     assert np.isnan(out["response_tokens"].iloc[2]) and (out["steps"].iloc[:2] > 0).all()
+
+
+def test_every_measured_metric_is_correlated_behaviour_rates_included(tmp_path):
+    """cell_metrics turns per-item rows into one column per set and metric (loss per token weighted by tokens, loss
+    per item, behaviour rates where measured); measured_metrics picks all of them and no LDD column."""
+    items = pd.DataFrame({"key": ["k1", "k1", "k2", "k2", "k1", "k2"],
+                          "set": ["heldout"] * 4 + ["alpaca-eval"] * 2,
+                          "loss": [1.0, 3.0, 2.0, 2.0, 5.0, 7.0], "n_tokens": [1, 3, 2, 2, 1, 1],
+                          "refusal": [1.0, 0.0, 0.0, 0.0, None, None]})
+    items.to_parquet(tmp_path / "results.parquet")
+    pd.DataFrame({"key": ["k0", "k1", "k2"], "method": ["base model", "random", "lowest:lp_app"]}).to_parquet(
+        tmp_path / "cells.parquet")
+    m = ldd_grid.cell_metrics(tmp_path)
+    assert list(m.index) == ["k1", "k2"]
+    assert m.loc["k1", "heldout:loss_per_token"] == pytest.approx((1 * 1 + 3 * 3) / 4)
+    assert m.loc["k1", "heldout:loss_per_item"] == pytest.approx(2.0)
+    assert m.loc["k1", "heldout:refusal"] == 0.5 and m.loc["k2", "heldout:refusal"] == 0.0
+    table = m.assign(**{"ldd:grads": [0.1, 0.2], "budget": 0.5})
+    assert ldd_grid.measured_metrics(table) == ["heldout:loss_per_token", "heldout:loss_per_item", "heldout:refusal",
+                                                "alpaca-eval:loss_per_token", "alpaca-eval:loss_per_item"]

@@ -56,6 +56,15 @@ def test_a_changed_pool_never_reuses_stale_features(tmp_path, model_dir):
     np.testing.assert_allclose(_features(new, "lm-embed"), _lm_embed(cfg, new, model_dir), atol=1e-5)
 
 
+def test_grads_and_lm_embed_feature_files_come_from_one_forward(tmp_path, model_dir):
+    cfg, pool = _grid(tmp_path, model_dir, seed=0)
+    timer = pools.Timer()
+    pools.feature_passes(cfg, pool, ["grads", "lm-embed"], timer=timer)
+    assert "grads + lm-embed pass" in timer.times and timer.cached == ["lm-embed pass"]   # served by that forward
+    np.testing.assert_allclose(_features(pool, "lm-embed"), _lm_embed(cfg, pool, model_dir), atol=1e-5)
+    assert len(_features(pool, "grads")) == len(_features(pool, "lm-embed")) == 12
+
+
 def test_a_changed_pool_never_reuses_stale_scores(tmp_path, model_dir, monkeypatch):
     cfg, old = _grid(tmp_path, model_dir, seed=0)
     pools.score_pool(cfg, old, features=())

@@ -60,6 +60,12 @@ def cell_metrics(results: Path) -> pd.DataFrame:
     return out
 
 
+def measured_metrics(table: pd.DataFrame) -> list[str]:
+    """Every evaluation metric a grid table holds (``<set>:<metric>`` columns that are not LDDs), in column order:
+    the losses, and the behaviour rates where the grid measured the fine-tuned models' greedy answers."""
+    return [c for c in table.columns if ":" in c and not c.startswith("ldd:") and table[c].notna().any()]
+
+
 def cell_ldds(grid: Path, features: dict[str, Path], *, seed: int = 0) -> pd.DataFrame:
     """Every cell's LDD in each representation (``features``: pass -> feature file of the grid's pool); cached in
     ``grid/ldd.parquet``. A cached value is kept when its feature file is absent (a fresh clone) or unchanged."""
@@ -186,7 +192,7 @@ def run(grids: list[str], out: str | Path, *, metrics: list[str] | None = None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = pd.concat([grid_table(g) for g in grids], ignore_index=True)
-    metrics = metrics or ["heldout:loss_per_token", "heldout:loss_per_item"]
+    metrics = metrics or measured_metrics(table)
     missing = {r: int(table[f"ldd:{r}"].isna().sum()) if f"ldd:{r}" in table else len(table) for r in REPRESENTATIONS}
     if any(missing.values()):
         console.print(f"cells without an LDD (no features and nothing cached, or a singular kernel): {missing}",

@@ -306,7 +306,8 @@ def _current(path: Path, ident: dict) -> bool:
 def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, timer: Timer | None = None,
                    runtime: Runtime | None = None) -> None:
     """The feature files ``names`` (of FEATURE_PASSES) that do not hold this pool's features yet (``_current``):
-    grads and lm-embed on the base weights of the selector, embed with the sentence model; each timed as "<name>
+    grads and lm-embed on the base weights of the selector (both from the grads pass's forward when both are missing;
+    lm-embed's file is then written from the store), embed with the sentence model; each timed as "<name>
     pass" in ``timer``."""
     timer = timer or Timer()
     rt = runtime or runtime_for(cfg.signals)
@@ -317,7 +318,8 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, t
         lm = lm or load_model(cfg.selector_model or cfg.model, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            _model_pass(cfg, pool, name, prep, lm, timer, rt)
+            also = ("lm-embed",) if name == "grads" and "lm-embed" in model_passes else ()   # one forward gives both
+            _model_pass(cfg, pool, name, prep, lm, timer, rt, also=also)
     if "embed" in todo:
         with timer("embed pass"):
             frame = run_pass(prepare_texts(ds, cfg.signals), "embed", load_sentence_model(), runtime=rt,

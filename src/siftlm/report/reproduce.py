@@ -41,24 +41,27 @@ def _plot(rows) -> str:
 
 
 def ldd_figure(table) -> str:
-    """LDD of every fine-tuned cell against its held-out loss per token, one panel per representation, one colour
-    per (grid, budget)."""
+    """LDD of every fine-tuned cell against its held-out loss per token (and its refusal rate on each set where the
+    greedy answers were measured), one panel per representation, one colour per (grid, budget)."""
     plt = pyplot()
     reps = [c for c in ("ldd:grads", "ldd:lm-embed", "ldd:embed") if c in table]
-    metric = "heldout:loss_per_token"
-    if not reps or metric not in table:
+    metrics = [m for m in table.columns if m == "heldout:loss_per_token"
+               or (m.endswith(":refusal") and table[m].notna().any())]
+    if not reps or not metrics:
         return ""
-    fig, axes = plt.subplots(1, len(reps), figsize=(4.2 * len(reps), 3.8), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), len(reps), figsize=(4.2 * len(reps), 3.8 * len(metrics)), squeeze=False)
     groups = table.groupby(["grid", "budget", "unit"], dropna=False)
-    for ax, col in zip(axes[0], reps, strict=True):
-        for k, ((grid, budget, unit), part) in enumerate(groups):
-            label = f"{grid} {'all' if budget != budget else f'{budget:g}'}{' tok' if unit == 'tokens' else ''}"
-            ax.scatter(part[col], part[metric], s=14, color=f"C{k % 10}", label=label, alpha=0.8)
-        ax.set(xlabel=f"{col.removeprefix('ldd:')} LDD (lower = more diverse)", ylabel="held-out loss per token")
+    for row, metric in zip(axes, metrics, strict=True):
+        for ax, col in zip(row, reps, strict=True):
+            for k, ((grid, budget, unit), part) in enumerate(groups):
+                label = f"{grid} {'all' if budget != budget else f'{budget:g}'}{' tok' if unit == 'tokens' else ''}"
+                ax.scatter(part[col], part[metric], s=14, color=f"C{k % 10}", label=label, alpha=0.8)
+            ax.set(xlabel=f"{col.removeprefix('ldd:')} LDD (lower = more diverse)",
+                   ylabel={"heldout:loss_per_token": "held-out loss per token"}.get(metric, metric))
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     return figure(png(fig), "Each dot a fine-tuned cell. The paper's claim: more diverse (lower LDD) trains better "
-                           "(lower loss), a rising cloud.")
+                           "(lower loss, fewer refusals), a rising cloud.")
 
 
 def write(rows, path: str | Path, *, title: str, settings: dict, timings: dict, extra: str = "") -> Path:
