@@ -9,6 +9,7 @@ not a matrix product took no time, i.e. the ceiling that fusing or removing the 
 
     python bench/op_profile.py --n 48                       # the loss pass and a training epoch, fp32
     python bench/op_profile.py --n 48 --what loss --dtype bfloat16
+    python bench/op_profile.py --n 8 --what train --shapes   # the element-wise calls by input shape
 
 The profiler adds a small cost per operator call, so shares of many small element-wise calls are slightly high;
 the unprofiled wall time is printed beside the profiled one so the overhead is visible.
@@ -80,7 +81,16 @@ def by_kind(events) -> tuple[dict[str, float], list[tuple[str, float]]]:
     return dict(kinds), sorted(ops, key=lambda kv: -kv[1])
 
 
-def measured(work, label: str, peak_gflop_s: float) -> dict:
+def by_shape(prof, names=("aten::mul", "aten::add", "aten::fill_"), top: int = 12) -> list[list]:
+    """The largest element-wise calls by input shapes: [operator, share of self time, calls, input shapes]. LoRA's
+    scaling shows as a tensor times a scalar at each adapted layer's output width."""
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    rows = sorted((e for e in events if e.key in names), key=lambda e: -e.self_cpu_time_total)[:top]
+    return [[e.key, round(e.self_cpu_time_total / total, 4), e.count, str(e.input_shapes)] for e in rows]
+
+
+def measured(work, label: str, peak_gflop_s: float, shapes: bool = False) -> dict:
     """``work(0)`` once to warm up (the first run of a batch shape also builds its kernels), ``work(1)`` timed without
     the profiler, then ``work(2)`` under it; the self time grouped by kind, and the speed the matrix products ran at
     (the profiler's FLOP count of aten::mm/addmm over their self time) against ``peak_gflop_s``, a bare matmul's at
@@ -89,7 +99,7 @@ def measured(work, label: str, peak_gflop_s: float) -> dict:
     t = time.perf_counter()
     work(1)
     plain = time.perf_counter() - t
-    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True, record_shapes=shapes) as prof:
         t = time.perf_counter()
         work(2)
         profiled = time.perf_counter() - t
@@ -110,7 +120,12 @@ def measured(work, label: str, peak_gflop_s: float) -> dict:
     if mm_rate:
         print(f"  the matrix products ran at {mm_rate:.1f} GFLOP/s, {100 * mm_rate / peak_gflop_s:.0f} % of a bare "
               f"matmul at the model's MLP shape ({peak_gflop_s:.1f} GFLOP/s)")
-    return {"matmul_gflop_s": round(mm_rate, 1) if mm_rate else None, "bare_matmul_gflop_s": round(peak_gflop_s, 1),
+    extra = {}
+    if shapes:
+        extra["elementwise_by_shape"] = by_shape(prof)
+        for op, share, calls, dims in extra["elementwise_by_shape"]:
+            print(f"  {op:12s}{100 * share:6.2f} %  {calls:6d} calls  {dims}")
+    return {**extra, "matmul_gflop_s": round(mm_rate, 1) if mm_rate else None, "bare_matmul_gflop_s": round(peak_gflop_s, 1),
             "unprofiled_s": round(plain, 2), "profiled_s": round(profiled, 2), "self_s": round(total, 2),
             "shares": shares, "top_ops": [[n, round(s / total, 4)] for n, s in ops[:20]],
             "matmul_only_ceiling": round(1 / mm, 3) if mm else None}
@@ -124,6 +139,7 @@ def main() -> None:
     ap.add_argument("--what", default="loss,train", help="loss (the base loss pass), train (one LoRA epoch)")
     ap.add_argument("--token-budget", type=int, default=4096, help="the loss pass's batches")
     ap.add_argument("--train-budget", type=int, default=1024, help="the training epoch's batches")
+    ap.add_argument("--shapes", action="store_true", help="also the largest element-wise calls by input shape")
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
@@ -141,7 +157,8 @@ def main() -> None:
         def loss_work(_):
             with lm.computing():
                 loss_pass(lm.model, enc, pad_id=pad, token_budget=args.token_budget)
-        res["loss_pass"] = measured(loss_work, f"loss pass, {len(enc)} examples, budget {args.token_budget}", peak)
+        res["loss_pass"] = measured(loss_work, f"loss pass, {len(enc)} examples, budget {args.token_budget}", peak,
+                                     args.shapes)
     if "train" in what:
         handles = [load_model(args.model, device="cpu", dtype=args.dtype) for _ in range(3)]    # LoRA goes on in place
 
@@ -151,7 +168,7 @@ def main() -> None:
                 train(handles[run], enc, open_keyed(tmp, {"profile": args.dtype}, what="a profile"),
                       TrainConfig(epochs=1, lr=1e-3, token_budget=args.train_budget), pad_id=pad)
         res["train_epoch"] = measured(train_work, f"one LoRA epoch, {len(enc)} examples, budget {args.train_budget}",
-                                      peak)
+                                      peak, args.shapes)
     save_result(args.out, f"profile-{slug(args.model)}-{args.dtype}", res)
 
 
