@@ -306,9 +306,8 @@ def _current(path: Path, ident: dict) -> bool:
 def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, timer: Timer | None = None,
                    runtime: Runtime | None = None) -> None:
     """The feature files ``names`` (of FEATURE_PASSES) that do not hold this pool's features yet (``_current``):
-    grads and lm-embed on the base weights of the selector (both from the grads pass's forward when both are missing;
-    lm-embed's file is then written from the store), embed with the sentence model; each timed as "<name>
-    pass" in ``timer``."""
+    grads and lm-embed on the base weights of the selector (one forward when both are missing), embed with the
+    sentence model; each timed as "<name> pass" in ``timer``."""
     timer = timer or Timer()
     rt = runtime or runtime_for(cfg.signals)
     todo = [n for n in FEATURE_PASSES if n in set(names) and not _current(pool.features(n), feature_identity(cfg, pool, n))]
@@ -318,8 +317,7 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, t
         lm = lm or load_model(cfg.selector_model or cfg.model, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            also = ("lm-embed",) if name == "grads" and "lm-embed" in model_passes else ()   # one forward gives both
-            _model_pass(cfg, pool, name, prep, lm, timer, rt, also=also)
+            _model_pass(cfg, pool, name, prep, lm, timer, rt, also=tuple({"lm-embed"} & {*model_passes} - {name}))
     if "embed" in todo:
         with timer("embed pass"):
             frame = run_pass(prepare_texts(ds, cfg.signals), "embed", load_sentence_model(), runtime=rt,
@@ -376,8 +374,7 @@ def score_pool(cfg: ExperimentConfig, pool: Pool, features=FEATURE_PASSES, runti
     response-only, reference fine-tune with its trajectory), and davir_xfit when ``cfg.crossfit``. ``scores/``
     is a keyed folder (``scores_folder``): scores of this pool under these settings are kept (only missing feature
     files are made); another pool's or settings' are refused before any work. summary.json records each step's wall
-    time (``timings_s``, seconds), the steps the store served (``cached``) and how far each step raised the process's
-    peak RSS (``memory``)."""
+    time (``timings_s``), the steps the store served (``cached``) and each step's peak-RSS rise (``memory``)."""
     rt = runtime or runtime_for(cfg.signals)
     keyed = scores_folder(cfg, pool)
     if keyed.done(SCORES_UNIT):
