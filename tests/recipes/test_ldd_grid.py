@@ -107,3 +107,18 @@ def test_every_measured_metric_is_correlated_behaviour_rates_included(tmp_path):
     table = m.assign(**{"ldd:grads": [0.1, 0.2], "budget": 0.5})
     assert ldd_grid.measured_metrics(table) == ["heldout:loss_per_token", "heldout:loss_per_item", "heldout:refusal",
                                                 "alpaca-eval:loss_per_token", "alpaca-eval:loss_per_item"]
+
+
+def test_a_nearly_constant_metric_gives_no_correlation_and_is_said():
+    """One refusal in 80 answers in a few cells is not a rate to rank: a bootstrap over its ties would give a CI that
+    looks decisive. Fewer than 3 values over a scope's cells: no row, and the pair is named."""
+    rng = np.random.default_rng(3)
+    n = 10
+    table = pd.DataFrame({"grid": "g", "budget": [0.5] * n, "unit": "examples", "ldd:grads": rng.normal(size=n),
+                          "heldout:loss_per_token": rng.normal(size=n), "response_tokens": np.arange(n, dtype=float),
+                          "heldout:wrong_language": [0.0] * 8 + [0.0125] * 2})
+    skipped = []
+    rows = ldd_grid.correlations(table, ["heldout:loss_per_token", "heldout:wrong_language"], n_boot=100,
+                                 skipped=skipped)
+    assert {r["metric"] for r in rows} == {"heldout:loss_per_token"}
+    assert skipped == [("heldout:wrong_language", "all cells"), ("heldout:wrong_language", "g 0.5")]

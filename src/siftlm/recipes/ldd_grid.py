@@ -148,9 +148,12 @@ def verdict(low: float, high: float) -> str:
     return "no effect detected"
 
 
-def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000) -> list[dict]:
+def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000,
+                 skipped: list | None = None) -> list[dict]:
     """Spearman and Pearson of each LDD with each metric (bootstrap CI over cells), over all cells and within each
-    (pool, budget, unit) group of at least MIN_GROUP cells; partial Spearman with response tokens held fixed."""
+    (pool, budget, unit) group of at least MIN_GROUP cells; partial Spearman with response tokens held fixed. A
+    metric with fewer than 3 values over a scope's cells (a behaviour no model showed, or one answer in 80) gives no
+    correlation there: its (metric, scope) goes to ``skipped``."""
     rows = []
     groups = [("all cells", table)] + [
         (f"{g[0]} {fmt(g[1], g[2])}", part) for g, part in table.groupby(["grid", "budget", "unit"], dropna=False)
@@ -166,6 +169,10 @@ def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000)
                 ok = part[[col, metric]].notna().all(axis=1) & np.isfinite(part[col].astype(float))
                 p = part[ok]
                 if len(p) < 4 or p[col].nunique() < 3:
+                    continue
+                if p[metric].nunique() < 3:
+                    if skipped is not None and (metric, scope) not in skipped:
+                        skipped.append((metric, scope))
                     continue
                 x, y = p[col].to_numpy(float), p[metric].to_numpy(float)
                 for kind, fn in (("spearman", spearman), ("pearson", pearson)):
@@ -197,10 +204,15 @@ def run(grids: list[str], out: str | Path, *, metrics: list[str] | None = None, 
     if any(missing.values()):
         console.print(f"cells without an LDD (no features and nothing cached, or a singular kernel): {missing}",
                       highlight=False)
-    rows = correlations(table, metrics, n_boot=n_boot)
+    skipped: list = []
+    rows = correlations(table, metrics, n_boot=n_boot, skipped=skipped)
+    if skipped:
+        console.print("no correlation where the metric takes fewer than 3 values over the cells: "
+                      + "; ".join(f"{m} ({scope})" for m, scope in skipped), highlight=False)
     with atomic_write(out / "ldd-cells.parquet") as tmp:
         table.drop(columns=[c for c in ("ids",) if c in table]).to_parquet(tmp, index=False)
-    result = {"grids": [str(g) for g in grids], "cells": len(table), "missing": missing, "rows": rows}
+    result = {"grids": [str(g) for g in grids], "cells": len(table), "missing": missing, "rows": rows,
+              "nearly_constant": [list(x) for x in skipped]}
     with atomic_write(out / "ldd.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=str))
     return {**result, "table": table}
