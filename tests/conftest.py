@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +120,12 @@ def run_killed(tmp_path, source: str, *args) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     res = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, capture_output=True)
     assert res.returncode == -9, res.stderr.decode()[-2000:]
+
+
+def runs_script(name: str):
+    """A script of ``runs/`` (e.g. "evidence") imported as a module, for testing its functions."""
+    path = Path(__file__).resolve().parents[1] / "runs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"runs_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,7 +1,6 @@
 """runs/compare_arms.py compares two arms of a committed grid with the grid's own two-level bootstrap: against random
 it gives exactly the grid's table (the same cells, items, token weights and resamples)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pandas as pd
 import pytest
 
 from siftlm.stats import two_level_difference
+from tests.conftest import runs_script
 
 ROOT = Path(__file__).resolve().parents[2]
 GRID = ROOT / "runs" / "results" / "smollm2-selects-gemma"
@@ -16,10 +16,7 @@ GRID = ROOT / "runs" / "results" / "smollm2-selects-gemma"
 
 @pytest.fixture(scope="module")
 def compare_arms():
-    spec = importlib.util.spec_from_file_location("compare_arms", ROOT / "runs" / "compare_arms.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return runs_script("compare_arms")
 
 
 @pytest.mark.parametrize("method", ["lowest:lp_app", "lowest:lp_app by gemma"])

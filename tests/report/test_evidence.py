@@ -2,23 +2,20 @@
 they change), the advice follows the verdicts, never the sign of a point estimate, and a report shows the rows of
 the chosen score's methods only."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from siftlm.report import evidence
+from tests.conftest import runs_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def runs_evidence():
-    spec = importlib.util.spec_from_file_location("runs_evidence", ROOT / "runs" / "evidence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return runs_script("evidence")
 
 
 def _row(method, verdict, diff, low, high, set_="heldout", budget="10 %", metric="loss_per_token", primary=True,
