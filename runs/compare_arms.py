@@ -1,5 +1,6 @@
 """Two arms of a committed grid against each other (not against random): the difference of held-out loss per token
-and per item with the same two-level bootstrap as the grid's tables (seeds of each arm, then the shared items).
+and per item on the grid tables' own cells x items matrix (``metric_matrix``) with the same two-level bootstrap
+(seeds of each arm, then the shared items).
 
     python runs/compare_arms.py runs/results/smollm2-selects-gemma "lowest:lp_app" "lowest:lp_app by gemma" --set heldout
 """
@@ -11,18 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from siftlm.report.experiment import metric_matrix
 from siftlm.stats import two_level_difference
 
 
-def arm_matrix(cells: pd.DataFrame, items: pd.DataFrame, method: str, set_name: str) -> tuple[pd.DataFrame, pd.Series]:
-    """One row per cell of ``method`` (its per-item losses on ``set_name``), and the items' token counts."""
-    part = items[items["set"] == set_name]
+def arm_rows(cells: pd.DataFrame, values: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The rows of ``values`` (cells x items, ``metric_matrix``) that are cells of ``method``."""
     keys = cells.loc[cells["method"] == method, "key"]
     if keys.empty:
         raise SystemExit(f"no cells of method {method!r}; methods: {sorted(set(cells['method']))}")
-    losses = part.pivot_table(index="key", columns="id", values="loss", aggfunc="first").loc[list(keys)]
-    tokens = part.groupby("id")["n_tokens"].first().loc[losses.columns]
-    return losses, tokens
+    return values.loc[[k for k in keys if k in values.index]]
 
 
 def main() -> None:
@@ -35,14 +34,14 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.results)
     cells, items = pd.read_parquet(folder / "cells.parquet"), pd.read_parquet(folder / "results.parquet")
-    m, tokens = arm_matrix(cells, items, args.method, args.set)
-    b, _ = arm_matrix(cells, items, args.baseline, args.set)
-    b = b[m.columns]
-    for label, weights in (("loss per token", tokens.to_numpy(float)), ("loss per item", None)):
+    part = items[items["set"] == args.set]
+    for metric in ("loss_per_token", "loss_per_item"):
+        values, weights = metric_matrix(part, metric)
+        m, b = arm_rows(cells, values, args.method), arm_rows(cells, values, args.baseline)
         d = two_level_difference(m.to_numpy(), b.to_numpy(), n_boot=args.n_boot, seed=0, weights=weights)
-        print(f"{args.method} minus {args.baseline}, {label} on {args.set} ({d['n_items']} items, {d['n_method']} vs "
-              f"{d['n_baseline']} cells): {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] {d['verdict']}")
-
+        print(f"{args.method} minus {args.baseline}, {metric.replace('_', ' ')} on {args.set} ({d['n_items']} items, "
+              f"{d['n_method']} vs {d['n_baseline']} cells): {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+              f"{d['verdict']}")
 
 if __name__ == "__main__":
     main()

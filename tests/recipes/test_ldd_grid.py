@@ -64,7 +64,8 @@ def test_correlations_within_a_budget_and_verdicts():
     table = pd.DataFrame({"grid": "g", "budget": [0.1] * n, "unit": "examples", "ldd:grads": ldd,
                           "heldout:loss_per_token": ldd + 0.05 * rng.normal(size=n),
                           "response_tokens": rng.integers(100, 200, n).astype(float)})
-    rows = ldd_grid.correlations(table, ["heldout:loss_per_token"], n_boot=200)
+    rows, skipped = ldd_grid.correlations(table, ["heldout:loss_per_token"], n_boot=200)
+    assert skipped == []
     scopes = {(r["scope"], r["kind"]) for r in rows}
     assert ("all cells", "spearman") in scopes and ("g 0.1", "partial spearman | response tokens") in scopes
     sp = next(r for r in rows if r["scope"] == "all cells" and r["kind"] == "spearman")
@@ -117,8 +118,6 @@ def test_a_nearly_constant_metric_gives_no_correlation_and_is_said():
     table = pd.DataFrame({"grid": "g", "budget": [0.5] * n, "unit": "examples", "ldd:grads": rng.normal(size=n),
                           "heldout:loss_per_token": rng.normal(size=n), "response_tokens": np.arange(n, dtype=float),
                           "heldout:wrong_language": [0.0] * 8 + [0.0125] * 2})
-    skipped = []
-    rows = ldd_grid.correlations(table, ["heldout:loss_per_token", "heldout:wrong_language"], n_boot=100,
-                                 skipped=skipped)
+    rows, skipped = ldd_grid.correlations(table, ["heldout:loss_per_token", "heldout:wrong_language"], n_boot=100)
     assert {r["metric"] for r in rows} == {"heldout:loss_per_token"}
     assert skipped == [("heldout:wrong_language", "all cells"), ("heldout:wrong_language", "g 0.5")]

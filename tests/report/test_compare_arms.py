@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from siftlm.report.experiment import metric_matrix
 from siftlm.stats import two_level_difference
 from tests.conftest import runs_script
 
@@ -22,11 +23,10 @@ def compare_arms():
 @pytest.mark.parametrize("method", ["lowest:lp_app", "lowest:lp_app by gemma"])
 def test_an_arm_against_random_equals_the_grids_own_comparison(compare_arms, method):
     cells, items = pd.read_parquet(GRID / "cells.parquet"), pd.read_parquet(GRID / "results.parquet")
-    m, tokens = compare_arms.arm_matrix(cells, items, method, "heldout")
-    b, _ = compare_arms.arm_matrix(cells, items, "random", "heldout")
+    values, weights = metric_matrix(items[items["set"] == "heldout"], "loss_per_token")
+    m, b = compare_arms.arm_rows(cells, values, method), compare_arms.arm_rows(cells, values, "random")
     assert m.shape == (3, 80) and b.shape == (5, 80)
-    got = two_level_difference(m.to_numpy(), b[m.columns].to_numpy(), n_boot=2000, seed=0,
-                               weights=tokens.to_numpy(float))
+    got = two_level_difference(m.to_numpy(), b.to_numpy(), n_boot=2000, seed=0, weights=weights)
     table = json.loads((GRID / "results.json").read_text())["tables"][0]
     want = next(r for r in table["rows"] if r["method"] == method)["vs_random"][0]
     assert (got["diff"], got["low"], got["high"]) == pytest.approx((want["diff"], want["low"], want["high"]), abs=1e-12)
@@ -34,5 +34,6 @@ def test_an_arm_against_random_equals_the_grids_own_comparison(compare_arms, met
 
 def test_an_unknown_arm_is_refused_naming_the_methods(compare_arms):
     cells, items = pd.read_parquet(GRID / "cells.parquet"), pd.read_parquet(GRID / "results.parquet")
+    values, _ = metric_matrix(items, "loss_per_token")
     with pytest.raises(SystemExit, match="no cells of method 'best'.*random"):
-        compare_arms.arm_matrix(cells, items, "best", "heldout")
+        compare_arms.arm_rows(cells, values, "best")

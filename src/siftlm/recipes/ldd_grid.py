@@ -148,13 +148,13 @@ def verdict(low: float, high: float) -> str:
     return "no effect detected"
 
 
-def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000,
-                 skipped: list | None = None) -> list[dict]:
+def correlations(table: pd.DataFrame, metrics: list[str], *,
+                 n_boot: int = 2000) -> tuple[list[dict], list[tuple[str, str]]]:
     """Spearman and Pearson of each LDD with each metric (bootstrap CI over cells), over all cells and within each
     (pool, budget, unit) group of at least MIN_GROUP cells; partial Spearman with response tokens held fixed. A
     metric with fewer than 3 values over a scope's cells (a behaviour no model showed, or one answer in 80) gives no
-    correlation there: its (metric, scope) goes to ``skipped``."""
-    rows = []
+    correlation there. Returns the rows and those (metric, scope) pairs."""
+    rows, skipped = [], []
     groups = [("all cells", table)] + [
         (f"{g[0]} {fmt(g[1], g[2])}", part) for g, part in table.groupby(["grid", "budget", "unit"], dropna=False)
         if len(part) >= MIN_GROUP]
@@ -171,7 +171,7 @@ def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000,
                 if len(p) < 4 or p[col].nunique() < 3:
                     continue
                 if p[metric].nunique() < 3:
-                    if skipped is not None and (metric, scope) not in skipped:
+                    if (metric, scope) not in skipped:      # named once, not per representation
                         skipped.append((metric, scope))
                     continue
                 x, y = p[col].to_numpy(float), p[metric].to_numpy(float)
@@ -185,7 +185,7 @@ def correlations(table: pd.DataFrame, metrics: list[str], *, n_boot: int = 2000,
                     rows.append({"representation": rep, "metric": metric, "scope": scope,
                                  "kind": "partial spearman | response tokens", "n": len(p), "r": est[0],
                                  "low": est[1], "high": est[2], "verdict": verdict(est[1], est[2])})
-    return rows
+    return rows, skipped
 
 
 def fmt(budget, unit) -> str:
@@ -204,8 +204,7 @@ def run(grids: list[str], out: str | Path, *, metrics: list[str] | None = None, 
     if any(missing.values()):
         console.print(f"cells without an LDD (no features and nothing cached, or a singular kernel): {missing}",
                       highlight=False)
-    skipped: list = []
-    rows = correlations(table, metrics, n_boot=n_boot, skipped=skipped)
+    rows, skipped = correlations(table, metrics, n_boot=n_boot)
     if skipped:
         console.print("no correlation where the metric takes fewer than 3 values over the cells: "
                       + "; ".join(f"{m} ({scope})" for m, scope in skipped), highlight=False)

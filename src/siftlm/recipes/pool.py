@@ -292,9 +292,8 @@ def feature_identity(cfg: ExperimentConfig, pool: Pool, name: str, query: str | 
 
 
 def _current(path: Path, ident: dict) -> bool:
-    """Whether the feature file ``path`` holds features of identity ``ident`` (its metadata names it). A file made
-    from another pool, model, settings or query set, or before siftlm recorded identities, is made again from the store
-    (its passes are keyed there, so nothing the store holds is computed twice), said in one line."""
+    """Whether the feature file ``path`` holds features of identity ``ident`` (its metadata names it). Any other file
+    is made again from the store (its passes are keyed there: nothing computed twice), said in one line."""
     why = stale((features_meta(path) if path.exists() else {}).get("identity"), ident)
     if why is None:
         return True
@@ -316,8 +315,9 @@ def feature_passes(cfg: ExperimentConfig, pool: Pool, names, lm=None, ds=None, t
     if model_passes:
         lm = lm or load_model(cfg.selector_model or cfg.model, dtype=cfg.signals.dtype)
         prep = prepare(ds, lm.tokenizer, cfg.signals)
+        fused = ("lm-embed",) if "lm-embed" in model_passes else ()     # from the grads pass's forward
         for name in model_passes:      # on the base weights, before any reference trains them in place
-            _model_pass(cfg, pool, name, prep, lm, timer, rt, also=tuple({"lm-embed"} & {*model_passes} - {name}))
+            _model_pass(cfg, pool, name, prep, lm, timer, rt, also=fused if name == "grads" else ())
     if "embed" in todo:
         with timer("embed pass"):
             frame = run_pass(prepare_texts(ds, cfg.signals), "embed", load_sentence_model(), runtime=rt,

@@ -83,9 +83,10 @@ def _entry(method: str, budget, unit: str, part: pd.DataFrame, per_seed: np.ndar
             "minutes": float(part["cell_s"].sum() / 60) if "cell_s" in part else float("nan")}
 
 
-def metric_table(cells: pd.DataFrame, items: pd.DataFrame, metric: str, *, n_boot: int, baseline: str) -> dict | None:
-    """One metric's table over ``items`` (one or several sets, pooled: an item is a (set, id) pair): a row per
-    (method, budget, unit) with its comparison against random; None when no cell measured the metric."""
+def metric_matrix(items: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """One metric over ``items`` as cells x items (an item is a (set, id) pair): the cells that measured it, the items
+    every such cell scored, and each item's weight (its tokens for a per-token metric, else 1); None when no cell
+    measured it. What every comparison of a grid's arms (``two_level_difference``) is computed on."""
     spec = METRICS[metric]
     if spec.column not in items or items[spec.column].isna().all():
         return None
@@ -97,9 +98,18 @@ def metric_table(cells: pd.DataFrame, items: pd.DataFrame, metric: str, *, n_boo
         return None
     if spec.weight:
         w = items.pivot_table(index="key", columns="item", values=spec.weight, aggfunc="first")
-        weights = w.loc[values.index, values.columns].iloc[0].to_numpy(dtype=np.float64)
-    else:
-        weights = np.ones(values.shape[1])
+        return values, w.loc[values.index, values.columns].iloc[0].to_numpy(dtype=np.float64)
+    return values, np.ones(values.shape[1])
+
+
+def metric_table(cells: pd.DataFrame, items: pd.DataFrame, metric: str, *, n_boot: int, baseline: str) -> dict | None:
+    """One metric's table over ``items`` (one or several sets, pooled: an item is a (set, id) pair): a row per
+    (method, budget, unit) with its comparison against random; None when no cell measured the metric."""
+    spec = METRICS[metric]
+    matrix = metric_matrix(items, metric)
+    if matrix is None:
+        return None
+    values, weights = matrix
 
     def per_cell(keys) -> np.ndarray:
         return (values.loc[keys].to_numpy() * weights).sum(1) / weights.sum()
