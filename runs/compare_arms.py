@@ -33,8 +33,12 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
     folder = Path(args.results)
+    if not (folder / "cells.parquet").exists() or not (folder / "results.parquet").exists():
+        raise SystemExit(f"{folder}: not a grid's results folder (no cells.parquet and results.parquet)")
     cells, items = pd.read_parquet(folder / "cells.parquet"), pd.read_parquet(folder / "results.parquet")
     part = items[items["set"] == args.set]
+    if part.empty:
+        raise SystemExit(f"{folder}: no evaluation set {args.set!r}; sets: {sorted(set(items['set']))}")
     for metric in ("loss_per_token", "loss_per_item"):
         values, weights = metric_matrix(part, metric)
         m, b = arm_rows(cells, values, args.method), arm_rows(cells, values, args.baseline)
